@@ -1,0 +1,328 @@
+//! splitbrain's shared history model: operations and their values, the file
+//! formats histories are stored in, invocation/completion pairing, and the
+//! types every checker returns.
+
+pub mod edn;
+pub mod format;
+pub mod op;
+pub mod result;
+pub mod value;
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use serde::Serialize;
+use thiserror::Error;
+
+pub use format::{read_ops, Format, OpWriter};
+pub use op::{Op, OpType, Process};
+pub use result::{Budget, CheckError, CheckOptions, CheckOutcome, CheckReport, Verdict};
+pub use value::Value;
+
+/// A problem with a history file, named by file and line.
+#[derive(Debug, Error, Clone, PartialEq)]
+#[error("{}", self.render())]
+pub struct HistoryError {
+    pub file: String,
+    pub line: Option<u32>,
+    pub problem: String,
+}
+
+impl HistoryError {
+    pub fn new(file: &str, line: Option<u32>, problem: impl Into<String>) -> Self {
+        HistoryError {
+            file: file.to_string(),
+            line,
+            problem: problem.into(),
+        }
+    }
+
+    fn render(&self) -> String {
+        match self.line {
+            Some(l) => format!("{}:{}: {}", self.file, l, self.problem),
+            None => format!("{}: {}", self.file, self.problem),
+        }
+    }
+}
+
+const NONE: u32 = u32::MAX;
+
+/// A validated history: ops in order, each invocation paired with its completion.
+#[derive(Debug, Clone, Default)]
+pub struct History {
+    pub ops: Vec<Op>,
+    /// Where each op came from (file line), for error messages.
+    lines: Vec<u32>,
+    /// For each op, the position of its partner (invocation <-> completion).
+    partner: Vec<u32>,
+    source: String,
+}
+
+impl History {
+    /// Read and validate a history file.
+    pub fn read(path: &Path, format: Option<Format>) -> Result<History, HistoryError> {
+        let mut ops = Vec::new();
+        let mut lines = Vec::new();
+        read_ops(path, format, |op, line| {
+            ops.push(op);
+            lines.push(line);
+            Ok(())
+        })?;
+        History::build(ops, lines, &path.display().to_string())
+    }
+
+    /// Validate ops already in memory (positions stand in for line numbers).
+    pub fn from_ops(ops: Vec<Op>) -> Result<History, HistoryError> {
+        let lines = (1..=ops.len() as u32).collect();
+        History::build(ops, lines, "history")
+    }
+
+    fn build(mut ops: Vec<Op>, lines: Vec<u32>, source: &str) -> Result<History, HistoryError> {
+        if ops.len() >= NONE as usize {
+            return Err(HistoryError::new(source, None, "more than 4 billion ops"));
+        }
+        // Keep the file's own indices when it gave them all; otherwise number by position.
+        let given = ops
+            .iter()
+            .enumerate()
+            .all(|(i, op)| i == 0 || op.index > ops[i - 1].index)
+            && ops.iter().any(|o| o.index != 0);
+        if !given {
+            for (i, op) in ops.iter_mut().enumerate() {
+                op.index = i as u64;
+            }
+        }
+        let mut partner = vec![NONE; ops.len()];
+        let mut open: HashMap<&Process, u32> = HashMap::new();
+        let mut crashed: HashMap<&Process, u32> = HashMap::new();
+        for (i, op) in ops.iter().enumerate() {
+            let err = |problem: String| HistoryError::new(source, Some(lines[i]), problem);
+            let client = op.process.is_client();
+            if op.is_invoke() {
+                if let Some(&j) = open.get(&op.process) {
+                    if client {
+                        return Err(err(format!(
+                            "process {} invokes {} while its {} from line {} has not completed",
+                            op.process, op.f, ops[j as usize].f, lines[j as usize]
+                        )));
+                    }
+                }
+                if client {
+                    if let Some(&j) = crashed.get(&op.process) {
+                        return Err(err(format!(
+                            "process {} invokes {} after its op at line {} ended in info; a crashed process must not invoke again",
+                            op.process, op.f, lines[j as usize]
+                        )));
+                    }
+                }
+                open.insert(&op.process, i as u32);
+            } else {
+                match open.remove(&op.process) {
+                    Some(j) => {
+                        let inv = &ops[j as usize];
+                        if inv.f != op.f && client {
+                            return Err(err(format!(
+                                "process {} completes {} but invoked {} at line {}",
+                                op.process, op.f, inv.f, lines[j as usize]
+                            )));
+                        }
+                        partner[i] = j;
+                        partner[j as usize] = i as u32;
+                    }
+                    None if client => {
+                        return Err(err(format!(
+                            "{} of {} by process {} has no invocation",
+                            op.kind.as_str(),
+                            op.f,
+                            op.process
+                        )))
+                    }
+                    // The nemesis and named actors may log completions alone.
+                    None => {}
+                }
+                if op.is_info() {
+                    crashed.insert(&op.process, i as u32);
+                }
+            }
+        }
+        Ok(History {
+            ops,
+            lines,
+            partner,
+            source: source.to_string(),
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// The file line an op came from.
+    pub fn line_of(&self, position: usize) -> u32 {
+        self.lines.get(position).copied().unwrap_or(0)
+    }
+
+    /// The completion of the invocation at `position`, if it completed.
+    pub fn completion(&self, position: usize) -> Option<usize> {
+        let p = self.partner[position];
+        (self.ops[position].is_invoke() && p != NONE).then_some(p as usize)
+    }
+
+    /// The invocation of the completion at `position`.
+    pub fn invocation(&self, position: usize) -> Option<usize> {
+        let p = self.partner[position];
+        (!self.ops[position].is_invoke() && p != NONE).then_some(p as usize)
+    }
+
+    /// An error about the op at `position`, naming its file and line.
+    pub fn error_at(&self, position: usize, problem: impl Into<String>) -> HistoryError {
+        HistoryError::new(&self.source, Some(self.line_of(position)), problem)
+    }
+
+    /// Client invocations with their completions (`None` when never completed).
+    pub fn client_pairs(&self) -> impl Iterator<Item = (usize, Option<usize>)> + '_ {
+        self.ops
+            .iter()
+            .enumerate()
+            .filter(|(_, op)| op.is_invoke() && op.is_client())
+            .map(|(i, _)| (i, self.completion(i)))
+    }
+
+    pub fn stats(&self) -> HistoryStats {
+        let mut s = HistoryStats::default();
+        let mut processes = std::collections::HashSet::new();
+        for (i, op) in self.ops.iter().enumerate() {
+            if !op.is_client() {
+                s.nemesis_ops += 1;
+                continue;
+            }
+            processes.insert(&op.process);
+            match op.kind {
+                OpType::Invoke => {
+                    s.invocations += 1;
+                    if self.completion(i).is_none() {
+                        s.open += 1;
+                    }
+                }
+                OpType::Ok => s.ok += 1,
+                OpType::Fail => s.fail += 1,
+                OpType::Info => s.info += 1,
+            }
+        }
+        s.ops = self.ops.len();
+        s.processes = processes.len();
+        s
+    }
+}
+
+/// Counts that every result carries.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct HistoryStats {
+    pub ops: usize,
+    pub invocations: usize,
+    pub ok: usize,
+    pub fail: usize,
+    pub info: usize,
+    /// Invocations that never completed.
+    pub open: usize,
+    pub nemesis_ops: usize,
+    pub processes: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn op(p: u64, kind: OpType, f: &str, v: Value) -> Op {
+        Op::new(Process::Client(p), kind, f, v)
+    }
+
+    #[test]
+    fn pairs_invocations_with_completions() {
+        let h = History::from_ops(vec![
+            op(0, OpType::Invoke, "write", 1.into()),
+            op(1, OpType::Invoke, "read", Value::Nil),
+            op(0, OpType::Ok, "write", 1.into()),
+            op(1, OpType::Info, "read", Value::Nil),
+            op(2, OpType::Invoke, "read", Value::Nil),
+        ])
+        .unwrap();
+        assert_eq!(h.completion(0), Some(2));
+        assert_eq!(h.completion(1), Some(3));
+        assert_eq!(h.invocation(3), Some(1));
+        assert_eq!(h.completion(4), None);
+        let s = h.stats();
+        assert_eq!(
+            (s.invocations, s.ok, s.info, s.open, s.processes),
+            (3, 1, 1, 1, 3)
+        );
+        assert_eq!(h.ops[4].index, 4);
+    }
+
+    #[test]
+    fn rejects_unpaired_completion() {
+        let e = History::from_ops(vec![op(0, OpType::Ok, "read", 1.into())]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "history:1: ok of read by process 0 has no invocation"
+        );
+    }
+
+    #[test]
+    fn rejects_double_invoke() {
+        let e = History::from_ops(vec![
+            op(0, OpType::Invoke, "read", Value::Nil),
+            op(0, OpType::Invoke, "write", 1.into()),
+        ])
+        .unwrap_err();
+        assert!(e.problem.contains("has not completed"), "{e}");
+        assert_eq!(e.line, Some(2));
+    }
+
+    #[test]
+    fn rejects_invoke_after_info() {
+        let e = History::from_ops(vec![
+            op(0, OpType::Invoke, "read", Value::Nil),
+            op(0, OpType::Info, "read", Value::Nil),
+            op(0, OpType::Invoke, "read", Value::Nil),
+        ])
+        .unwrap_err();
+        assert!(e.problem.contains("ended in info"), "{e}");
+    }
+
+    #[test]
+    fn rejects_mismatched_f() {
+        let e = History::from_ops(vec![
+            op(0, OpType::Invoke, "read", Value::Nil),
+            op(0, OpType::Ok, "write", 1.into()),
+        ])
+        .unwrap_err();
+        assert!(
+            e.problem.contains("completes write but invoked read"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn nemesis_is_lenient() {
+        let n = |kind| Op::new(Process::Nemesis, kind, "start", Value::Nil);
+        let h = History::from_ops(vec![
+            n(OpType::Info),
+            n(OpType::Invoke),
+            n(OpType::Info),
+            n(OpType::Invoke),
+            n(OpType::Info),
+        ])
+        .unwrap();
+        assert_eq!(h.completion(1), Some(2));
+        assert_eq!(h.stats().nemesis_ops, 5);
+    }
+}

@@ -1,0 +1,25 @@
+//! The `splitbrain` command: check stored histories, convert between formats,
+//! and (as their issues land) run tests, serve reports and host store nodes.
+
+mod cli;
+mod registry;
+
+use std::process::ExitCode;
+
+/// Exit codes, the same as Jepsen's so existing CI gates keep working.
+pub mod exit {
+    pub const VALID: u8 = 0;
+    pub const INVALID: u8 = 1;
+    pub const UNKNOWN: u8 = 2;
+    pub const BAD_INPUT: u8 = 254;
+    pub const INTERNAL: u8 = 255;
+}
+
+fn main() -> ExitCode {
+    // A bug of ours is exit 255, never a verdict.
+    std::panic::set_hook(Box::new(|info| {
+        eprintln!("splitbrain: internal error: {info}");
+        std::process::exit(exit::INTERNAL as i32);
+    }));
+    cli::main()
+}

@@ -1,45 +1,34 @@
-//! Checkers by name. Each checker crate exposes a pure function from a
-//! history to a typed result; this table is the only place that names them.
+//! Checkers by name. Each checker crate exports a table of pure functions from
+//! a history to a typed result; this is the only place that gathers them.
 
-use splitbrain_history::{CheckError, CheckOptions, CheckReport, History};
+use splitbrain_history::{CheckerDef, History};
 
-/// One registered checker.
-pub struct CheckerEntry {
-    pub name: &'static str,
-    pub run: fn(&History, &CheckOptions) -> Result<CheckReport, CheckError>,
+/// Every checker crate's table, in the order they are listed.
+const TABLES: &[&[CheckerDef]] = &[];
+
+pub fn all() -> impl Iterator<Item = &'static CheckerDef> {
+    TABLES.iter().flat_map(|t| t.iter())
 }
 
-/// Every checker this build has. Checkers arrive with their own issues.
-pub const CHECKERS: &[CheckerEntry] = &[];
-
-pub fn find(name: &str) -> Option<&'static CheckerEntry> {
-    CHECKERS.iter().find(|c| c.name == name)
+pub fn find(name: &str) -> Option<&'static CheckerDef> {
+    all().find(|c| c.name == name)
 }
 
 pub fn names() -> String {
-    if CHECKERS.is_empty() {
+    let names: Vec<_> = all().map(|c| c.name).collect();
+    if names.is_empty() {
         return "none in this build yet".to_string();
     }
-    CHECKERS
-        .iter()
-        .map(|c| c.name)
-        .collect::<Vec<_>>()
-        .join(", ")
+    names.join(", ")
 }
 
 /// The checker a history most likely wants when none was named.
 pub fn guess(history: &History) -> Option<&'static str> {
-    let mut fs = history
-        .ops
-        .iter()
-        .filter(|o| o.is_client())
-        .map(|o| o.f.as_str());
+    let mut fs = history.ops.iter().filter(|o| o.is_client()).map(|o| o.f.as_str());
     let first = fs.next()?;
     Some(match first {
         "txn" => "list-append",
-        "read" | "write" | "cas" | "get" | "put" | "append" | "acquire" | "release" => {
-            "linearizable"
-        }
+        "read" | "write" | "cas" | "get" | "put" | "append" | "acquire" | "release" => "linearizable",
         "add" => "set",
         "transfer" => "bank",
         "increment" | "incr" => "counter",

@@ -16,7 +16,7 @@ use thiserror::Error;
 
 pub use format::{read_ops, Format, OpWriter};
 pub use op::{Op, OpType, Process};
-pub use result::{Budget, CheckError, CheckOptions, CheckOutcome, CheckReport, Verdict};
+pub use result::{Budget, CheckError, CheckOptions, CheckOutcome, CheckReport, CheckerDef, Verdict};
 pub use value::Value;
 
 /// A problem with a history file, named by file and line.

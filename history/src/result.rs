@@ -166,3 +166,10 @@ impl CheckReport {
         }
     }
 }
+
+/// A checker as a crate exports it: a name and a pure function.
+#[derive(Clone, Copy)]
+pub struct CheckerDef {
+    pub name: &'static str,
+    pub run: fn(&crate::History, &CheckOptions) -> Result<CheckReport, CheckError>,
+}

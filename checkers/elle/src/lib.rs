@@ -1,0 +1,1 @@
+//! Elle-style transactional anomaly checking (list-append, rw-register). Nothing here yet.

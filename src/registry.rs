@@ -24,11 +24,17 @@ pub fn names() -> String {
 
 /// The checker a history most likely wants when none was named.
 pub fn guess(history: &History) -> Option<&'static str> {
-    let mut fs = history.ops.iter().filter(|o| o.is_client()).map(|o| o.f.as_str());
+    let mut fs = history
+        .ops
+        .iter()
+        .filter(|o| o.is_client())
+        .map(|o| o.f.as_str());
     let first = fs.next()?;
     Some(match first {
         "txn" => "list-append",
-        "read" | "write" | "cas" | "get" | "put" | "append" | "acquire" | "release" => "linearizable",
+        "read" | "write" | "cas" | "get" | "put" | "append" | "acquire" | "release" => {
+            "linearizable"
+        }
         "add" => "set",
         "transfer" => "bank",
         "increment" | "incr" => "counter",

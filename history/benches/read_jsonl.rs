@@ -87,4 +87,37 @@ fn main() {
         peak_rss_mb(),
         rss_before
     );
+    drop(h);
+    println!("breakdown, in the same process (memory now warm):");
+    let t = Instant::now();
+    let mut n = 0usize;
+    splitbrain_history::read_ops(&path, None, |_, _| {
+        n += 1;
+        Ok(())
+    })
+    .expect("read");
+    println!(
+        "parse only (ops dropped): {n} ops in {:.0} ms",
+        t.elapsed().as_secs_f64() * 1000.0
+    );
+    let t = Instant::now();
+    let mut kept = Vec::with_capacity(n);
+    splitbrain_history::read_ops(&path, None, |op, _| {
+        kept.push(op);
+        Ok(())
+    })
+    .expect("read");
+    println!(
+        "parse into a vector: {:.0} ms",
+        t.elapsed().as_secs_f64() * 1000.0
+    );
+    let t = Instant::now();
+    let h = History::from_ops(kept).expect("pair");
+    println!(
+        "pair and validate: {:.0} ms",
+        t.elapsed().as_secs_f64() * 1000.0
+    );
+    let t = Instant::now();
+    drop(h);
+    println!("drop: {:.0} ms", t.elapsed().as_secs_f64() * 1000.0);
 }

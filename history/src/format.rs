@@ -102,28 +102,79 @@ pub fn read_ops(
 
 fn read_jsonl(
     name: &str,
-    mut reader: impl BufRead,
+    mut reader: impl Read,
     sink: &mut impl FnMut(Op, u32) -> Result<(), HistoryError>,
 ) -> Result<(), HistoryError> {
-    let mut line = String::new();
-    let mut line_no = 0u32;
-    loop {
-        line.clear();
-        let n = reader
-            .read_line(&mut line)
-            .map_err(|e| HistoryError::new(name, Some(line_no + 1), format!("cannot read: {e}")))?;
-        if n == 0 {
-            return Ok(());
+    // Read in chunks of whole lines and parse each chunk on all cores; memory
+    // stays bounded by the chunk size however long the file is.
+    const CHUNK: usize = 4 << 20;
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(8);
+    let mut buf: Vec<u8> = Vec::with_capacity(CHUNK * 2);
+    let mut first_line = 1u32;
+    let mut eof = false;
+    while !eof || !buf.is_empty() {
+        while !eof && buf.len() < CHUNK {
+            let old = buf.len();
+            buf.resize(old + CHUNK, 0);
+            let n = reader.read(&mut buf[old..]).map_err(|e| {
+                HistoryError::new(name, Some(first_line), format!("cannot read: {e}"))
+            })?;
+            buf.truncate(old + n);
+            eof = n == 0;
         }
-        line_no += 1;
-        let t = line.trim();
-        if t.is_empty() {
-            continue;
+        let cut = if eof {
+            buf.len()
+        } else {
+            buf.iter()
+                .rposition(|&b| b == b'\n')
+                .map_or(buf.len(), |i| i + 1)
+        };
+        let lines: Vec<&[u8]> = buf[..cut].split(|&b| b == b'\n').collect();
+        let lines = if lines.last().is_some_and(|l| l.is_empty()) {
+            &lines[..lines.len() - 1]
+        } else {
+            &lines[..]
+        };
+        let per = lines.len().div_ceil(threads).max(1);
+        let parsed: Vec<Vec<Result<Option<Op>, String>>> = std::thread::scope(|s| {
+            let handles: Vec<_> = lines
+                .chunks(per)
+                .map(|part| {
+                    s.spawn(move || part.iter().map(|l| parse_json_line(l)).collect::<Vec<_>>())
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| vec![Err("the parser panicked".into())])
+                })
+                .collect()
+        });
+        for (i, result) in parsed.into_iter().flatten().enumerate() {
+            let line_no = first_line + i as u32;
+            match result {
+                Ok(Some(op)) => sink(op, line_no)?,
+                Ok(None) => {}
+                Err(problem) => return Err(HistoryError::new(name, Some(line_no), problem)),
+            }
         }
-        let op: Op = serde_json::from_str(t)
-            .map_err(|e| HistoryError::new(name, Some(line_no), format!("not a valid op: {e}")))?;
-        sink(op, line_no)?;
+        first_line += lines.len() as u32;
+        buf.drain(..cut);
     }
+    Ok(())
+}
+
+fn parse_json_line(line: &[u8]) -> Result<Option<Op>, String> {
+    let t = line.trim_ascii();
+    if t.is_empty() {
+        return Ok(None);
+    }
+    serde_json::from_slice(t)
+        .map(Some)
+        .map_err(|e| format!("not a valid op: {e}"))
 }
 
 /// `INFO  jepsen.util - 3<TAB>:invoke<TAB>:cas<TAB>[1 2]`; other log lines are skipped.

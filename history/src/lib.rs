@@ -16,7 +16,9 @@ use thiserror::Error;
 
 pub use format::{read_ops, Format, OpWriter};
 pub use op::{Op, OpType, Process};
-pub use result::{Budget, CheckError, CheckOptions, CheckOutcome, CheckReport, CheckerDef, Verdict};
+pub use result::{
+    Budget, CheckError, CheckOptions, CheckOutcome, CheckReport, CheckerDef, Verdict,
+};
 pub use value::Value;
 
 /// A problem with a history file, named by file and line.
@@ -47,6 +49,53 @@ impl HistoryError {
 
 const NONE: u32 = u32::MAX;
 
+/// Per-process slots: a plain vector for small client ids (the common case,
+/// and much faster than hashing a million times), a map for the rest.
+#[derive(Default)]
+struct ProcessTable<'a> {
+    dense: Vec<u32>,
+    other: HashMap<&'a Process, u32>,
+}
+
+impl<'a> ProcessTable<'a> {
+    const DENSE_LIMIT: u64 = 1 << 20;
+
+    fn get(&self, p: &Process) -> Option<&u32> {
+        match p {
+            Process::Client(n) if *n < Self::DENSE_LIMIT => {
+                self.dense.get(*n as usize).filter(|&&v| v != NONE)
+            }
+            _ => self.other.get(p),
+        }
+    }
+
+    fn insert(&mut self, p: &'a Process, v: u32) {
+        match p {
+            Process::Client(n) if *n < Self::DENSE_LIMIT => {
+                let n = *n as usize;
+                if self.dense.len() <= n {
+                    self.dense.resize(n + 1, NONE);
+                }
+                self.dense[n] = v;
+            }
+            _ => {
+                self.other.insert(p, v);
+            }
+        }
+    }
+
+    fn remove(&mut self, p: &Process) -> Option<u32> {
+        match p {
+            Process::Client(n) if *n < Self::DENSE_LIMIT => {
+                let slot = self.dense.get_mut(*n as usize)?;
+                let v = std::mem::replace(slot, NONE);
+                (v != NONE).then_some(v)
+            }
+            _ => self.other.remove(p),
+        }
+    }
+}
+
 /// A validated history: ops in order, each invocation paired with its completion.
 #[derive(Debug, Clone, Default)]
 pub struct History {
@@ -61,8 +110,12 @@ pub struct History {
 impl History {
     /// Read and validate a history file.
     pub fn read(path: &Path, format: Option<Format>) -> Result<History, HistoryError> {
-        let mut ops = Vec::new();
-        let mut lines = Vec::new();
+        // Size the vectors from the file once instead of regrowing them (ops are ~100 bytes a line).
+        let guess = std::fs::metadata(path)
+            .map_or(0, |m| m.len() as usize / 100)
+            .min(50_000_000);
+        let mut ops = Vec::with_capacity(guess);
+        let mut lines = Vec::with_capacity(guess);
         read_ops(path, format, |op, line| {
             ops.push(op);
             lines.push(line);
@@ -93,8 +146,8 @@ impl History {
             }
         }
         let mut partner = vec![NONE; ops.len()];
-        let mut open: HashMap<&Process, u32> = HashMap::new();
-        let mut crashed: HashMap<&Process, u32> = HashMap::new();
+        let mut open = ProcessTable::default();
+        let mut crashed = ProcessTable::default();
         for (i, op) in ops.iter().enumerate() {
             let err = |problem: String| HistoryError::new(source, Some(lines[i]), problem);
             let client = op.process.is_client();

@@ -1,0 +1,134 @@
+//! The `splitbrain` binary's offline commands: convert, check errors, exit codes.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use splitbrain_history::History;
+
+fn splitbrain(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_splitbrain"))
+        .args(args)
+        .output()
+        .expect("run splitbrain")
+}
+
+fn example(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples")
+        .join(name)
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn version_and_help() {
+    let o = splitbrain(&["--version"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&o.stdout).starts_with("splitbrain "));
+    for sub in ["check", "convert"] {
+        let o = splitbrain(&[sub, "--help"]);
+        assert_eq!(o.status.code(), Some(0), "{sub} --help");
+        assert!(String::from_utf8_lossy(&o.stdout).contains("Usage: splitbrain"));
+    }
+}
+
+#[test]
+fn convert_round_trips_edn_jsonl_edn() {
+    let dir = tempfile::tempdir().unwrap();
+    let edn = example("cas-register-bad.edn");
+    let jsonl = dir.path().join("h.jsonl");
+    let back = dir.path().join("h.edn");
+    let log = dir.path().join("h.log");
+    for (a, b) in [(&edn, &jsonl), (&jsonl, &back), (&back, &log)] {
+        let o = splitbrain(&["convert", a.to_str().unwrap(), b.to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    }
+    let original = History::read(&edn, None).unwrap();
+    for path in [&jsonl, &back, &log] {
+        let h = History::read(path, None).unwrap();
+        assert_eq!(h.ops.len(), original.ops.len());
+        for (a, b) in original.ops.iter().zip(&h.ops) {
+            assert_eq!(
+                (&a.process, a.kind, &a.f, &a.value, a.index),
+                (&b.process, b.kind, &b.f, &b.value, b.index),
+                "{}",
+                path.display()
+            );
+        }
+    }
+    // The EDN written back keeps keywords as keywords.
+    assert!(std::fs::read_to_string(&back)
+        .unwrap()
+        .contains(":type :invoke, :process 0, :f :write"));
+}
+
+#[test]
+fn convert_leaves_nothing_behind_on_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.jsonl");
+    std::fs::write(
+        &bad,
+        "{\"process\":0,\"type\":\"invoke\",\"f\":\"read\"}\n{oops\n",
+    )
+    .unwrap();
+    let out = dir.path().join("out.edn");
+    let o = splitbrain(&["convert", bad.to_str().unwrap(), out.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(254));
+    assert!(
+        stderr(&o).contains("bad.jsonl:2: not a valid op"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!out.exists());
+}
+
+#[test]
+fn bad_input_exits_254_naming_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        ("unpaired.jsonl", "{\"process\":0,\"type\":\"ok\",\"f\":\"read\",\"value\":1}\n", ":1: ok of read by process 0 has no invocation"),
+        (
+            "twice.jsonl",
+            "{\"process\":0,\"type\":\"invoke\",\"f\":\"read\"}\n{\"process\":0,\"type\":\"invoke\",\"f\":\"read\"}\n",
+            ":2: process 0 invokes read while its read from line 1 has not completed",
+        ),
+        ("malformed.edn", "[{:process 0 :type :invoke :f :read}\n{:process 0 :type :ok :f :read :value [1 2}]\n", ":2: "),
+        ("garbage.txt", "hello world\n", "cannot tell the format"),
+    ];
+    for (name, text, want) in cases {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        let o = splitbrain(&[
+            "check",
+            "--checker",
+            "linearizable",
+            "--model",
+            "register",
+            path.to_str().unwrap(),
+        ]);
+        // Until a checker exists, an unknown-checker error is also a 254; the history is read first when it does.
+        assert_eq!(o.status.code(), Some(254), "{name}: {}", stderr(&o));
+        let err = stderr(&o);
+        assert_eq!(err.lines().count(), 1, "one-line error: {err}");
+        if !err.contains("unknown checker") {
+            assert!(err.contains(name) && err.contains(want), "{name}: {err}");
+        }
+    }
+}
+
+#[test]
+fn bad_arguments_exit_254() {
+    let o = splitbrain(&["check", "--format", "xml", "x"]);
+    assert_eq!(o.status.code(), Some(254));
+    assert!(stderr(&o).contains("unknown format 'xml'"));
+    let o = splitbrain(&["check", "--no-such-flag", "x"]);
+    assert_eq!(o.status.code(), Some(254));
+    let o = splitbrain(&["check", "--checker", "no-such-checker", "x"]);
+    assert_eq!(o.status.code(), Some(254));
+    assert!(stderr(&o).contains("unknown checker 'no-such-checker'"));
+    let o = splitbrain(&["check", "/no/such/file.jsonl"]);
+    assert_eq!(o.status.code(), Some(254));
+    assert!(stderr(&o).contains("/no/such/file.jsonl: cannot read"));
+}

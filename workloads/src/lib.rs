@@ -1,3 +1,8 @@
-//! Workloads: each a generator of client operations plus the checkers that fit
-//! it (register, list-append, rw-register, set, counter, bank, session).
-//! They arrive with the controller; this crate holds nothing yet.
+//! Workloads: pure, seeded generators of client operations, each paired with
+//! the checkers that fit it. Only the interpreter (in the `splitbrain`
+//! binary) owns threads and clocks.
+
+pub mod generator;
+pub mod workload;
+
+pub use workload::{build, CheckerUse, Workload, WorkloadKind, WorkloadOptions};

@@ -1,0 +1,5 @@
+//! The splitbrain harness: the interpreter that runs generators against
+//! clients and the nemesis, and (as their issues land) the controller,
+//! environments and reports.
+
+pub mod interpreter;

@@ -1,3 +1,6 @@
-//! The nemesis: fault packages (partitions, kills, pauses, clock skew, packet
-//! loss), their schedules and final heals, and the executors that apply them
-//! in each environment. This crate holds nothing yet.
+//! The nemesis: fault shapes (partitions, kill and pause targets) as pure
+//! functions; fault packages, schedules and executors build on them.
+
+pub mod shape;
+
+pub use shape::{grudge, targets, Grudge, PartitionShape, ShapeError, TargetSpec};

@@ -12,7 +12,7 @@ use splitbrain_history::{
 };
 
 use crate::exit;
-use crate::registry;
+use splitbrain::registry;
 
 #[derive(Parser)]
 #[command(

@@ -3,3 +3,5 @@
 //! environments and reports.
 
 pub mod interpreter;
+pub mod registry;
+pub mod run_store;

@@ -2,7 +2,6 @@
 //! and (as their issues land) run tests, serve reports and host store nodes.
 
 mod cli;
-mod registry;
 
 use std::process::ExitCode;
 

@@ -4,3 +4,4 @@
 pub mod shape;
 
 pub use shape::{grudge, targets, Grudge, PartitionShape, ShapeError, TargetSpec};
+pub mod netns;

@@ -1,0 +1,369 @@
+//! The `netns` executor: each node in a network namespace of its own with its
+//! own address, all joined by a bridge that lives in another namespace, plus
+//! a control link from the namespace the harness runs in. Partitions and
+//! packet loss are iptables rules inside the node namespaces, so this works
+//! for any database binary. Needs root on Linux.
+//!
+//! Layout for cluster `c` (a short tag) with nodes n1..nN:
+//! - namespace `sb-c-br` holds bridge `br0`;
+//! - namespace `sb-c-nI` holds `eth0` = 10.X.Y.I/24, its peer `vI` on `br0`;
+//! - the caller's namespace holds `sb-c-ctl` = 10.X.Y.254/24, its peer on `br0`,
+//!   so clients reach every node and the nemesis never cuts them off.
+
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+use std::process::{Command, Output, Stdio};
+
+use crate::shape::{cut_links, Grudge, Node};
+
+#[derive(Debug, thiserror::Error)]
+pub enum NetnsError {
+    #[error("network namespaces need root (this process runs as uid {0})")]
+    NotRoot(u32),
+    #[error("`{command}` failed: {stderr}")]
+    Command { command: String, stderr: String },
+    #[error("cannot run `{command}`: {source}")]
+    Spawn {
+        command: String,
+        source: std::io::Error,
+    },
+    #[error(
+        "cluster tag '{0}' must be 1-6 lowercase letters or digits (interface names are short)"
+    )]
+    BadTag(String),
+    #[error("{0} nodes do not fit one /24 (at most 250)")]
+    TooManyNodes(usize),
+    #[error("no node named {0}")]
+    UnknownNode(String),
+    #[error("the fault did not take effect: {0}")]
+    NotInEffect(String),
+}
+
+/// A cluster of namespaces. Dropping it does not tear it down: call
+/// [`NetnsCluster::destroy`] once every process inside has been stopped.
+#[derive(Debug, Clone)]
+pub struct NetnsCluster {
+    tag: String,
+    nodes: Vec<Node>,
+    subnet: [u8; 3],
+}
+
+fn run(args: &[&str]) -> Result<Output, NetnsError> {
+    let command = args.join(" ");
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|source| NetnsError::Spawn {
+            command: command.clone(),
+            source,
+        })?;
+    if !out.status.success() {
+        return Err(NetnsError::Command {
+            command,
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
+    }
+    Ok(out)
+}
+
+fn uid() -> u32 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(u32::MAX)
+}
+
+/// Whether this machine lets us make namespaces (root, and `ip netns` works).
+pub fn available() -> Result<(), NetnsError> {
+    let u = uid();
+    if u != 0 {
+        return Err(NetnsError::NotRoot(u));
+    }
+    run(&["ip", "netns", "list"]).map(|_| ())
+}
+
+impl NetnsCluster {
+    /// Build the namespaces, bridge and links for `nodes`.
+    pub fn create(tag: &str, nodes: &[Node]) -> Result<NetnsCluster, NetnsError> {
+        if tag.is_empty()
+            || tag.len() > 6
+            || !tag
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        {
+            return Err(NetnsError::BadTag(tag.to_string()));
+        }
+        if nodes.len() > 250 {
+            return Err(NetnsError::TooManyNodes(nodes.len()));
+        }
+        available()?;
+        // A subnet from the tag, so clusters with different tags do not clash.
+        let h = tag
+            .bytes()
+            .fold(7u32, |h, b| h.wrapping_mul(31).wrapping_add(b as u32));
+        let c = NetnsCluster {
+            tag: tag.to_string(),
+            nodes: nodes.to_vec(),
+            subnet: [10, 200 + (h % 50) as u8, (h / 50 % 250) as u8],
+        };
+        // Leftovers from an earlier run with this tag would make every step below fail.
+        c.destroy_quietly();
+        if let Err(e) = c.build() {
+            c.destroy_quietly();
+            return Err(e);
+        }
+        Ok(c)
+    }
+
+    fn build(&self) -> Result<(), NetnsError> {
+        let br = self.bridge_ns();
+        run(&["ip", "netns", "add", &br])?;
+        run(&["ip", "-n", &br, "link", "add", "br0", "type", "bridge"])?;
+        run(&["ip", "-n", &br, "link", "set", "br0", "up"])?;
+        run(&["ip", "-n", &br, "link", "set", "lo", "up"])?;
+        for (i, node) in self.nodes.iter().enumerate() {
+            let ns = self.node_ns(i);
+            let peer = format!("v{}", i + 1);
+            let tmp = format!("sb{}t{}", self.tag, i + 1);
+            run(&["ip", "netns", "add", &ns])?;
+            run(&["ip", "-n", &ns, "link", "set", "lo", "up"])?;
+            // Make the pair in the node's namespace, then move one end to the bridge.
+            run(&[
+                "ip", "-n", &ns, "link", "add", "eth0", "type", "veth", "peer", "name", &tmp,
+            ])?;
+            run(&["ip", "-n", &ns, "link", "set", &tmp, "netns", &br])?;
+            run(&["ip", "-n", &br, "link", "set", &tmp, "name", &peer])?;
+            run(&["ip", "-n", &br, "link", "set", &peer, "master", "br0"])?;
+            run(&["ip", "-n", &br, "link", "set", &peer, "up"])?;
+            let addr = format!("{}/24", self.addr_of_index(i));
+            run(&["ip", "-n", &ns, "addr", "add", &addr, "dev", "eth0"])?;
+            run(&["ip", "-n", &ns, "link", "set", "eth0", "up"])?;
+            let _ = node;
+        }
+        let ctl = self.control_link();
+        let ctl_peer = format!("sb{}cp", self.tag);
+        run(&[
+            "ip", "link", "add", &ctl, "type", "veth", "peer", "name", &ctl_peer,
+        ])?;
+        run(&["ip", "link", "set", &ctl_peer, "netns", &br])?;
+        run(&["ip", "-n", &br, "link", "set", &ctl_peer, "master", "br0"])?;
+        run(&["ip", "-n", &br, "link", "set", &ctl_peer, "up"])?;
+        run(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("{}/24", self.control_addr()),
+            "dev",
+            &ctl,
+        ])?;
+        run(&["ip", "link", "set", &ctl, "up"])?;
+        Ok(())
+    }
+
+    pub fn nodes(&self) -> &[Node] {
+        &self.nodes
+    }
+
+    fn bridge_ns(&self) -> String {
+        format!("sb-{}-br", self.tag)
+    }
+
+    fn node_ns(&self, i: usize) -> String {
+        format!("sb-{}-n{}", self.tag, i + 1)
+    }
+
+    fn control_link(&self) -> String {
+        format!("sb{}ctl", self.tag)
+    }
+
+    fn index(&self, node: &str) -> Result<usize, NetnsError> {
+        self.nodes
+            .iter()
+            .position(|n| n == node)
+            .ok_or_else(|| NetnsError::UnknownNode(node.to_string()))
+    }
+
+    fn addr_of_index(&self, i: usize) -> Ipv4Addr {
+        Ipv4Addr::new(
+            self.subnet[0],
+            self.subnet[1],
+            self.subnet[2],
+            (i + 1) as u8,
+        )
+    }
+
+    /// The node's address, reachable from the caller's namespace.
+    pub fn addr(&self, node: &str) -> Result<Ipv4Addr, NetnsError> {
+        Ok(self.addr_of_index(self.index(node)?))
+    }
+
+    /// The caller's address on the cluster network.
+    pub fn control_addr(&self) -> Ipv4Addr {
+        Ipv4Addr::new(self.subnet[0], self.subnet[1], self.subnet[2], 254)
+    }
+
+    /// The namespace a node's processes must run in.
+    pub fn namespace(&self, node: &str) -> Result<String, NetnsError> {
+        Ok(self.node_ns(self.index(node)?))
+    }
+
+    /// A command that runs `program` inside the node's namespace.
+    pub fn command(&self, node: &str, program: &str) -> Result<Command, NetnsError> {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.namespace(node)?, program]);
+        Ok(c)
+    }
+
+    fn iptables(&self, i: usize, args: &[&str]) -> Result<Output, NetnsError> {
+        let ns = self.node_ns(i);
+        let mut full = vec!["ip", "netns", "exec", &ns, "iptables", "-w"];
+        full.extend_from_slice(args);
+        run(&full)
+    }
+
+    /// Cut every link the grudge names (replacing any earlier partition), then
+    /// prove it: cut links drop pings, all others carry them.
+    pub fn partition(&self, grudge: &Grudge) -> Result<(), NetnsError> {
+        self.flush_partition()?;
+        for (to, froms) in grudge {
+            let i = self.index(to)?;
+            for from in froms {
+                let src = self.addr(from)?.to_string();
+                self.iptables(i, &["-A", "INPUT", "-s", &src, "-j", "DROP"])?;
+            }
+        }
+        self.verify(&cut_links(grudge))
+    }
+
+    fn flush_partition(&self) -> Result<(), NetnsError> {
+        for i in 0..self.nodes.len() {
+            self.iptables(i, &["-F", "INPUT"])?;
+        }
+        Ok(())
+    }
+
+    /// Drop `fraction` of the packets each node receives from other nodes.
+    pub fn loss(&self, fraction: f64) -> Result<(), NetnsError> {
+        let p = format!("{:.4}", fraction.clamp(0.0, 1.0));
+        let net = format!(
+            "{}.{}.{}.0/24",
+            self.subnet[0], self.subnet[1], self.subnet[2]
+        );
+        let ctl = self.control_addr().to_string();
+        for i in 0..self.nodes.len() {
+            // Packets lost between nodes only: the harness's own link stays clean.
+            self.iptables(i, &["-I", "INPUT", "1", "-s", &ctl, "-j", "ACCEPT"])?;
+            self.iptables(
+                i,
+                &[
+                    "-A",
+                    "INPUT",
+                    "-s",
+                    &net,
+                    "-m",
+                    "statistic",
+                    "--mode",
+                    "random",
+                    "--probability",
+                    &p,
+                    "-j",
+                    "DROP",
+                ],
+            )?;
+            // Loss is random, so no probe can prove it; read the rule back instead.
+            let rules =
+                String::from_utf8_lossy(&self.iptables(i, &["-S", "INPUT"])?.stdout).into_owned();
+            if !rules.contains("statistic") {
+                return Err(NetnsError::NotInEffect(format!(
+                    "no loss rule on {}",
+                    self.nodes[i]
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Remove every partition and loss rule, then prove every link works.
+    pub fn heal(&self) -> Result<(), NetnsError> {
+        self.flush_partition()?;
+        self.verify(&BTreeSet::new())
+    }
+
+    /// Ping every ordered pair of nodes; links in `cut` must fail and all others succeed.
+    pub fn verify(&self, cut: &BTreeSet<(Node, Node)>) -> Result<(), NetnsError> {
+        let mut probes = Vec::new();
+        for (i, from) in self.nodes.iter().enumerate() {
+            for (j, to) in self.nodes.iter().enumerate() {
+                if i == j {
+                    continue;
+                }
+                let ns = self.node_ns(i);
+                let target = self.addr_of_index(j).to_string();
+                // A cut on either direction loses the echo; we only expect success when neither is cut.
+                let expect_up = !cut.contains(&(from.clone(), to.clone()))
+                    && !cut.contains(&(to.clone(), from.clone()));
+                let child = Command::new("ip")
+                    .args([
+                        "netns", "exec", &ns, "ping", "-c", "1", "-W", "1", "-q", &target,
+                    ])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .map_err(|source| NetnsError::Spawn {
+                        command: "ping".into(),
+                        source,
+                    })?;
+                probes.push((from.clone(), to.clone(), expect_up, child));
+            }
+        }
+        let mut wrong = Vec::new();
+        for (from, to, expect_up, mut child) in probes {
+            let up = child.wait().map(|s| s.success()).unwrap_or(false);
+            if up != expect_up {
+                wrong.push(format!(
+                    "{from} -> {to} is {}",
+                    if up {
+                        "up but should be cut"
+                    } else {
+                        "cut but should be up"
+                    }
+                ));
+            }
+        }
+        if wrong.is_empty() {
+            Ok(())
+        } else {
+            Err(NetnsError::NotInEffect(wrong.join("; ")))
+        }
+    }
+
+    /// Delete the namespaces and links. Stop the processes inside first: a
+    /// namespace with processes in it lingers until they exit.
+    pub fn destroy(&self) -> Result<(), NetnsError> {
+        let mut first_err = None;
+        for i in 0..self.nodes.len() {
+            if let Err(e) = run(&["ip", "netns", "del", &self.node_ns(i)]) {
+                first_err.get_or_insert(e);
+            }
+        }
+        if let Err(e) = run(&["ip", "netns", "del", &self.bridge_ns()]) {
+            first_err.get_or_insert(e);
+        }
+        // The control link's peer went with the bridge namespace; delete ours if it lingers.
+        let _ = run(&["ip", "link", "del", &self.control_link()]);
+        first_err.map_or(Ok(()), Err)
+    }
+
+    fn destroy_quietly(&self) {
+        for i in 0..self.nodes.len().max(1) + 8 {
+            let _ = run(&["ip", "netns", "del", &self.node_ns(i)]);
+        }
+        let _ = run(&["ip", "netns", "del", &self.bridge_ns()]);
+        let _ = run(&["ip", "link", "del", &self.control_link()]);
+    }
+}

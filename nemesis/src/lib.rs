@@ -5,3 +5,6 @@ pub mod shape;
 
 pub use shape::{grudge, targets, Grudge, PartitionShape, ShapeError, TargetSpec};
 pub mod netns;
+pub mod package;
+
+pub use package::{Executor, Fault, NemesisOptions, Runner};

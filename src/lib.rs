@@ -5,3 +5,4 @@
 pub mod interpreter;
 pub mod registry;
 pub mod run_store;
+pub mod supervisor;

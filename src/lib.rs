@@ -2,6 +2,7 @@
 //! clients and the nemesis, and (as their issues land) the controller,
 //! environments and reports.
 
+pub mod controller;
 pub mod interpreter;
 pub mod registry;
 pub mod run_store;

@@ -15,10 +15,10 @@ pub mod exit {
 }
 
 fn main() -> ExitCode {
-    // A bug of ours is exit 255, never a verdict.
+    // A bug of ours is exit 255, never a verdict. Panics inside one checker
+    // are caught where it runs (the others go on); one that reaches here ends the run.
     std::panic::set_hook(Box::new(|info| {
         eprintln!("splitbrain: internal error: {info}");
-        std::process::exit(exit::INTERNAL as i32);
     }));
-    cli::main()
+    std::panic::catch_unwind(cli::main).unwrap_or(ExitCode::from(exit::INTERNAL))
 }

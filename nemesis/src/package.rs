@@ -99,6 +99,44 @@ pub trait Executor: Send {
     async fn loss(&mut self, fraction: f64) -> Result<(), String>;
 }
 
+/// A boxed executor is an executor, so environments can hand one out.
+#[async_trait]
+impl Executor for Box<dyn Executor> {
+    fn supports(&self, fault: Fault) -> Result<(), String> {
+        (**self).supports(fault)
+    }
+    fn nodes(&self) -> Vec<Node> {
+        (**self).nodes()
+    }
+    async fn primaries(&mut self) -> Vec<Node> {
+        (**self).primaries().await
+    }
+    async fn partition(&mut self, g: &Grudge) -> Result<(), String> {
+        (**self).partition(g).await
+    }
+    async fn heal(&mut self) -> Result<(), String> {
+        (**self).heal().await
+    }
+    async fn kill(&mut self, nodes: &[Node]) -> Result<(), String> {
+        (**self).kill(nodes).await
+    }
+    async fn restart(&mut self, nodes: &[Node]) -> Result<(), String> {
+        (**self).restart(nodes).await
+    }
+    async fn pause(&mut self, nodes: &[Node]) -> Result<(), String> {
+        (**self).pause(nodes).await
+    }
+    async fn resume(&mut self, nodes: &[Node]) -> Result<(), String> {
+        (**self).resume(nodes).await
+    }
+    async fn set_clock_offset(&mut self, node: &Node, delta_ms: i64) -> Result<(), String> {
+        (**self).set_clock_offset(node, delta_ms).await
+    }
+    async fn loss(&mut self, fraction: f64) -> Result<(), String> {
+        (**self).loss(fraction).await
+    }
+}
+
 /// Refuse up front the faults an executor cannot take.
 pub fn check_supported(exec: &dyn Executor, faults: &BTreeSet<Fault>) -> Result<(), String> {
     let refusals: Vec<String> = faults

@@ -50,6 +50,15 @@ impl Context {
         }
     }
 
+    /// The same context with fewer free threads (all threads still listed).
+    pub fn restrict_free(&self, keep: impl Fn(Thread) -> bool) -> Context {
+        Context {
+            time_ns: self.time_ns,
+            free: self.free.iter().copied().filter(|t| keep(*t)).collect(),
+            threads: self.threads.clone(),
+        }
+    }
+
     pub fn all_free(&self) -> bool {
         self.free.len() == self.threads.len()
     }
@@ -512,28 +521,44 @@ pub fn mix(seed: u64, gens: Vec<Gen>) -> Gen {
 
 struct Any {
     gens: Vec<Gen>,
+    /// An op each child has committed to but that was not handed out yet,
+    /// because another child's op was due sooner.
+    held: Vec<Option<Invocation>>,
+    done: Vec<bool>,
 }
 
 impl Generator for Any {
     fn next(&mut self, ctx: &Context) -> Poll {
         let mut wake: Option<u64> = None;
-        let mut i = 0;
-        while i < self.gens.len() {
-            match self.gens[i].next(ctx) {
-                Poll::Op(op) => return Poll::Op(op),
-                Poll::Done => {
-                    self.gens.remove(i);
-                    continue;
-                }
+        for i in 0..self.gens.len() {
+            if self.held[i].is_some() || self.done[i] {
+                continue;
+            }
+            // Threads held for another child's op are not free for this one.
+            let held: Vec<Thread> = self.held.iter().flatten().map(|op| op.thread).collect();
+            let view = if held.is_empty() {
+                ctx.clone()
+            } else {
+                ctx.restrict_free(|t| !held.contains(&t))
+            };
+            match self.gens[i].next(&view) {
+                Poll::Op(op) => self.held[i] = Some(op),
+                Poll::Done => self.done[i] = true,
                 Poll::Pending { wake_ns } => {
                     if let Some(w) = wake_ns {
                         wake = Some(wake.map_or(w, |x| x.min(w)));
                     }
                 }
             }
-            i += 1;
         }
-        if self.gens.is_empty() {
+        // The soonest op wins, as in Jepsen's `any`.
+        let soonest = (0..self.held.len())
+            .filter(|&i| self.held[i].is_some())
+            .min_by_key(|&i| self.held[i].as_ref().map(|o| o.time_ns));
+        if let Some(i) = soonest {
+            return Poll::Op(self.held[i].take().expect("chosen among held ops"));
+        }
+        if self.done.iter().all(|d| *d) {
             Poll::Done
         } else {
             Poll::Pending { wake_ns: wake }
@@ -548,7 +573,12 @@ impl Generator for Any {
 
 /// Ops from whichever generator has one; done when all are.
 pub fn any(gens: Vec<Gen>) -> Gen {
-    Box::new(Any { gens })
+    let n = gens.len();
+    Box::new(Any {
+        gens,
+        held: vec![None; n],
+        done: vec![false; n],
+    })
 }
 
 struct OnThreads<P> {

@@ -1,0 +1,231 @@
+//! The test lifecycle: set up the cluster, run the workload and the nemesis
+//! from one seed, heal, quiesce, run final ops, tear down, check and store.
+
+use std::collections::BTreeMap;
+use std::io::BufWriter;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use serde::Serialize;
+use splitbrain_history::{
+    CheckOptions, CheckReport, Format, History, Op, OpWriter, Value, Verdict,
+};
+use splitbrain_nemesis::package::{self, Executor, NemesisOptions, Runner};
+use splitbrain_workloads::generator::{
+    clients, clients_and_nemesis, concat, nemesis, phases, rate, sleep, time_limit, Gen, Invocation,
+};
+use splitbrain_workloads::{build, CheckerUse, WorkloadKind, WorkloadOptions};
+
+use crate::interpreter::{self, ClientFactory, Completion, InterpreterOptions, NemesisRunner};
+use crate::registry;
+use crate::run_store::{self, RunResults, HISTORY_FILE, RESULTS_FILE, TEST_FILE};
+
+/// A cluster under test in some environment.
+#[async_trait]
+pub trait Cluster: Send {
+    /// A one-line description for the test record (`refstore single-leader sync, 5 local nodes`).
+    fn describe(&self) -> String;
+    /// Start the database; node logs go under `run_dir`.
+    async fn setup(&mut self, run_dir: &Path) -> anyhow::Result<()>;
+    fn client_factory(&self) -> Arc<dyn ClientFactory>;
+    /// The fault executor, if the environment can inject faults.
+    fn executor(&mut self) -> Option<Box<dyn Executor>>;
+    /// Stop the database (unless asked to leave it running) and gather logs.
+    async fn teardown(&mut self, leave_running: bool) -> anyhow::Result<Vec<PathBuf>>;
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TestOptions {
+    pub name: String,
+    pub workload: WorkloadKind,
+    pub workload_options: WorkloadOptions,
+    pub nemesis: NemesisOptions,
+    pub concurrency: usize,
+    pub time_limit_s: f64,
+    /// Target client ops per second across all clients (0: as fast as they go).
+    pub rate: f64,
+    pub seed: u64,
+    pub op_timeout_ms: u64,
+    /// Seconds to wait after the final heal before final reads.
+    pub quiesce_s: f64,
+    pub store_dir: PathBuf,
+    pub leave_db_running: bool,
+    /// Everything else the user passed (database and mode options), for the record.
+    pub extra: BTreeMap<String, String>,
+    /// The command line that reproduces this run.
+    pub command: String,
+}
+
+/// What `splitbrain test` reports for one run.
+pub struct RunReport {
+    pub dir: PathBuf,
+    pub results: RunResults,
+    pub ops: usize,
+}
+
+struct NemesisAdapter(Runner<Box<dyn Executor>>);
+
+#[async_trait]
+impl NemesisRunner for NemesisAdapter {
+    async fn invoke(&mut self, op: &Invocation) -> Completion {
+        let out = self.0.invoke(&op.f, &op.value).await;
+        Completion {
+            kind: out.kind,
+            value: out.value,
+            error: out.error.map(|e| Value::Str(e.into())),
+            node: None,
+        }
+    }
+}
+
+/// The whole schedule: workload and faults for the time limit, then the
+/// heal, a quiet period, and the workload's final ops.
+pub fn schedule(o: &TestOptions, client: Gen, final_ops: Option<Gen>) -> Gen {
+    let limit_ns = (o.time_limit_s * 1e9) as u64;
+    let client = if o.rate > 0.0 {
+        rate(o.seed ^ 0x5eed, o.rate, client)
+    } else {
+        client
+    };
+    let main = match package::generator(&NemesisOptions {
+        seed: o.seed,
+        ..o.nemesis.clone()
+    }) {
+        Some(nem) => clients_and_nemesis(client, nem),
+        None => clients(client),
+    };
+    let mut parts = vec![time_limit(limit_ns, main)];
+    if let Some(heal) = package::final_generator(&o.nemesis.faults) {
+        parts.push(nemesis(heal));
+    }
+    if let Some(fin) = final_ops {
+        parts.push(concat(vec![
+            sleep((o.quiesce_s * 1e9) as u64),
+            clients(fin),
+        ]));
+    }
+    phases(parts)
+}
+
+/// Run one test end to end.
+pub async fn run_test(
+    o: &TestOptions,
+    cluster: &mut dyn Cluster,
+    mut on_op: impl FnMut(&Op),
+) -> anyhow::Result<RunReport> {
+    let dir = run_store::create_run_dir(&o.store_dir, &o.name, SystemTime::now())?;
+    let mut record = serde_json::to_value(o)?;
+    record["database"] = serde_json::Value::String(cluster.describe());
+    record["version"] = serde_json::Value::String(env!("CARGO_PKG_VERSION").to_string());
+    run_store::write_json(&dir.join(TEST_FILE), &record)?;
+
+    let mut exec = cluster.executor();
+    if let Some(e) = &exec {
+        package::check_supported(e.as_ref(), &o.nemesis.faults)
+            .map_err(|why| anyhow::anyhow!("refused: {why}"))?;
+    } else if !o.nemesis.faults.is_empty() {
+        anyhow::bail!("refused: this environment cannot inject faults");
+    }
+    cluster.setup(&dir).await?;
+
+    let workload = build(
+        o.workload,
+        &WorkloadOptions {
+            seed: o.seed,
+            ..o.workload_options.clone()
+        },
+    );
+    let gen = schedule(o, workload.client, workload.final_ops);
+    let history_path = dir.join(HISTORY_FILE);
+    let mut out = OpWriter::new(
+        BufWriter::new(std::fs::File::create(&history_path)?),
+        Format::Jsonl,
+    );
+    let nemesis_runner: Option<Box<dyn NemesisRunner>> = match exec.take() {
+        Some(e) if !o.nemesis.faults.is_empty() => {
+            Some(Box::new(NemesisAdapter(Runner::new(e, o.seed))))
+        }
+        _ => None,
+    };
+    let iopts = InterpreterOptions {
+        concurrency: o.concurrency,
+        op_timeout: Duration::from_millis(o.op_timeout_ms),
+    };
+    let factory = cluster.client_factory();
+    // Ctrl-C ends the run early; what was recorded is kept and checked.
+    let mut problem = None;
+    let ops = tokio::select! {
+        r = interpreter::run(gen, factory, nemesis_runner, &iopts, &mut out, &mut on_op) => r?.ops,
+        _ = tokio::signal::ctrl_c() => {
+            problem = Some("interrupted by Ctrl-C; the history holds what was recorded until then".to_string());
+            Vec::new()
+        }
+    };
+    drop(out);
+    let _logs = cluster.teardown(o.leave_db_running).await?;
+
+    // Check what is on disk: that is the history a later `analyze` sees.
+    let history =
+        History::read(&history_path, Some(Format::Jsonl)).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut results = check_all(&history, &workload.checkers, None);
+    if let Some(p) = problem {
+        results.verdict = results.verdict.worst(Verdict::Unknown);
+        results.problem = Some(p);
+    }
+    run_store::write_json(&dir.join(RESULTS_FILE), &results)?;
+    Ok(RunReport {
+        dir,
+        results,
+        ops: ops.len().max(history.len()),
+    })
+}
+
+/// Run each checker a workload names; the worst verdict wins, and a checker
+/// that errors or panics is `unknown` without stopping the others.
+pub fn check_all(history: &History, uses: &[CheckerUse], timeout: Option<Duration>) -> RunResults {
+    let mut reports = Vec::new();
+    let mut verdict = Verdict::Valid;
+    for u in uses {
+        let report = match registry::find(u.name) {
+            None => unknown_report(u.name, format!("checker '{}' is not in this build", u.name)),
+            Some(def) => {
+                let opts = CheckOptions {
+                    model: u.model.map(str::to_string),
+                    params: u
+                        .params
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.clone()))
+                        .collect(),
+                    budget: splitbrain_history::Budget::with_timeout(timeout),
+                    ..CheckOptions::default()
+                };
+                match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    (def.run)(history, &opts)
+                })) {
+                    Ok(Ok(r)) => r,
+                    Ok(Err(e)) => unknown_report(u.name, e.to_string()),
+                    Err(_) => unknown_report(u.name, "the checker panicked".to_string()),
+                }
+            }
+        };
+        verdict = verdict.worst(report.verdict);
+        reports.push(report);
+    }
+    RunResults {
+        verdict,
+        checkers: reports,
+        problem: None,
+    }
+}
+
+fn unknown_report(name: &str, why: String) -> CheckReport {
+    CheckReport {
+        checker: name.to_string(),
+        verdict: Verdict::Unknown,
+        anomaly_types: Vec::new(),
+        result: serde_json::json!({ "error": why }),
+        explanation: why,
+    }
+}

@@ -213,7 +213,7 @@ pub fn generator(o: &NemesisOptions) -> Option<Gen> {
                 let t = target_specs[rng.gen_range(0..target_specs.len())];
                 (
                     OpSpec::new("kill", kw(target_name(t))),
-                    OpSpec::new("start", kw("all")),
+                    OpSpec::new("restart", kw("all")),
                 )
             }
             Fault::Pause => {
@@ -265,7 +265,7 @@ pub fn final_generator(faults: &BTreeSet<Fault>) -> Option<Gen> {
     for f in faults {
         ops.push(match f {
             Fault::Partition => OpSpec::new("stop-partition", Value::Nil),
-            Fault::Kill => OpSpec::new("start", kw("all")),
+            Fault::Kill => OpSpec::new("restart", kw("all")),
             Fault::Pause => OpSpec::new("resume", kw("all")),
             Fault::Clock => OpSpec::new("reset-clock", Value::Nil),
             Fault::Loss => OpSpec::new("stop-loss", Value::Nil),
@@ -387,7 +387,7 @@ impl<E: Executor> Runner<E> {
                 self.killed.extend(nodes.iter().cloned());
                 Ok(nodes_value(&nodes))
             }
-            "start" => {
+            "restart" => {
                 let nodes: Vec<Node> = std::mem::take(&mut self.killed).into_iter().collect();
                 self.exec.restart(&nodes).await?;
                 Ok(nodes_value(&nodes))
@@ -449,7 +449,7 @@ impl<E: Executor> Runner<E> {
         let mut errors = Vec::new();
         for (f, v) in [
             ("stop-partition", Value::Nil),
-            ("start", kw("all")),
+            ("restart", kw("all")),
             ("resume", kw("all")),
             ("reset-clock", Value::Nil),
         ] {
@@ -602,7 +602,7 @@ mod tests {
         for pair in fs.chunks(2) {
             let stop = match pair[0].1.as_str() {
                 "start-partition" => "stop-partition",
-                "kill" => "start",
+                "kill" => "restart",
                 "pause" => "resume",
                 "bump-clock" | "strobe-clock" => "reset-clock",
                 "start-loss" => "stop-loss",

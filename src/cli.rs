@@ -12,7 +12,8 @@ use splitbrain_history::{
 };
 
 use crate::exit;
-use splitbrain::registry;
+use splitbrain::{controller, registry, report, run_store};
+use splitbrain_workloads::{self as workloads, WorkloadKind, WorkloadOptions};
 
 #[derive(Parser)]
 #[command(
@@ -31,6 +32,33 @@ enum Command {
     Check(CheckArgs),
     /// Convert a history between formats (the output format follows OUT's extension or --to).
     Convert(ConvertArgs),
+    /// Re-check a stored run with the current checkers (rewrites results.json and the report).
+    Analyze(RunDirArgs),
+    /// (Re)build a stored run's report.html.
+    Report(RunDirArgs),
+    /// Serve an index of stored runs and their reports.
+    Serve(ServeArgs),
+}
+
+#[derive(Args)]
+struct RunDirArgs {
+    /// A run directory, e.g. store/register/20261122T034501.123Z (or store/latest).
+    run_dir: PathBuf,
+    /// Print one machine-readable JSON object instead of text (analyze).
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// The store of runs.
+    #[arg(default_value = "store")]
+    store_dir: PathBuf,
+    #[arg(long, default_value_t = 8080)]
+    port: u16,
+    /// The address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    bind: String,
 }
 
 #[derive(Args)]
@@ -129,6 +157,9 @@ pub fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Check(args) => check(args),
         Command::Convert(args) => convert(args),
+        Command::Analyze(args) => analyze(args),
+        Command::Report(args) => report(args),
+        Command::Serve(args) => serve(args),
     };
     match outcome {
         Ok(code) => ExitCode::from(code),
@@ -295,4 +326,97 @@ fn same_file(a: &Path, b: &Path) -> bool {
         (Ok(a), Ok(b)) => a == b,
         _ => false,
     }
+}
+
+fn run_dir(path: &Path) -> Result<PathBuf, Failure> {
+    let dir = path
+        .canonicalize()
+        .map_err(|e| Failure::bad_input(format!("{}: {e}", path.display())))?;
+    if !dir.join(run_store::HISTORY_FILE).exists() {
+        return Err(Failure::bad_input(format!(
+            "{}: not a run directory (no {})",
+            path.display(),
+            run_store::HISTORY_FILE
+        )));
+    }
+    Ok(dir)
+}
+
+fn analyze(args: RunDirArgs) -> Result<u8, Failure> {
+    let dir = run_dir(&args.run_dir)?;
+    let test: serde_json::Value =
+        run_store::read_json(&dir.join(run_store::TEST_FILE)).map_err(|e| {
+            Failure::bad_input(format!("{}: {e}", dir.join(run_store::TEST_FILE).display()))
+        })?;
+    let kind: WorkloadKind = serde_json::from_value(test["workload"].clone())
+        .map_err(|e| Failure::bad_input(format!("test.json names no known workload: {e}")))?;
+    let wopts: WorkloadOptions =
+        serde_json::from_value(test["workload_options"].clone()).unwrap_or_default();
+    let history = History::read(&dir.join(run_store::HISTORY_FILE), Some(Format::Jsonl))?;
+    let results = controller::check_all(&history, &workloads::build(kind, &wopts).checkers, None);
+    run_store::write_json(&dir.join(run_store::RESULTS_FILE), &results)
+        .context("writing results.json")?;
+    let report = report::render_run(&dir)?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({ "run": dir, "verdict": results.verdict, "anomalies": results.anomaly_types(), "report": report })
+        );
+    } else {
+        println!(
+            "{}: {} ({})",
+            dir.display(),
+            results.verdict.as_str(),
+            report.display()
+        );
+        for c in &results.checkers {
+            println!(
+                "  {}: {}{}",
+                c.checker,
+                c.verdict.as_str(),
+                if c.anomaly_types.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", c.anomaly_types.join(", "))
+                }
+            );
+        }
+    }
+    Ok(results.verdict.exit_code() as u8)
+}
+
+fn report(args: RunDirArgs) -> Result<u8, Failure> {
+    let dir = run_dir(&args.run_dir)?;
+    let path = report::render_run(&dir)?;
+    println!("{}", path.display());
+    Ok(exit::VALID)
+}
+
+fn serve(args: ServeArgs) -> Result<u8, Failure> {
+    if !args.store_dir.is_dir() {
+        return Err(Failure::bad_input(format!(
+            "{}: no such store directory",
+            args.store_dir.display()
+        )));
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind((args.bind.as_str(), args.port))
+            .await
+            .map_err(|e| {
+                Failure::bad_input(format!("cannot listen on {}:{}: {e}", args.bind, args.port))
+            })?;
+        eprintln!(
+            "serving {} on http://{}",
+            args.store_dir.display(),
+            listener.local_addr().map_err(anyhow::Error::from)?
+        );
+        splitbrain::serve::serve(args.store_dir.clone(), listener)
+            .await
+            .map_err(|e| Failure::from(anyhow::Error::from(e)))
+    })?;
+    Ok(exit::VALID)
 }

@@ -9,9 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use serde::Serialize;
-use splitbrain_history::{
-    CheckOptions, CheckReport, Format, History, Op, OpWriter, Value, Verdict,
-};
+use splitbrain_history::{CheckOptions, Format, History, Op, OpWriter, Value, Verdict};
 use splitbrain_nemesis::package::{self, Executor, NemesisOptions, Runner};
 use splitbrain_workloads::generator::{
     clients, clients_and_nemesis, concat, nemesis, phases, rate, sleep, time_limit, Gen, Invocation,
@@ -189,7 +187,10 @@ pub fn check_all(history: &History, uses: &[CheckerUse], timeout: Option<Duratio
     let mut verdict = Verdict::Valid;
     for u in uses {
         let report = match registry::find(u.name) {
-            None => unknown_report(u.name, format!("checker '{}' is not in this build", u.name)),
+            None => splitbrain_basic::unknown_report(
+                u.name,
+                format!("checker '{}' is not in this build", u.name),
+            ),
             Some(def) => {
                 let opts = CheckOptions {
                     model: u.model.map(str::to_string),
@@ -201,31 +202,22 @@ pub fn check_all(history: &History, uses: &[CheckerUse], timeout: Option<Duratio
                     budget: splitbrain_history::Budget::with_timeout(timeout),
                     ..CheckOptions::default()
                 };
-                match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    (def.run)(history, &opts)
-                })) {
-                    Ok(Ok(r)) => r,
-                    Ok(Err(e)) => unknown_report(u.name, e.to_string()),
-                    Err(_) => unknown_report(u.name, "the checker panicked".to_string()),
-                }
+                splitbrain_basic::run_guarded(def, history, &opts)
             }
         };
         verdict = verdict.worst(report.verdict);
         reports.push(report);
     }
+    let duration_s = history
+        .ops
+        .iter()
+        .rev()
+        .find_map(|o| o.time)
+        .map(|t| t as f64 / 1e9);
     RunResults {
         verdict,
         checkers: reports,
         problem: None,
-    }
-}
-
-fn unknown_report(name: &str, why: String) -> CheckReport {
-    CheckReport {
-        checker: name.to_string(),
-        verdict: Verdict::Unknown,
-        anomaly_types: Vec::new(),
-        result: serde_json::json!({ "error": why }),
-        explanation: why,
+        duration_s,
     }
 }

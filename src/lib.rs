@@ -5,5 +5,7 @@
 pub mod controller;
 pub mod interpreter;
 pub mod registry;
+pub mod report;
 pub mod run_store;
+pub mod serve;
 pub mod supervisor;

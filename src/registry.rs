@@ -4,7 +4,7 @@
 use splitbrain_history::{CheckerDef, History};
 
 /// Every checker crate's table, in the order they are listed.
-const TABLES: &[&[CheckerDef]] = &[];
+const TABLES: &[&[CheckerDef]] = &[splitbrain_basic::CHECKERS];
 
 pub fn all() -> impl Iterator<Item = &'static CheckerDef> {
     TABLES.iter().flat_map(|t| t.iter())

@@ -94,6 +94,9 @@ pub struct RunResults {
     /// Set when the run itself went wrong (a fault that did not take effect, an interrupted run).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub problem: Option<String>,
+    /// From the first op to the last, in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_s: Option<f64>,
 }
 
 impl RunResults {
@@ -131,6 +134,7 @@ pub struct RunSummary {
     pub dir: PathBuf,
     pub verdict: Option<Verdict>,
     pub anomaly_types: Vec<String>,
+    pub duration_s: Option<f64>,
 }
 
 /// Every run under `store`, newest first.
@@ -154,6 +158,7 @@ pub fn list_runs(store: &Path) -> io::Result<Vec<RunSummary>> {
                 run: run.file_name().to_string_lossy().into_owned(),
                 dir: run.path(),
                 verdict: results.as_ref().map(|r| r.verdict),
+                duration_s: results.as_ref().and_then(|r| r.duration_s),
                 anomaly_types: results.map(|r| r.anomaly_types()).unwrap_or_default(),
             });
         }
@@ -192,12 +197,14 @@ mod tests {
             verdict: Verdict::Invalid,
             checkers: Vec::new(),
             problem: None,
+            duration_s: Some(1.5),
         };
         write_json(&b.join(RESULTS_FILE), &results).unwrap();
         let runs = list_runs(store.path()).unwrap();
         assert_eq!(runs.len(), 2);
         assert_eq!(runs[0].dir, b);
         assert_eq!(runs[0].verdict, Some(Verdict::Invalid));
+        assert_eq!(runs[0].duration_s, Some(1.5));
         assert_eq!(runs[1].verdict, None);
         assert!(create_run_dir(store.path(), "../escape", t).is_err());
         assert!(create_run_dir(store.path(), "latest", t).is_err());

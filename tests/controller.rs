@@ -202,6 +202,17 @@ fn a_run_is_stored_and_healed() {
         serde_json::from_slice(&std::fs::read(report.dir.join("test.json")).unwrap()).unwrap();
     assert_eq!(test["seed"], 11);
     assert_eq!(test["database"], "in-memory register");
+
+    // The run renders to a report, and the index lists it.
+    let page = splitbrain::report::render_run(&report.dir).unwrap();
+    let html = std::fs::read_to_string(page).unwrap();
+    assert!(html.contains("class=\"fault\""), "fault windows are shaded");
+    assert!(html.contains("id=\"timeline\""));
+    assert!(html.contains("mem-register"));
+    let runs = splitbrain::run_store::list_runs(store.path()).unwrap();
+    assert_eq!(runs.len(), 1);
+    let index = splitbrain::serve::index_html(store.path(), &runs);
+    assert!(index.contains("mem-register/") && index.contains("report.html"));
 }
 
 #[test]

@@ -38,6 +38,30 @@ enum Command {
     Report(RunDirArgs),
     /// Serve an index of stored runs and their reports.
     Serve(ServeArgs),
+    /// Build the Docker images the docker environment runs (no registry needed).
+    Image(ImageArgs),
+}
+
+#[derive(Args)]
+struct ImageArgs {
+    #[command(subcommand)]
+    action: ImageAction,
+}
+
+#[derive(Subcommand)]
+enum ImageAction {
+    /// Make Debian root filesystems with debootstrap and import them; images
+    /// already built from the same recipe are reused.
+    Build {
+        /// Which images (default: all): base, etcd, redis, postgres.
+        names: Vec<String>,
+        /// Rebuild even when the engine has the image.
+        #[arg(long)]
+        force: bool,
+        /// Where to build root filesystems.
+        #[arg(long, default_value = "/var/tmp/splitbrain-images")]
+        work_dir: PathBuf,
+    },
 }
 
 #[derive(Args)]
@@ -160,6 +184,7 @@ pub fn main() -> ExitCode {
         Command::Analyze(args) => analyze(args),
         Command::Report(args) => report(args),
         Command::Serve(args) => serve(args),
+        Command::Image(args) => image(args),
     };
     match outcome {
         Ok(code) => ExitCode::from(code),
@@ -417,6 +442,50 @@ fn serve(args: ServeArgs) -> Result<u8, Failure> {
         splitbrain::serve::serve(args.store_dir.clone(), listener)
             .await
             .map_err(|e| Failure::from(anyhow::Error::from(e)))
+    })?;
+    Ok(exit::VALID)
+}
+
+fn image(args: ImageArgs) -> Result<u8, Failure> {
+    let ImageAction::Build {
+        names,
+        force,
+        work_dir,
+    } = args.action;
+    let names = if names.is_empty() {
+        vec![
+            "base".to_string(),
+            "etcd".into(),
+            "redis".into(),
+            "postgres".into(),
+        ]
+    } else {
+        names
+    };
+    let mut recipes = Vec::new();
+    for n in &names {
+        recipes.push(splitbrain::docker::image::Recipe::named(n).ok_or_else(|| {
+            Failure::bad_input(format!(
+                "unknown image '{n}' (expected base, etcd, redis or postgres)"
+            ))
+        })?);
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    rt.block_on(async {
+        let docker = splitbrain::docker::connect()
+            .await
+            .map_err(|e| Failure::bad_input(e.to_string()))?;
+        for r in &recipes {
+            eprintln!("image {}: {}", r.name, r.tag());
+            let (tag, built) = splitbrain::docker::image::ensure(&docker, r, &work_dir, force)
+                .await
+                .map_err(|e| Failure::from(anyhow::anyhow!("building {}: {e}", r.name)))?;
+            println!("{tag} {}", if built { "built" } else { "reused" });
+        }
+        Ok::<(), Failure>(())
     })?;
     Ok(exit::VALID)
 }

@@ -3,6 +3,7 @@
 //! environments and reports.
 
 pub mod controller;
+pub mod docker;
 pub mod interpreter;
 pub mod registry;
 pub mod report;

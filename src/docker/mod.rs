@@ -1,0 +1,594 @@
+//! The Docker environment: one network and one container per node, created,
+//! controlled and removed through the Docker API. Everything made here is
+//! labelled with the run and the PID of the harness that made it, so a later
+//! run removes what an interrupted or crashed one left behind.
+
+pub mod image;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
+use bollard::models::{
+    ContainerCreateBody, EndpointSettings, HostConfig, NetworkCreateRequest, NetworkingConfig,
+};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, KillContainerOptionsBuilder, ListContainersOptionsBuilder,
+    ListNetworksOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+};
+use bollard::Docker;
+use futures_util::StreamExt;
+use splitbrain_nemesis::package::{Executor, Fault};
+use splitbrain_nemesis::shape::{cut_links, Grudge, Node};
+use tokio::io::AsyncWriteExt;
+
+pub const LABEL_MANAGED: &str = "splitbrain.managed";
+pub const LABEL_RUN: &str = "splitbrain.run";
+pub const LABEL_PID: &str = "splitbrain.pid";
+
+#[derive(Debug, thiserror::Error)]
+pub enum DockerError {
+    #[error("cannot reach the Docker engine: {0}")]
+    Connect(String),
+    #[error("Docker API: {0}")]
+    Api(#[from] bollard::errors::Error),
+    #[error("no node named {0}")]
+    UnknownNode(String),
+    #[error("`{cmd}` in {node} exited with {code}: {output}")]
+    Exec {
+        node: String,
+        cmd: String,
+        code: i64,
+        output: String,
+    },
+    #[error("the fault did not take effect: {0}")]
+    NotInEffect(String),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Connect to the local engine, speaking the API version it speaks.
+pub async fn connect() -> Result<Docker, DockerError> {
+    let d =
+        Docker::connect_with_local_defaults().map_err(|e| DockerError::Connect(e.to_string()))?;
+    d.negotiate_version()
+        .await
+        .map_err(|e| DockerError::Connect(e.to_string()))
+}
+
+fn pid_alive(pid: u32) -> bool {
+    // SAFETY: signal 0 only asks whether the process exists.
+    unsafe { libc::kill(pid as libc::pid_t, 0) == 0 }
+}
+
+fn labels(run: &str) -> HashMap<String, String> {
+    HashMap::from([
+        (LABEL_MANAGED.to_string(), "true".to_string()),
+        (LABEL_RUN.to_string(), run.to_string()),
+        (LABEL_PID.to_string(), std::process::id().to_string()),
+    ])
+}
+
+/// Remove containers and networks that earlier runs made and whose harness
+/// process is gone. Returns how many things were removed.
+pub async fn remove_leftovers(docker: &Docker) -> Result<usize, DockerError> {
+    let filters = HashMap::from([("label", vec![LABEL_MANAGED])]);
+    let containers = docker
+        .list_containers(Some(
+            ListContainersOptionsBuilder::new()
+                .all(true)
+                .filters(&filters)
+                .build(),
+        ))
+        .await?;
+    let orphan = |l: &Option<HashMap<String, String>>| {
+        l.as_ref()
+            .and_then(|l| l.get(LABEL_PID))
+            .and_then(|p| p.parse::<u32>().ok())
+            .is_none_or(|p| !pid_alive(p))
+    };
+    let mut removed = 0;
+    for c in containers {
+        if orphan(&c.labels) {
+            if let Some(id) = c.id {
+                docker
+                    .remove_container(
+                        &id,
+                        Some(
+                            RemoveContainerOptionsBuilder::new()
+                                .force(true)
+                                .v(true)
+                                .build(),
+                        ),
+                    )
+                    .await?;
+                removed += 1;
+            }
+        }
+    }
+    let networks = docker
+        .list_networks(Some(
+            ListNetworksOptionsBuilder::new().filters(&filters).build(),
+        ))
+        .await?;
+    for n in networks {
+        if orphan(&n.labels) {
+            if let Some(id) = n.id {
+                docker.remove_network(&id).await?;
+                removed += 1;
+            }
+        }
+    }
+    Ok(removed)
+}
+
+/// Everything the run made that is still there (for tests and `--check-clean`).
+pub async fn managed_by_run(docker: &Docker, run: &str) -> Result<usize, DockerError> {
+    let label = format!("{LABEL_RUN}={run}");
+    let filters = HashMap::from([("label", vec![label.as_str()])]);
+    let c = docker
+        .list_containers(Some(
+            ListContainersOptionsBuilder::new()
+                .all(true)
+                .filters(&filters)
+                .build(),
+        ))
+        .await?;
+    let n = docker
+        .list_networks(Some(
+            ListNetworksOptionsBuilder::new().filters(&filters).build(),
+        ))
+        .await?;
+    Ok(c.len() + n.len())
+}
+
+/// How to start one node's container.
+#[derive(Debug, Clone)]
+pub struct NodeSpec {
+    pub name: Node,
+    pub image: String,
+    pub cmd: Vec<String>,
+    pub env: Vec<String>,
+    /// `host-path:container-path[:ro]`.
+    pub binds: Vec<String>,
+}
+
+/// A cluster of containers on a network of its own.
+pub struct DockerCluster {
+    docker: Docker,
+    run: String,
+    network: String,
+    nodes: Vec<Node>,
+    containers: BTreeMap<Node, String>,
+    ips: BTreeMap<Node, Ipv4Addr>,
+    log_dir: PathBuf,
+    log_tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// Why this database's clock cannot be skewed, if it cannot.
+    clock_refusal: Option<String>,
+}
+
+impl DockerCluster {
+    /// Create the network and containers and start them; node logs stream to `log_dir/<node>.log`.
+    pub async fn create(
+        docker: Docker,
+        run: &str,
+        specs: &[NodeSpec],
+        log_dir: &Path,
+    ) -> Result<DockerCluster, DockerError> {
+        remove_leftovers(&docker).await?;
+        let network = format!("sb-{run}");
+        docker
+            .create_network(NetworkCreateRequest {
+                name: network.clone(),
+                driver: Some("bridge".into()),
+                labels: Some(labels(run)),
+                ..Default::default()
+            })
+            .await?;
+        let mut c = DockerCluster {
+            docker,
+            run: run.to_string(),
+            network: network.clone(),
+            nodes: specs.iter().map(|s| s.name.clone()).collect(),
+            containers: BTreeMap::new(),
+            ips: BTreeMap::new(),
+            log_dir: log_dir.to_path_buf(),
+            log_tasks: Vec::new(),
+            clock_refusal: None,
+        };
+        if let Err(e) = c.start_all(specs).await {
+            c.destroy().await;
+            return Err(e);
+        }
+        Ok(c)
+    }
+
+    async fn start_all(&mut self, specs: &[NodeSpec]) -> Result<(), DockerError> {
+        for s in specs {
+            let name = format!("sb-{}-{}", self.run, s.name);
+            let endpoint = EndpointSettings {
+                aliases: Some(vec![s.name.clone()]),
+                ..Default::default()
+            };
+            let body = ContainerCreateBody {
+                image: Some(s.image.clone()),
+                hostname: Some(s.name.clone()),
+                cmd: Some(s.cmd.clone()),
+                env: Some(s.env.clone()),
+                labels: Some(labels(&self.run)),
+                host_config: Some(HostConfig {
+                    network_mode: Some(self.network.clone()),
+                    cap_add: Some(vec!["NET_ADMIN".into()]),
+                    binds: if s.binds.is_empty() {
+                        None
+                    } else {
+                        Some(s.binds.clone())
+                    },
+                    init: Some(true),
+                    ..Default::default()
+                }),
+                networking_config: Some(NetworkingConfig {
+                    endpoints_config: Some(HashMap::from([(self.network.clone(), endpoint)])),
+                }),
+                ..Default::default()
+            };
+            self.docker
+                .create_container(
+                    Some(CreateContainerOptionsBuilder::new().name(&name).build()),
+                    body,
+                )
+                .await?;
+            self.containers.insert(s.name.clone(), name.clone());
+            self.docker.start_container(&name, None).await?;
+            let info = self.docker.inspect_container(&name, None).await?;
+            let ip = info
+                .network_settings
+                .and_then(|n| n.networks)
+                .and_then(|n| n.get(&self.network).and_then(|e| e.ip_address.clone()))
+                .and_then(|ip| ip.parse().ok())
+                .ok_or_else(|| {
+                    DockerError::Other(format!("{} has no address on {}", s.name, self.network))
+                })?;
+            self.ips.insert(s.name.clone(), ip);
+            self.follow_logs(&s.name, &name);
+        }
+        Ok(())
+    }
+
+    fn follow_logs(&mut self, node: &str, container: &str) {
+        let path = self.log_dir.join(format!("{node}.log"));
+        let mut stream = self.docker.logs(
+            container,
+            Some(
+                LogsOptionsBuilder::new()
+                    .follow(true)
+                    .stdout(true)
+                    .stderr(true)
+                    .build(),
+            ),
+        );
+        self.log_tasks.push(tokio::spawn(async move {
+            let Ok(mut file) = tokio::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .await
+            else {
+                return;
+            };
+            while let Some(Ok(chunk)) = stream.next().await {
+                if file.write_all(&chunk.into_bytes()).await.is_err() {
+                    break;
+                }
+            }
+            let _ = file.flush().await;
+        }));
+    }
+
+    /// Refuse clock faults for databases that libfaketime cannot fool.
+    pub fn refuse_clock(&mut self, why: &str) {
+        self.clock_refusal = Some(why.to_string());
+    }
+
+    pub fn run_id(&self) -> &str {
+        &self.run
+    }
+
+    pub fn docker(&self) -> &Docker {
+        &self.docker
+    }
+
+    pub fn node_names(&self) -> Vec<Node> {
+        self.nodes.clone()
+    }
+
+    pub fn ip(&self, node: &str) -> Result<Ipv4Addr, DockerError> {
+        self.ips
+            .get(node)
+            .copied()
+            .ok_or_else(|| DockerError::UnknownNode(node.to_string()))
+    }
+
+    fn container(&self, node: &str) -> Result<&str, DockerError> {
+        self.containers
+            .get(node)
+            .map(String::as_str)
+            .ok_or_else(|| DockerError::UnknownNode(node.to_string()))
+    }
+
+    /// Run a command in a node's container; its exit code and combined output.
+    pub async fn exec(&self, node: &str, cmd: &[&str]) -> Result<(i64, String), DockerError> {
+        let container = self.container(node)?;
+        let created = self
+            .docker
+            .create_exec(
+                container,
+                CreateExecOptions {
+                    cmd: Some(cmd.to_vec()),
+                    attach_stdout: Some(true),
+                    attach_stderr: Some(true),
+                    ..Default::default()
+                },
+            )
+            .await?;
+        let mut output = String::new();
+        if let StartExecResults::Attached {
+            output: mut out, ..
+        } = self
+            .docker
+            .start_exec(&created.id, Some(StartExecOptions::default()))
+            .await?
+        {
+            while let Some(chunk) = out.next().await {
+                output.push_str(&String::from_utf8_lossy(&chunk?.into_bytes()));
+            }
+        }
+        let code = self
+            .docker
+            .inspect_exec(&created.id)
+            .await?
+            .exit_code
+            .unwrap_or(-1);
+        Ok((code, output))
+    }
+
+    /// Run a command that must succeed.
+    pub async fn exec_ok(&self, node: &str, cmd: &[&str]) -> Result<String, DockerError> {
+        let (code, output) = self.exec(node, cmd).await?;
+        if code != 0 {
+            return Err(DockerError::Exec {
+                node: node.to_string(),
+                cmd: cmd.join(" "),
+                code,
+                output: output.trim().to_string(),
+            });
+        }
+        Ok(output)
+    }
+
+    pub async fn kill_node(&self, node: &str) -> Result<(), DockerError> {
+        let c = self.container(node)?;
+        self.docker
+            .kill_container(
+                c,
+                Some(KillContainerOptionsBuilder::new().signal("KILL").build()),
+            )
+            .await?;
+        Ok(())
+    }
+
+    pub async fn start_node(&mut self, node: &str) -> Result<(), DockerError> {
+        let c = self.container(node)?.to_string();
+        self.docker.start_container(&c, None).await?;
+        // A restarted container's log stream ended with the old process.
+        self.follow_logs(node, &c);
+        Ok(())
+    }
+
+    pub async fn pause_node(&self, node: &str) -> Result<(), DockerError> {
+        Ok(self.docker.pause_container(self.container(node)?).await?)
+    }
+
+    pub async fn unpause_node(&self, node: &str) -> Result<(), DockerError> {
+        Ok(self.docker.unpause_container(self.container(node)?).await?)
+    }
+
+    async fn flush_rules(&self) -> Result<(), DockerError> {
+        for n in &self.nodes {
+            self.exec_ok(n, &["iptables", "-w", "-F", "INPUT"]).await?;
+        }
+        Ok(())
+    }
+
+    /// Ping every ordered pair; links in `cut` must fail and all others succeed.
+    pub async fn verify_links(&self, cut: &BTreeSet<(Node, Node)>) -> Result<(), DockerError> {
+        let mut wrong = Vec::new();
+        for from in &self.nodes {
+            for to in &self.nodes {
+                if from == to {
+                    continue;
+                }
+                let ip = self.ip(to)?.to_string();
+                let (code, _) = self
+                    .exec(from, &["ping", "-c", "1", "-W", "1", "-q", &ip])
+                    .await?;
+                let up = code == 0;
+                let expect_up = !cut.contains(&(from.clone(), to.clone()))
+                    && !cut.contains(&(to.clone(), from.clone()));
+                if up != expect_up {
+                    wrong.push(format!(
+                        "{from} -> {to} is {}",
+                        if up {
+                            "up but should be cut"
+                        } else {
+                            "cut but should be up"
+                        }
+                    ));
+                }
+            }
+        }
+        if wrong.is_empty() {
+            Ok(())
+        } else {
+            Err(DockerError::NotInEffect(wrong.join("; ")))
+        }
+    }
+
+    /// Remove every container and the network; stop following logs.
+    pub async fn destroy(&mut self) {
+        for c in self.containers.values() {
+            let _ = self
+                .docker
+                .remove_container(
+                    c,
+                    Some(
+                        RemoveContainerOptionsBuilder::new()
+                            .force(true)
+                            .v(true)
+                            .build(),
+                    ),
+                )
+                .await;
+        }
+        self.containers.clear();
+        let _ = self.docker.remove_network(&self.network).await;
+        for t in self.log_tasks.drain(..) {
+            t.abort();
+        }
+    }
+}
+
+/// The file libfaketime reads on every clock call in each container
+/// (`FAKETIME_TIMESTAMP_FILE`, with `FAKETIME_NO_CACHE=1`).
+pub const FAKETIME_FILE: &str = "/etc/splitbrain-faketime";
+
+/// Environment that makes a container's programs read their clock through libfaketime.
+pub fn faketime_env() -> Vec<String> {
+    vec![
+        "LD_PRELOAD=/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1".into(),
+        format!("FAKETIME_TIMESTAMP_FILE={FAKETIME_FILE}"),
+        "FAKETIME_NO_CACHE=1".into(),
+    ]
+}
+
+#[async_trait]
+impl Executor for DockerCluster {
+    fn supports(&self, fault: Fault) -> Result<(), String> {
+        match (fault, &self.clock_refusal) {
+            (Fault::Clock, Some(why)) => Err(why.clone()),
+            _ => Ok(()),
+        }
+    }
+    fn nodes(&self) -> Vec<Node> {
+        self.nodes.clone()
+    }
+    async fn partition(&mut self, grudge: &Grudge) -> Result<(), String> {
+        self.flush_rules().await.map_err(|e| e.to_string())?;
+        for (to, froms) in grudge {
+            for from in froms {
+                let src = self.ip(from).map_err(|e| e.to_string())?.to_string();
+                self.exec_ok(
+                    to,
+                    &["iptables", "-w", "-A", "INPUT", "-s", &src, "-j", "DROP"],
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+            }
+        }
+        self.verify_links(&cut_links(grudge))
+            .await
+            .map_err(|e| e.to_string())
+    }
+    async fn heal(&mut self) -> Result<(), String> {
+        self.flush_rules().await.map_err(|e| e.to_string())?;
+        self.verify_links(&BTreeSet::new())
+            .await
+            .map_err(|e| e.to_string())
+    }
+    async fn kill(&mut self, nodes: &[Node]) -> Result<(), String> {
+        for n in nodes {
+            self.kill_node(n).await.map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+    async fn restart(&mut self, nodes: &[Node]) -> Result<(), String> {
+        for n in nodes {
+            self.start_node(n).await.map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+    async fn pause(&mut self, nodes: &[Node]) -> Result<(), String> {
+        for n in nodes {
+            self.pause_node(n).await.map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+    async fn resume(&mut self, nodes: &[Node]) -> Result<(), String> {
+        for n in nodes {
+            self.unpause_node(n).await.map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+    async fn set_clock_offset(&mut self, node: &Node, delta_ms: i64) -> Result<(), String> {
+        if let Some(why) = &self.clock_refusal {
+            return Err(why.clone());
+        }
+        // libfaketime's relative offsets: "+1.5s", "-120s".
+        let spec = format!("{:+}s", delta_ms as f64 / 1000.0);
+        let script = format!("printf '%s\\n' '{spec}' > {FAKETIME_FILE}");
+        self.exec_ok(node, &["sh", "-c", &script])
+            .await
+            .map_err(|e| e.to_string())?;
+        // Prove it: exec'd programs carry the container's environment, so
+        // `date` runs under libfaketime; compare it with our own clock.
+        let out = self
+            .exec_ok(node, &["date", "+%s"])
+            .await
+            .map_err(|e| e.to_string())?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        if let Ok(faked) = out.trim().parse::<i64>() {
+            let want = delta_ms / 1000;
+            if (faked - now - want).abs() > 2 {
+                return Err(format!(
+                    "the clock of {node} is off by {}s, not {want}s: is libfaketime preloaded?",
+                    faked - now
+                ));
+            }
+        }
+        Ok(())
+    }
+    async fn loss(&mut self, fraction: f64) -> Result<(), String> {
+        let p = format!("{:.4}", fraction.clamp(0.0, 1.0));
+        for n in self.nodes.clone() {
+            for from in self.nodes.iter().filter(|m| **m != n) {
+                let src = self.ip(from).map_err(|e| e.to_string())?.to_string();
+                self.exec_ok(
+                    &n,
+                    &[
+                        "iptables",
+                        "-w",
+                        "-A",
+                        "INPUT",
+                        "-s",
+                        &src,
+                        "-m",
+                        "statistic",
+                        "--mode",
+                        "random",
+                        "--probability",
+                        &p,
+                        "-j",
+                        "DROP",
+                    ],
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -40,6 +40,124 @@ enum Command {
     Serve(ServeArgs),
     /// Build the Docker images the docker environment runs (no registry needed).
     Image(ImageArgs),
+    /// Run a test: start a cluster, drive the workload and the nemesis, check, store.
+    Test(Box<TestArgs>),
+    /// Run one node of the reference store.
+    StoreNode(StoreNodeArgs),
+    /// Write a simulated transactional history (an in-memory database at a chosen isolation).
+    GenHistory(GenHistoryArgs),
+}
+
+#[derive(Args)]
+struct StoreNodeArgs {
+    /// The cluster file.
+    #[arg(long)]
+    config: PathBuf,
+    /// This node's id in the cluster file.
+    #[arg(long)]
+    id: String,
+}
+
+#[derive(Args)]
+struct GenHistoryArgs {
+    /// list-append or rw-register.
+    #[arg(long, default_value = "list-append")]
+    workload: String,
+    /// strict-serializable, serializable, si, read-committed, read-uncommitted,
+    /// or a deliberately broken mode: lost-update, aborted-read, intermediate-read.
+    #[arg(long, default_value = "strict-serializable")]
+    isolation: String,
+    #[arg(long, default_value_t = 1000)]
+    txns: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long, default_value_t = 10)]
+    processes: usize,
+    /// Keys in use at once.
+    #[arg(long, default_value_t = 1000)]
+    keys: usize,
+    /// Where to write the history (.jsonl or .edn).
+    out: PathBuf,
+}
+
+#[derive(Args)]
+struct TestArgs {
+    /// The database: the reference store, run locally.
+    #[arg(long, default_value = "refstore")]
+    db: String,
+    /// Where the nodes run: local (child processes on 127.0.0.1).
+    #[arg(long, default_value = "local")]
+    env: String,
+    /// single-leader or leaderless.
+    #[arg(long, default_value = "single-leader")]
+    replication: String,
+    /// Single-leader: sync, semi-sync:K or async.
+    #[arg(long, default_value = "sync")]
+    sync: String,
+    /// Single-leader: fence deposed leaders with epochs.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    fencing: bool,
+    /// Single-leader: the leader answers reads alone only under a lease.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    leases: bool,
+    /// Single-leader: where reads are served (leader, followers, any).
+    #[arg(long, default_value = "leader")]
+    read_from: String,
+    /// Leaderless: replicas per key, read and write quorums.
+    #[arg(long)]
+    n: Option<u32>,
+    #[arg(long)]
+    r: Option<u32>,
+    #[arg(long)]
+    w: Option<u32>,
+    /// Leaderless: sloppy quorum with hinted handoff.
+    #[arg(long)]
+    sloppy_quorum: bool,
+    /// Leaderless conflict handling: lww or version-vectors.
+    #[arg(long)]
+    conflict: Option<String>,
+    /// always, never or interval:MS.
+    #[arg(long, default_value = "always")]
+    fsync: String,
+    /// register, list-append, rw-register, set, counter, bank, session.
+    #[arg(long, default_value = "register")]
+    workload: String,
+    /// none, or faults separated by commas: partition, kill, pause, clock, loss.
+    #[arg(long, default_value = "none")]
+    nemesis: String,
+    /// Seconds between a fault's start and stop.
+    #[arg(long, default_value_t = 10.0)]
+    nemesis_interval: f64,
+    #[arg(long, default_value_t = 5)]
+    nodes: usize,
+    #[arg(long, default_value_t = 10)]
+    concurrency: usize,
+    /// Seconds of workload (the heal and final reads come after).
+    #[arg(long, default_value_t = 60.0)]
+    time_limit: f64,
+    /// Client ops per second across all clients (0: as fast as they go).
+    #[arg(long, default_value_t = 500.0)]
+    rate: f64,
+    /// The seed of everything random; printed, so a run can be replayed.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Run this many tests (seed, seed+1, ...); the worst verdict wins.
+    #[arg(long, default_value_t = 1)]
+    test_count: u32,
+    /// A client op still running after this many ms is recorded as info.
+    #[arg(long, default_value_t = 1000)]
+    op_timeout_ms: u64,
+    /// Seconds of quiet after the heal, before final reads.
+    #[arg(long, default_value_t = 2.0)]
+    quiesce: f64,
+    #[arg(long, default_value = "store")]
+    store_dir: PathBuf,
+    /// The test's name (default: built from db, replication and workload).
+    #[arg(long)]
+    name: Option<String>,
+    /// Leave the database running after the test.
+    #[arg(long)]
+    leave_db_running: bool,
 }
 
 #[derive(Args)]
@@ -117,6 +235,9 @@ struct CheckArgs {
     /// Memory the checker may use for its search, in MB.
     #[arg(long, value_name = "MB", default_value_t = 2048)]
     memory_limit_mb: usize,
+    /// Write each transactional cycle as a DOT file into this directory.
+    #[arg(long, value_name = "DIR")]
+    dot: Option<PathBuf>,
     /// The history file.
     file: PathBuf,
 }
@@ -185,6 +306,9 @@ pub fn main() -> ExitCode {
         Command::Report(args) => report(args),
         Command::Serve(args) => serve(args),
         Command::Image(args) => image(args),
+        Command::Test(args) => test(*args),
+        Command::StoreNode(args) => store_node(args),
+        Command::GenHistory(args) => gen_history(args),
     };
     match outcome {
         Ok(code) => ExitCode::from(code),
@@ -275,6 +399,13 @@ fn check(args: CheckArgs) -> Result<u8, Failure> {
     })?;
     let elapsed_ms = start.elapsed().as_secs_f64() * 1000.0;
     let stats = history.stats();
+    if let Some(dir) = &args.dot {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        for (name, dot) in splitbrain_elle::cycle_dots_from_json(&report.result) {
+            std::fs::write(dir.join(&name), dot)
+                .with_context(|| format!("writing {}", dir.join(&name).display()))?;
+        }
+    }
     if args.json {
         let out = serde_json::json!({
             "file": args.file.display().to_string(),
@@ -488,4 +619,315 @@ fn image(args: ImageArgs) -> Result<u8, Failure> {
         Ok::<(), Failure>(())
     })?;
     Ok(exit::VALID)
+}
+
+fn store_node(args: StoreNodeArgs) -> Result<u8, Failure> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    rt.block_on(splitbrain_store::node::run_node(&args.config, &args.id))
+        .map_err(|e| Failure::bad_input(format!("store node {}: {e}", args.id)))?;
+    Ok(exit::VALID)
+}
+
+fn gen_history(args: GenHistoryArgs) -> Result<u8, Failure> {
+    use splitbrain_elle::sim::{generate, Isolation, SimOptions, SimWorkload};
+    let workload: SimWorkload = args
+        .workload
+        .parse()
+        .map_err(|e| Failure::bad_input(format!("--workload: {e}")))?;
+    let isolation: Isolation = args
+        .isolation
+        .parse()
+        .map_err(|e| Failure::bad_input(format!("--isolation: {e}")))?;
+    let to = Format::from_extension(&args.out).ok_or_else(|| {
+        Failure::bad_input(format!(
+            "{}: name the output .jsonl or .edn",
+            args.out.display()
+        ))
+    })?;
+    let opts = SimOptions {
+        workload,
+        isolation,
+        txns: args.txns,
+        seed: args.seed,
+        processes: args.processes.max(1),
+        keys: args.keys.max(1),
+        ..SimOptions::default()
+    };
+    let ops = generate(&opts);
+    let file = std::fs::File::create(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    let mut w = OpWriter::new(BufWriter::new(file), to);
+    for op in &ops {
+        w.write(op)
+            .with_context(|| format!("writing {}", args.out.display()))?;
+    }
+    w.flush().context("writing")?;
+    eprintln!(
+        "wrote {} ops ({} transactions, {} isolation, seed {}) to {}",
+        ops.len(),
+        args.txns,
+        args.isolation,
+        args.seed,
+        args.out.display()
+    );
+    Ok(exit::VALID)
+}
+
+fn test(args: TestArgs) -> Result<u8, Failure> {
+    use splitbrain::controller::{run_test, TestOptions};
+    use splitbrain_nemesis::package::{parse_faults, NemesisOptions};
+    use splitbrain_store::config::{ClusterConfig, Conflict, Fsync, Mode, Replication};
+    use splitbrain_store::msg::ReadFrom;
+
+    let bad = |m: String| Failure::bad_input(m);
+    if args.db != "refstore" {
+        return Err(bad(format!(
+            "--db {}: only the reference store (refstore) runs under `test` in this build",
+            args.db
+        )));
+    }
+    if args.env != "local" {
+        return Err(bad(format!("--env {}: only the local environment runs the reference store under `test` in this build", args.env)));
+    }
+    let workload: WorkloadKind = args.workload.parse().map_err(bad)?;
+    let faults = parse_faults(&args.nemesis).map_err(bad)?;
+    if args.nodes == 0 || args.concurrency == 0 {
+        return Err(bad("--nodes and --concurrency must be at least 1".into()));
+    }
+    if !(args.time_limit > 0.0 && args.time_limit.is_finite())
+        || args.rate < 0.0
+        || args.nemesis_interval <= 0.0
+        || args.quiesce < 0.0
+    {
+        return Err(bad("--time-limit and --nemesis-interval must be positive, --rate and --quiesce not negative".into()));
+    }
+    // Every setting at its default; the nodes are filled in when the cluster starts.
+    let mut cfg: ClusterConfig =
+        toml::from_str("nodes = []").context("the default cluster settings")?;
+    cfg.fsync = Fsync::try_from(args.fsync.clone()).map_err(bad)?;
+    let leaderless_flags = args.n.is_some()
+        || args.r.is_some()
+        || args.w.is_some()
+        || args.sloppy_quorum
+        || args.conflict.is_some();
+    match args.replication.as_str() {
+        "single-leader" => {
+            if leaderless_flags {
+                return Err(bad("--n, --r, --w, --sloppy-quorum and --conflict are for --replication leaderless".into()));
+            }
+            cfg.mode = Mode::SingleLeader;
+            let o = &mut cfg.single_leader;
+            o.replication = Replication::try_from(args.sync.clone()).map_err(bad)?;
+            if let Replication::SemiSync { k } = o.replication {
+                if k as usize >= args.nodes {
+                    return Err(bad(format!("--sync semi-sync:{k} needs more than {k} nodes besides the leader; --nodes is {}", args.nodes)));
+                }
+            }
+            o.fencing = args.fencing;
+            o.leases = args.leases;
+            o.read_from = match args.read_from.as_str() {
+                "leader" => ReadFrom::Leader,
+                "followers" => ReadFrom::Followers,
+                "any" => ReadFrom::Any,
+                other => {
+                    return Err(bad(format!(
+                        "--read-from {other}: expected leader, followers or any"
+                    )))
+                }
+            };
+        }
+        "leaderless" => {
+            if args.sync != "sync" || !args.fencing || !args.leases || args.read_from != "leader" {
+                return Err(bad("--sync, --fencing, --leases and --read-from are for --replication single-leader".into()));
+            }
+            cfg.mode = Mode::Leaderless;
+            let o = &mut cfg.leaderless;
+            o.n = args.n.unwrap_or(o.n.min(args.nodes as u32));
+            o.r = args.r.unwrap_or(o.r);
+            o.w = args.w.unwrap_or(o.w);
+            o.sloppy_quorum = args.sloppy_quorum;
+            if let Some(c) = &args.conflict {
+                o.conflict = match c.as_str() {
+                    "lww" => Conflict::Lww,
+                    "version-vectors" => Conflict::VersionVectors,
+                    other => {
+                        return Err(bad(format!(
+                            "--conflict {other}: expected lww or version-vectors"
+                        )))
+                    }
+                };
+            }
+            if o.n as usize > args.nodes
+                || o.n == 0
+                || o.r == 0
+                || o.w == 0
+                || o.r > o.n
+                || o.w > o.n
+            {
+                return Err(bad(format!(
+                    "leaderless needs 1 <= R, W <= N <= nodes; got N={} R={} W={} with {} nodes",
+                    o.n, o.r, o.w, args.nodes
+                )));
+            }
+        }
+        other => {
+            return Err(bad(format!(
+                "--replication {other}: expected single-leader or leaderless"
+            )))
+        }
+    }
+    let seed = args.seed.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64 ^ u64::from(std::process::id()))
+    });
+    let name = args
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("{}-{}-{}", args.db, args.replication, args.workload));
+    run_store::check_test_name(&name).map_err(bad)?;
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    let mut worst = splitbrain_history::Verdict::Valid;
+    for i in 0..args.test_count.max(1) {
+        let seed = seed.wrapping_add(i as u64);
+        let command = if command.contains("--seed") {
+            command.clone()
+        } else {
+            format!("{command} --seed {seed}")
+        };
+        let o = TestOptions {
+            name: name.clone(),
+            workload,
+            workload_options: WorkloadOptions::default(),
+            nemesis: NemesisOptions {
+                faults: faults.clone(),
+                interval_s: args.nemesis_interval,
+                seed,
+                ..Default::default()
+            },
+            concurrency: args.concurrency,
+            time_limit_s: args.time_limit,
+            rate: args.rate,
+            seed,
+            op_timeout_ms: args.op_timeout_ms,
+            quiesce_s: args.quiesce,
+            store_dir: args.store_dir.clone(),
+            leave_db_running: args.leave_db_running,
+            extra: Default::default(),
+            command,
+        };
+        eprintln!(
+            "test {} (seed {seed}): {} with {} nodes, {} clients, {} s, nemesis {}",
+            name, args.workload, args.nodes, args.concurrency, args.time_limit, args.nemesis
+        );
+        let mut cluster = splitbrain::refstore::LocalRefstore::new(
+            cfg.clone(),
+            args.nodes,
+            workload,
+            std::time::Duration::from_millis(args.op_timeout_ms),
+        )
+        .context("locating the splitbrain binary")?;
+        let mut progress = Progress::new();
+        let report = rt
+            .block_on(run_test(&o, &mut cluster, |op| progress.on_op(op)))
+            .map_err(|e| {
+                let msg = format!("{e:#}");
+                if msg.starts_with("refused:") {
+                    Failure::bad_input(msg)
+                } else {
+                    Failure::from(e)
+                }
+            })?;
+        progress.finish();
+        let page = report::render_run(&report.dir)
+            .map_err(|e| Failure::from(e.context("rendering the report")))?;
+        println!(
+            "{}: {} ({} ops)",
+            report.dir.display(),
+            report.results.verdict.as_str(),
+            report.ops
+        );
+        for c in &report.results.checkers {
+            println!(
+                "  {}: {}{}",
+                c.checker,
+                c.verdict.as_str(),
+                if c.anomaly_types.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", c.anomaly_types.join(", "))
+                }
+            );
+        }
+        if let Some(p) = &report.results.problem {
+            println!("  problem: {p}");
+        }
+        println!("  report: {}", page.display());
+        worst = worst.worst(report.results.verdict);
+    }
+    Ok(worst.exit_code() as u8)
+}
+
+/// A one-line progress display on stderr: elapsed time, ops/s and outcomes.
+struct Progress {
+    start: Instant,
+    last: Instant,
+    counts: [u64; 4],
+    tty: bool,
+}
+
+impl Progress {
+    fn new() -> Self {
+        use std::io::IsTerminal;
+        Progress {
+            start: Instant::now(),
+            last: Instant::now(),
+            counts: [0; 4],
+            tty: std::io::stderr().is_terminal(),
+        }
+    }
+
+    fn on_op(&mut self, op: &splitbrain_history::Op) {
+        if !op.is_client() {
+            return;
+        }
+        self.counts[op.kind as usize] += 1;
+        let every = if self.tty {
+            Duration::from_millis(500)
+        } else {
+            Duration::from_secs(10)
+        };
+        if self.last.elapsed() >= every {
+            self.last = Instant::now();
+            self.print();
+        }
+    }
+
+    fn print(&self) {
+        let secs = self.start.elapsed().as_secs_f64();
+        let [inv, ok, fail, info] = self.counts;
+        let line = format!(
+            "{secs:6.1} s  {:7.0} ops/s  ok {ok}  fail {fail}  info {info}",
+            inv as f64 / secs.max(1e-9)
+        );
+        if self.tty {
+            eprint!("\r{line}   ");
+        } else {
+            eprintln!("{line}");
+        }
+    }
+
+    fn finish(&self) {
+        self.print();
+        if self.tty {
+            eprintln!();
+        }
+    }
 }

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use futures_util::FutureExt;
 use smol_str::SmolStr;
 use splitbrain_history::{Op, OpType, OpWriter, Process, Value};
 use splitbrain_workloads::generator::{Context, Gen, Invocation, Poll, Thread};
@@ -120,8 +121,11 @@ pub async fn run<W: Write>(
                     client = factory.open(process);
                     client_process = process;
                 }
-                let completion = match tokio::time::timeout(timeout, client.invoke(&inv)).await {
-                    Ok(c) => c,
+                // A client that panics is a crash of that process: its op's outcome is unknown.
+                let call = std::panic::AssertUnwindSafe(client.invoke(&inv)).catch_unwind();
+                let completion = match tokio::time::timeout(timeout, call).await {
+                    Ok(Ok(c)) => c,
+                    Ok(Err(_)) => Completion::info(Value::Nil, "client-panicked"),
                     Err(_) => Completion::info(Value::Nil, "timeout"),
                 };
                 if done_tx
@@ -141,7 +145,13 @@ pub async fn run<W: Write>(
         let done_tx = done_tx.clone();
         handles.push(tokio::spawn(async move {
             while let Some(inv) = nem_rx.recv().await {
-                let completion = nem.invoke(&inv).await;
+                let completion = match std::panic::AssertUnwindSafe(nem.invoke(&inv))
+                    .catch_unwind()
+                    .await
+                {
+                    Ok(c) => c,
+                    Err(_) => Completion::info(inv.value.clone(), "nemesis-panicked"),
+                };
                 if done_tx
                     .send(Done {
                         thread: Thread::Nemesis,

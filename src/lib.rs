@@ -5,6 +5,7 @@
 pub mod controller;
 pub mod docker;
 pub mod interpreter;
+pub mod refstore;
 pub mod registry;
 pub mod report;
 pub mod run_store;

@@ -4,7 +4,11 @@
 use splitbrain_history::{CheckerDef, History};
 
 /// Every checker crate's table, in the order they are listed.
-const TABLES: &[&[CheckerDef]] = &[splitbrain_basic::CHECKERS];
+const TABLES: &[&[CheckerDef]] = &[
+    splitbrain_linearizable::CHECKERS,
+    splitbrain_elle::CHECKERS,
+    splitbrain_basic::CHECKERS,
+];
 
 pub fn all() -> impl Iterator<Item = &'static CheckerDef> {
     TABLES.iter().flat_map(|t| t.iter())

@@ -241,6 +241,13 @@ pub fn targets(
     primaries: &[Node],
     rng: &mut impl Rng,
 ) -> Result<Vec<Node>, ShapeError> {
+    if nodes.is_empty() {
+        return Err(ShapeError::TooFewNodes {
+            shape: "target",
+            needed: 1,
+            have: 0,
+        });
+    }
     let mut shuffled = nodes.to_vec();
     shuffled.shuffle(rng);
     let mut chosen: Vec<Node> = match spec {

@@ -1,3 +1,26 @@
-//! The reference store: a replicated key-value store with every replication
-//! mode the textbooks describe, as sans-IO state machines with a tokio driver.
-//! It knows nothing of the harness. This crate holds nothing yet.
+//! The reference store: a replicated key-value store with the replication
+//! modes the textbooks describe, as sans-IO state machines (`core`,
+//! `single_leader`, `leaderless`) with a tokio driver (`node`), a write-ahead
+//! log (`wal`), a client library (`client`) and a deterministic simulator
+//! (`sim`). It knows nothing of the harness.
+//!
+//! Run a node with `splitbrain-store-node --config CLUSTER.toml --id n1`
+//! (or [`node::run_node`]). The cluster file is described by
+//! [`config::ClusterConfig`]; [`config::EXAMPLE_CLUSTER_TOML`] shows every option.
+//!
+//! Admin port (one text line per command, one reply line):
+//! `status` · `block n2 n3` · `unblock n2` · `unblock-all` · `clock-offset -500`.
+
+pub mod client;
+pub mod codec;
+pub mod config;
+pub mod core;
+pub mod leaderless;
+pub mod msg;
+pub mod node;
+pub mod sim;
+pub mod single_leader;
+pub mod wal;
+
+pub use config::ClusterConfig;
+pub use msg::{Op, OpResult, ReadFrom, Refusal, Reply, Request, RequestOptions, Response, Value};

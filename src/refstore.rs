@@ -1,0 +1,613 @@
+//! The reference store as the system under test: its nodes as local child
+//! processes (`splitbrain store-node`) on 127.0.0.1 ports with data and
+//! logs under the run directory, clients through the store's client
+//! library, and faults by signal and through the nodes' admin ports.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use splitbrain_history::Value;
+use splitbrain_nemesis::package::{Executor, Fault};
+use splitbrain_nemesis::shape::{Grudge, Node};
+use splitbrain_store::client::{Client as StoreClient, ClientOptions, Outcome};
+use splitbrain_store::config::{ClusterConfig, Mode, NodeAddrs};
+use splitbrain_store::msg::{
+    Op as StoreOp, OpResult, Refusal, RequestOptions, Value as StoreValue,
+};
+use splitbrain_store::node::admin_call;
+use splitbrain_workloads::generator::Invocation;
+use splitbrain_workloads::WorkloadKind;
+
+use crate::controller::Cluster;
+use crate::interpreter::{Client, ClientFactory, Completion};
+use crate::supervisor::{proc_state, NodeCommand, Supervisor};
+
+/// Free loopback ports, found by binding to port 0.
+fn free_ports(n: usize) -> std::io::Result<Vec<u16>> {
+    let listeners: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0"))
+        .collect::<Result<_, _>>()?;
+    listeners
+        .iter()
+        .map(|l| l.local_addr().map(|a| a.port()))
+        .collect()
+}
+
+/// A cluster file for `nodes` local nodes; every other setting comes from `base`.
+pub fn local_config(
+    base: &ClusterConfig,
+    nodes: usize,
+    data_dir: &Path,
+) -> std::io::Result<ClusterConfig> {
+    let ports = free_ports(nodes * 3)?;
+    let mut cfg = base.clone();
+    cfg.data_dir = Some(data_dir.to_path_buf());
+    cfg.nodes = (0..nodes)
+        .map(|i| NodeAddrs {
+            id: format!("n{}", i + 1),
+            client: format!("127.0.0.1:{}", ports[3 * i]),
+            peer: format!("127.0.0.1:{}", ports[3 * i + 1]),
+            admin: format!("127.0.0.1:{}", ports[3 * i + 2]),
+        })
+        .collect();
+    Ok(cfg)
+}
+
+/// The reference store on this machine.
+pub struct LocalRefstore {
+    base: ClusterConfig,
+    node_count: usize,
+    workload: WorkloadKind,
+    op_timeout: Duration,
+    program: PathBuf,
+    /// Shared with the executor, which is handed out before the nodes start.
+    config: Arc<Mutex<Option<ClusterConfig>>>,
+    supervisor: Arc<Mutex<Supervisor>>,
+}
+
+impl LocalRefstore {
+    pub fn new(
+        base: ClusterConfig,
+        node_count: usize,
+        workload: WorkloadKind,
+        op_timeout: Duration,
+    ) -> std::io::Result<Self> {
+        Ok(LocalRefstore {
+            base,
+            node_count,
+            workload,
+            op_timeout,
+            program: std::env::current_exe()?,
+            config: Arc::new(Mutex::new(None)),
+            supervisor: Arc::new(Mutex::new(Supervisor::new())),
+        })
+    }
+
+    /// Run the nodes from another binary (tests use the one cargo built).
+    pub fn with_program(mut self, program: PathBuf) -> Self {
+        self.program = program;
+        self
+    }
+
+    fn config(&self) -> anyhow::Result<ClusterConfig> {
+        self.config
+            .lock()
+            .ok()
+            .and_then(|c| c.clone())
+            .ok_or_else(|| anyhow::anyhow!("the cluster is not set up"))
+    }
+
+    /// Wait until every node answers its admin port (and a leader exists, for single-leader).
+    async fn wait_ready(&self, within: Duration) -> anyhow::Result<()> {
+        let cfg = self.config()?;
+        let deadline = Instant::now() + within;
+        loop {
+            let mut ready = true;
+            let mut leader_known = cfg.mode != Mode::SingleLeader;
+            for n in &cfg.nodes {
+                match admin_call(&n.admin, "status").await {
+                    Ok(s) if s.starts_with("ok") => {
+                        if s.contains("role=leader") {
+                            leader_known = true;
+                        }
+                    }
+                    _ => ready = false,
+                }
+            }
+            if ready && leader_known {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                let logs: Vec<String> = self
+                    .supervisor
+                    .lock()
+                    .map(|s| s.log_files())
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect();
+                anyhow::bail!(
+                    "the reference store did not come up within {within:?} (see {})",
+                    logs.join(", ")
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+#[async_trait]
+impl Cluster for LocalRefstore {
+    fn describe(&self) -> String {
+        let mode = match self.base.mode {
+            Mode::SingleLeader => {
+                let o = &self.base.single_leader;
+                format!(
+                    "single-leader {} (fencing {}, leases {}, reads from {:?})",
+                    String::from(o.replication),
+                    if o.fencing { "on" } else { "off" },
+                    if o.leases { "on" } else { "off" },
+                    o.read_from
+                )
+            }
+            Mode::Leaderless => {
+                let o = &self.base.leaderless;
+                format!(
+                    "leaderless N={} R={} W={} ({:?})",
+                    o.n, o.r, o.w, o.conflict
+                )
+            }
+        };
+        format!(
+            "refstore {mode}, fsync {}, {} local nodes",
+            String::from(self.base.fsync),
+            self.node_count
+        )
+    }
+
+    async fn setup(&mut self, run_dir: &Path) -> anyhow::Result<()> {
+        // Nodes run with the run directory as their working directory: give them absolute paths.
+        let run_dir = &run_dir.canonicalize()?;
+        let data = run_dir.join("data");
+        std::fs::create_dir_all(&data)?;
+        let cfg = local_config(&self.base, self.node_count, &data)?;
+        let cfg_path = run_dir.join("cluster.toml");
+        std::fs::write(&cfg_path, toml::to_string(&cfg)?)?;
+        {
+            let mut sup = self
+                .supervisor
+                .lock()
+                .map_err(|_| anyhow::anyhow!("supervisor poisoned"))?;
+            for n in &cfg.nodes {
+                sup.add(
+                    &n.id,
+                    NodeCommand {
+                        program: self.program.clone(),
+                        args: vec![
+                            "store-node".into(),
+                            "--config".into(),
+                            cfg_path.display().to_string(),
+                            "--id".into(),
+                            n.id.clone(),
+                        ],
+                        dir: run_dir.to_path_buf(),
+                        log: run_dir.join(format!("{}.log", n.id)),
+                    },
+                );
+                sup.start(&n.id)?;
+            }
+        }
+        if let Ok(mut c) = self.config.lock() {
+            *c = Some(cfg);
+        }
+        self.wait_ready(Duration::from_secs(20)).await
+    }
+
+    fn client_factory(&self) -> Arc<dyn ClientFactory> {
+        let cfg = self.config().unwrap_or_else(|_| self.base.clone());
+        Arc::new(RefstoreClients {
+            cfg,
+            workload: self.workload,
+            op_timeout: self.op_timeout,
+        })
+    }
+
+    fn executor(&mut self) -> Option<Box<dyn Executor>> {
+        Some(Box::new(LocalExecutor {
+            cfg: self.config.clone(),
+            supervisor: self.supervisor.clone(),
+            blocked: BTreeMap::new(),
+        }))
+    }
+
+    async fn teardown(&mut self, leave_running: bool) -> anyhow::Result<Vec<PathBuf>> {
+        let mut sup = self
+            .supervisor
+            .lock()
+            .map_err(|_| anyhow::anyhow!("supervisor poisoned"))?;
+        let logs = sup.log_files();
+        if !leave_running {
+            sup.stop_all(Duration::from_secs(3));
+        }
+        Ok(logs)
+    }
+}
+
+/// Faults for local nodes: signals for kill and pause, the admin port for
+/// partitions and clocks.
+pub struct LocalExecutor {
+    cfg: Arc<Mutex<Option<ClusterConfig>>>,
+    supervisor: Arc<Mutex<Supervisor>>,
+    /// What each node was told to block, so a heal can undo exactly that.
+    blocked: BTreeMap<Node, BTreeSet<Node>>,
+}
+
+impl LocalExecutor {
+    fn cfg(&self) -> Result<ClusterConfig, String> {
+        self.cfg
+            .lock()
+            .ok()
+            .and_then(|c| c.clone())
+            .ok_or_else(|| "the cluster is not set up".to_string())
+    }
+
+    fn admin_of(&self, node: &str) -> Result<String, String> {
+        self.cfg()?
+            .nodes
+            .iter()
+            .find(|n| n.id == node)
+            .map(|n| n.admin.clone())
+            .ok_or_else(|| format!("no node {node}"))
+    }
+
+    async fn admin(&self, node: &str, command: &str) -> Result<String, String> {
+        let addr = self.admin_of(node)?;
+        let reply = admin_call(&addr, command)
+            .await
+            .map_err(|e| format!("{node} admin {addr}: {e}"))?;
+        if reply.starts_with("ok") {
+            Ok(reply)
+        } else {
+            Err(format!("{node} refused '{command}': {reply}"))
+        }
+    }
+
+    fn with_supervisor<T>(
+        &self,
+        f: impl FnOnce(&mut Supervisor) -> Result<T, String>,
+    ) -> Result<T, String> {
+        let mut s = self
+            .supervisor
+            .lock()
+            .map_err(|_| "supervisor poisoned".to_string())?;
+        f(&mut s)
+    }
+}
+
+#[async_trait]
+impl Executor for LocalExecutor {
+    fn supports(&self, fault: Fault) -> Result<(), String> {
+        match fault {
+            Fault::Loss => Err("local nodes share the loopback interface and the reference store's admin port has no packet-loss hook; use --env netns or docker for loss".into()),
+            _ => Ok(()),
+        }
+    }
+    fn nodes(&self) -> Vec<Node> {
+        self.cfg()
+            .map(|c| c.nodes.iter().map(|n| n.id.clone()).collect())
+            .unwrap_or_default()
+    }
+    async fn primaries(&mut self) -> Vec<Node> {
+        let mut leaders = Vec::new();
+        for n in self.nodes() {
+            if let Ok(s) = self.admin(&n, "status").await {
+                if s.contains("role=leader") {
+                    leaders.push(n);
+                }
+            }
+        }
+        leaders
+    }
+    async fn partition(&mut self, grudge: &Grudge) -> Result<(), String> {
+        self.heal().await?;
+        for (node, froms) in grudge {
+            if froms.is_empty() {
+                continue;
+            }
+            let names: Vec<&str> = froms.iter().map(String::as_str).collect();
+            self.admin(node, &format!("block {}", names.join(" ")))
+                .await?;
+            self.blocked.insert(node.clone(), froms.clone());
+        }
+        Ok(())
+    }
+    async fn heal(&mut self) -> Result<(), String> {
+        for n in self.nodes() {
+            // A killed node has nothing blocked; it restarts clean.
+            if self.with_supervisor(|s| Ok(s.pid(&n).is_some()))? {
+                self.admin(&n, "unblock-all").await?;
+            }
+        }
+        self.blocked.clear();
+        Ok(())
+    }
+    async fn kill(&mut self, nodes: &[Node]) -> Result<(), String> {
+        self.with_supervisor(|s| {
+            nodes
+                .iter()
+                .try_for_each(|n| s.kill(n).map_err(|e| e.to_string()))
+        })
+    }
+    async fn restart(&mut self, nodes: &[Node]) -> Result<(), String> {
+        self.with_supervisor(|s| {
+            nodes
+                .iter()
+                .try_for_each(|n| s.start(n).map(|_| ()).map_err(|e| e.to_string()))
+        })?;
+        // Back when its admin port answers.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for n in nodes {
+            while self.admin(n, "status").await.is_err() {
+                if Instant::now() > deadline {
+                    return Err(format!("{n} did not come back after restart"));
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+        }
+        Ok(())
+    }
+    async fn pause(&mut self, nodes: &[Node]) -> Result<(), String> {
+        self.with_supervisor(|s| {
+            for n in nodes {
+                s.pause(n).map_err(|e| e.to_string())?;
+                // Proof: the kernel reports the process stopped.
+                let pid = s.pid(n).ok_or(format!("{n} is not running"))?;
+                let deadline = Instant::now() + Duration::from_secs(2);
+                while proc_state(pid) != Some('T') {
+                    if Instant::now() > deadline {
+                        return Err(format!("{n} (pid {pid}) did not stop"));
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+            Ok(())
+        })
+    }
+    async fn resume(&mut self, nodes: &[Node]) -> Result<(), String> {
+        self.with_supervisor(|s| {
+            nodes
+                .iter()
+                .try_for_each(|n| s.resume(n).map_err(|e| e.to_string()))
+        })
+    }
+    async fn set_clock_offset(&mut self, node: &Node, delta_ms: i64) -> Result<(), String> {
+        self.admin(node, &format!("clock-offset {delta_ms}"))
+            .await?;
+        let status = self.admin(node, "status").await?;
+        if !status.contains(&format!("clock_offset_ms={delta_ms}")) {
+            return Err(format!(
+                "{node} reports {status}, not clock_offset_ms={delta_ms}"
+            ));
+        }
+        Ok(())
+    }
+    async fn loss(&mut self, _fraction: f64) -> Result<(), String> {
+        Err(self.supports(Fault::Loss).err().unwrap_or_default())
+    }
+}
+
+/// Clients speaking the store's protocol, one per process.
+struct RefstoreClients {
+    cfg: ClusterConfig,
+    workload: WorkloadKind,
+    op_timeout: Duration,
+}
+
+impl ClientFactory for RefstoreClients {
+    fn open(&self, _process: u64) -> Box<dyn Client> {
+        // The interpreter enforces the op timeout; the store client gives up a little earlier
+        // so that its own "unknown" reaches the history with its reason.
+        let timeout = self
+            .op_timeout
+            .saturating_sub(Duration::from_millis(50))
+            .max(Duration::from_millis(50));
+        let opts = ClientOptions {
+            timeout,
+            ..ClientOptions::default()
+        };
+        Box::new(RefstoreClient {
+            client: StoreClient::from_config(&self.cfg, opts),
+            workload: self.workload,
+        })
+    }
+}
+
+struct RefstoreClient {
+    client: StoreClient,
+    workload: WorkloadKind,
+}
+
+fn key_name(k: &Value) -> String {
+    match k {
+        Value::Str(s) | Value::Keyword(s) => s.to_string(),
+        other => other.to_edn(),
+    }
+}
+
+fn to_store(v: &Value) -> Option<StoreValue> {
+    match v {
+        Value::Int(i) => Some(StoreValue::Int(*i)),
+        Value::Str(s) | Value::Keyword(s) => Some(StoreValue::Str(s.to_string())),
+        _ => None,
+    }
+}
+
+fn from_store(v: &Option<StoreValue>) -> Value {
+    match v {
+        None => Value::Nil,
+        Some(StoreValue::Int(i)) => Value::Int(*i),
+        Some(StoreValue::Str(s)) => Value::Str(s.as_str().into()),
+        Some(StoreValue::List(l)) => Value::List(l.iter().map(|i| Value::Int(*i)).collect()),
+        Some(StoreValue::Set(s)) => Value::set(s.iter().map(|i| Value::Int(*i)).collect()),
+    }
+}
+
+const SET_KEY: &str = "set";
+const COUNTER_KEY: &str = "counter";
+
+impl RefstoreClient {
+    /// The store op for an invocation, or why it cannot be expressed.
+    fn translate(&self, inv: &Invocation) -> Result<StoreOp, String> {
+        let key = || {
+            inv.key
+                .as_ref()
+                .map(key_name)
+                .unwrap_or_else(|| "r".to_string())
+        };
+        let list_append = self.workload == WorkloadKind::ListAppend;
+        Ok(match (self.workload, inv.f.as_str()) {
+            (WorkloadKind::Set, "add") => StoreOp::Add {
+                key: SET_KEY.into(),
+                elem: inv.value.as_int().ok_or("add needs an integer")?,
+            },
+            (WorkloadKind::Set, "read") => StoreOp::ReadSet {
+                key: SET_KEY.into(),
+            },
+            (WorkloadKind::Counter, "add") => StoreOp::Incr {
+                key: COUNTER_KEY.into(),
+                delta: inv.value.as_int().ok_or("add needs an integer")?,
+            },
+            (WorkloadKind::Counter, "read") => StoreOp::Get {
+                key: COUNTER_KEY.into(),
+            },
+            (_, "read") => StoreOp::Get { key: key() },
+            (_, "write") => StoreOp::Put {
+                key: key(),
+                value: to_store(&inv.value).ok_or("write needs an integer or string")?,
+            },
+            (_, "cas") => {
+                let l = inv
+                    .value
+                    .as_list()
+                    .filter(|l| l.len() == 2)
+                    .ok_or("cas needs [from to]")?;
+                StoreOp::Cas {
+                    key: key(),
+                    expected: to_store(&l[0]),
+                    new: to_store(&l[1]).ok_or("cas needs an integer")?,
+                }
+            }
+            (_, "txn") => {
+                let mops = inv.value.as_list().ok_or("txn needs a list of micro-ops")?;
+                let mut ops = Vec::with_capacity(mops.len());
+                for m in mops {
+                    let m = m
+                        .as_list()
+                        .filter(|m| m.len() == 3)
+                        .ok_or("a micro-op is [f k v]")?;
+                    let k = key_name(&m[1]);
+                    ops.push(match m[0].as_str() {
+                        Some("append") => StoreOp::Append {
+                            key: k,
+                            elem: m[2].as_int().ok_or("append needs an integer")?,
+                        },
+                        Some("r") if list_append => StoreOp::ReadList { key: k },
+                        Some("r") => StoreOp::Get { key: k },
+                        Some("w") => StoreOp::Put {
+                            key: k,
+                            value: to_store(&m[2]).ok_or("w needs an integer")?,
+                        },
+                        other => return Err(format!("unknown micro-op {other:?}")),
+                    });
+                }
+                StoreOp::Txn { ops }
+            }
+            (w, f) => {
+                return Err(format!(
+                    "the {w} workload has no '{f}' on the reference store"
+                ))
+            }
+        })
+    }
+
+    /// The completed op's value, with reads filled in.
+    fn result_value(&self, inv: &Invocation, r: &OpResult) -> Value {
+        match (inv.f.as_str(), r) {
+            ("read", OpResult::Value(v)) => {
+                let v = from_store(v);
+                // An absent set or list reads as empty.
+                match (self.workload, v) {
+                    (WorkloadKind::Set, Value::Nil) => Value::set(vec![]),
+                    (WorkloadKind::Counter, Value::Nil) => Value::Int(0),
+                    (_, v) => v,
+                }
+            }
+            ("read", OpResult::Siblings(vs)) => {
+                Value::set(vs.iter().map(|v| from_store(&Some(v.clone()))).collect())
+            }
+            ("txn", OpResult::Txn(results)) => {
+                let mops = inv.value.as_list().unwrap_or_default();
+                Value::List(
+                    mops.iter()
+                        .zip(results)
+                        .map(|(m, r)| match (m, r) {
+                            (Value::List(parts), OpResult::Value(v))
+                                if parts.len() == 3 && parts[0].as_str() == Some("r") =>
+                            {
+                                let read = match (self.workload, from_store(v)) {
+                                    (WorkloadKind::ListAppend, Value::Nil) => Value::List(vec![]),
+                                    (_, v) => v,
+                                };
+                                Value::List(vec![parts[0].clone(), parts[1].clone(), read])
+                            }
+                            (other, _) => other.clone(),
+                        })
+                        .collect(),
+                )
+            }
+            _ => inv.value.clone(),
+        }
+    }
+}
+
+#[async_trait]
+impl Client for RefstoreClient {
+    async fn invoke(&mut self, inv: &Invocation) -> Completion {
+        let op = match self.translate(inv) {
+            Ok(op) => op,
+            Err(why) => return Completion::fail(inv.value.clone(), &why),
+        };
+        match self.client.request(op, RequestOptions::default()).await {
+            Outcome::Ok(r) => Completion::ok(self.result_value(inv, &r)),
+            Outcome::NotDone(Refusal::CasMismatch { .. }) => {
+                Completion::fail(inv.value.clone(), "precondition-failed")
+            }
+            Outcome::NotDone(refusal) => {
+                Completion::fail(inv.value.clone(), &refusal_name(&refusal))
+            }
+            Outcome::Rejected(why) => Completion {
+                error: Some(Value::Str(why.as_str().into())),
+                ..Completion::fail(inv.value.clone(), "rejected")
+            },
+            Outcome::Unknown(why) => Completion {
+                error: Some(Value::Str(why.as_str().into())),
+                ..Completion::info(inv.value.clone(), "unknown")
+            },
+        }
+    }
+}
+
+fn refusal_name(r: &Refusal) -> String {
+    match r {
+        Refusal::NotLeader { .. } => "not-leader".into(),
+        Refusal::NoLease => "no-lease".into(),
+        Refusal::CasMismatch { .. } => "precondition-failed".into(),
+        Refusal::TypeMismatch { .. } => "type-mismatch".into(),
+        Refusal::NoQuorum { .. } => "no-quorum".into(),
+        Refusal::Unreachable(_) => "unreachable".into(),
+    }
+}

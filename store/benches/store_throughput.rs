@@ -1,0 +1,352 @@
+//! Throughput and latency of a 3-node store cluster on loopback (separate
+//! processes) under 50 concurrent clients doing 50/50 get/put over 10,000
+//! keys, for single-leader async and sync and leaderless N=3 R=W=2; and Redis
+//! (a primary with two replicas) under the same load.
+//! Run: cargo bench -p splitbrain-store --bench store_throughput
+
+use splitbrain_store::client::{Client, ClientOptions, Outcome};
+use splitbrain_store::msg::{Op, RequestOptions, Value};
+use splitbrain_store::node::admin_call;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+const CLIENTS: usize = 50;
+const KEYS: u64 = 10_000;
+const RUN: Duration = Duration::from_secs(5);
+
+struct Procs(Vec<Child>);
+
+impl Drop for Procs {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Ports below the ephemeral range, from a per-process starting point, so that
+/// parallel tests and the nodes' own outgoing connections do not collide.
+fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let _ = NEXT.compare_exchange(
+        0,
+        12_000 + (std::process::id() * 97) % 18_000,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    loop {
+        let port = NEXT.fetch_add(1, Ordering::SeqCst);
+        let port = (12_000 + port % 20_000) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+struct Figures {
+    name: String,
+    ops: usize,
+    errors: usize,
+    secs: f64,
+    latencies_us: Vec<u64>,
+}
+
+impl Figures {
+    fn print(&mut self) {
+        self.latencies_us.sort_unstable();
+        let pct = |p: f64| {
+            if self.latencies_us.is_empty() {
+                0.0
+            } else {
+                let i = ((self.latencies_us.len() as f64 - 1.0) * p).round() as usize;
+                self.latencies_us[i] as f64 / 1000.0
+            }
+        };
+        println!(
+            "{:<34} {:>10.0} ops/s   p50 {:>7.3} ms   p99 {:>7.3} ms   ({} ops, {} not ok)",
+            self.name,
+            self.ops as f64 / self.secs,
+            pct(0.50),
+            pct(0.99),
+            self.ops,
+            self.errors
+        );
+    }
+}
+
+/// xorshift for the load's key choice.
+fn next(state: &mut u64) -> u64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    *state
+}
+
+async fn store_load(name: &str, dir: &Path, options: &str, leaderless: bool) -> Figures {
+    let mut text = format!(
+        "data_dir = {:?}\nfsync = \"interval:1000\"\n{options}\n",
+        dir.join(name.replace(' ', "_"))
+    );
+    let mut clients_addrs = Vec::new();
+    let mut admins = Vec::new();
+    for i in 1..=3 {
+        let (c, p, a) = (free_port(), free_port(), free_port());
+        text.push_str(&format!(
+            "[[nodes]]\nid = \"n{i}\"\nclient = \"127.0.0.1:{c}\"\npeer = \"127.0.0.1:{p}\"\nadmin = \"127.0.0.1:{a}\"\n"
+        ));
+        clients_addrs.push(format!("127.0.0.1:{c}"));
+        admins.push(format!("127.0.0.1:{a}"));
+    }
+    let config = dir.join(format!("{}.toml", name.replace(' ', "_")));
+    std::fs::write(&config, text).expect("write cluster file");
+    let _procs = Procs(
+        (1..=3)
+            .map(|i| {
+                Command::new(env!("CARGO_BIN_EXE_splitbrain-store-node"))
+                    .arg("--config")
+                    .arg(&config)
+                    .arg("--id")
+                    .arg(format!("n{i}"))
+                    .stdout(Stdio::null())
+                    .spawn()
+                    .expect("spawn store node")
+            })
+            .collect(),
+    );
+    // Wait until the cluster serves writes.
+    let probe = Client::new(clients_addrs.clone(), ClientOptions::default());
+    let ready_by = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = probe
+            .request(
+                Op::Put {
+                    key: "warmup".into(),
+                    value: Value::Int(0),
+                },
+                RequestOptions::default(),
+            )
+            .await;
+        if matches!(r, Outcome::Ok(_)) || Instant::now() > ready_by {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for a in &admins {
+        if let Ok(s) = admin_call(a, "status").await {
+            if s.contains("role=leader") {
+                eprintln!("  {name}: {s}");
+            }
+        }
+    }
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..CLIENTS {
+        let client = Client::new(clients_addrs.clone(), ClientOptions::default());
+        tasks.push(tokio::spawn(async move {
+            let mut rng = 0x9E37_79B9_7F4A_7C15u64 ^ ((c as u64 + 1) * 0x1000_0001);
+            let (mut lat, mut errors) = (Vec::new(), 0usize);
+            while start.elapsed() < RUN {
+                let k = format!("key{}", next(&mut rng) % KEYS);
+                let op = if next(&mut rng) & 1 == 0 {
+                    Op::Get { key: k }
+                } else {
+                    Op::Put {
+                        key: k,
+                        value: Value::Int(next(&mut rng) as i64),
+                    }
+                };
+                let t = Instant::now();
+                let r = if leaderless {
+                    client.call(c % 3, op, RequestOptions::default()).await
+                } else {
+                    client.request(op, RequestOptions::default()).await
+                };
+                lat.push(t.elapsed().as_micros() as u64);
+                if !matches!(r, Outcome::Ok(_)) {
+                    errors += 1;
+                }
+            }
+            (lat, errors)
+        }));
+    }
+    let mut figures = Figures {
+        name: name.to_string(),
+        ops: 0,
+        errors: 0,
+        secs: 0.0,
+        latencies_us: Vec::new(),
+    };
+    for t in tasks {
+        if let Ok((lat, errors)) = t.await {
+            figures.ops += lat.len();
+            figures.errors += errors;
+            figures.latencies_us.extend(lat);
+        }
+    }
+    figures.secs = start.elapsed().as_secs_f64();
+    figures
+}
+
+async fn resp_cmd(reader: &mut BufReader<TcpStream>, parts: &[&[u8]]) -> std::io::Result<bool> {
+    let mut out = format!("*{}\r\n", parts.len()).into_bytes();
+    for p in parts {
+        out.extend_from_slice(format!("${}\r\n", p.len()).as_bytes());
+        out.extend_from_slice(p);
+        out.extend_from_slice(b"\r\n");
+    }
+    reader.get_mut().write_all(&out).await?;
+    let mut line = String::new();
+    reader.read_line(&mut line).await?;
+    if let Some(len) = line.strip_prefix('$') {
+        let len: i64 = len.trim().parse().unwrap_or(-1);
+        if len >= 0 {
+            let mut body = vec![0u8; len as usize + 2];
+            reader.read_exact(&mut body).await?;
+        }
+    }
+    Ok(!line.starts_with('-'))
+}
+
+async fn redis_load(dir: &Path) -> Option<Figures> {
+    if Command::new("redis-server")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .is_err()
+    {
+        println!("redis: SKIPPED: redis-server not installed (apt-get install redis-server)");
+        return None;
+    }
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let mut procs = Vec::new();
+    for (i, port) in ports.iter().enumerate() {
+        let mut cmd = Command::new("redis-server");
+        cmd.args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .arg("--dir")
+        .arg(dir)
+        .args(["--dbfilename", &format!("dump{i}.rdb")])
+        .stdout(Stdio::null());
+        if i > 0 {
+            cmd.args(["--replicaof", "127.0.0.1", &ports[0].to_string()]);
+        }
+        procs.push(cmd.spawn().ok()?);
+    }
+    let _procs = Procs(procs);
+    let addr = format!("127.0.0.1:{}", ports[0]);
+    let ready_by = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(&addr).await.is_err() && Instant::now() < ready_by {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..CLIENTS {
+        let addr = addr.clone();
+        tasks.push(tokio::spawn(async move {
+            let (mut lat, mut errors) = (Vec::new(), 0usize);
+            let Ok(stream) = TcpStream::connect(&addr).await else {
+                return (lat, 1);
+            };
+            let _ = stream.set_nodelay(true);
+            let mut reader = BufReader::new(stream);
+            let mut rng = 0x9E37_79B9_7F4A_7C15u64 ^ ((c as u64 + 1) * 0x1000_0001);
+            while start.elapsed() < RUN {
+                let k = format!("key{}", next(&mut rng) % KEYS);
+                let t = Instant::now();
+                let ok = if next(&mut rng) & 1 == 0 {
+                    resp_cmd(&mut reader, &[b"GET", k.as_bytes()]).await
+                } else {
+                    let v = (next(&mut rng) as i64).to_string();
+                    resp_cmd(&mut reader, &[b"SET", k.as_bytes(), v.as_bytes()]).await
+                };
+                lat.push(t.elapsed().as_micros() as u64);
+                if !matches!(ok, Ok(true)) {
+                    errors += 1;
+                }
+            }
+            (lat, errors)
+        }));
+    }
+    let mut figures = Figures {
+        name: "redis primary + 2 replicas".into(),
+        ops: 0,
+        errors: 0,
+        secs: 0.0,
+        latencies_us: Vec::new(),
+    };
+    for t in tasks {
+        if let Ok((lat, errors)) = t.await {
+            figures.ops += lat.len();
+            figures.errors += errors;
+            figures.latencies_us.extend(lat);
+        }
+    }
+    figures.secs = start.elapsed().as_secs_f64();
+    Some(figures)
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let dir = tempfile::tempdir().expect("tempdir");
+    println!(
+        "3 nodes on loopback, {CLIENTS} clients, 50/50 get/put over {KEYS} keys, {} s each",
+        RUN.as_secs()
+    );
+    runtime.block_on(async {
+        let mut all = Vec::new();
+        all.push(
+            store_load(
+                "single-leader async",
+                dir.path(),
+                "[single_leader]\nreplication = \"async\"",
+                false,
+            )
+            .await,
+        );
+        all.push(
+            store_load(
+                "single-leader sync",
+                dir.path(),
+                "[single_leader]\nreplication = \"sync\"",
+                false,
+            )
+            .await,
+        );
+        all.push(
+            store_load(
+                "leaderless N=3 R=W=2",
+                dir.path(),
+                "mode = \"leaderless\"\n[leaderless]\nn = 3\nr = 2\nw = 2",
+                true,
+            )
+            .await,
+        );
+        let redis = redis_load(dir.path()).await;
+        for f in &mut all {
+            f.print();
+        }
+        if let Some(mut r) = redis {
+            r.print();
+            let ratio = all[0].ops as f64 / all[0].secs / (r.ops as f64 / r.secs);
+            println!("single-leader async / redis throughput: {ratio:.2} (target >= 0.50)");
+        }
+    });
+}

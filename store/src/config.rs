@@ -1,0 +1,378 @@
+//! The cluster file (CLUSTER.toml): nodes, mode and options.
+
+use crate::msg::ReadFrom;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("invalid cluster file: {0}")]
+    Parse(String),
+    #[error("no node with id {0:?} in the cluster file")]
+    UnknownNode(String),
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NodeAddrs {
+    pub id: String,
+    pub client: String,
+    pub peer: String,
+    pub admin: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    #[default]
+    SingleLeader,
+    Leaderless,
+}
+
+/// How many followers must acknowledge a write before the leader acks it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum Replication {
+    Sync,
+    SemiSync { k: u32 },
+    Async,
+}
+
+impl TryFrom<String> for Replication {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        match s.as_str() {
+            "sync" => Ok(Replication::Sync),
+            "async" => Ok(Replication::Async),
+            other => match other.strip_prefix("semi-sync:") {
+                Some(k) => k
+                    .parse()
+                    .map(|k| Replication::SemiSync { k })
+                    .map_err(|_| format!("bad semi-sync count in {other:?}")),
+                None => Err(format!(
+                    "replication must be sync, async or semi-sync:K, not {other:?}"
+                )),
+            },
+        }
+    }
+}
+
+impl From<Replication> for String {
+    fn from(r: Replication) -> String {
+        match r {
+            Replication::Sync => "sync".into(),
+            Replication::Async => "async".into(),
+            Replication::SemiSync { k } => format!("semi-sync:{k}"),
+        }
+    }
+}
+
+/// When the write-ahead log is flushed to stable storage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(try_from = "String", into = "String")]
+pub enum Fsync {
+    #[default]
+    Always,
+    IntervalMs(u64),
+    /// Records stay in the process's buffer until it fills: a SIGKILL loses them.
+    Never,
+}
+
+impl TryFrom<String> for Fsync {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        match s.as_str() {
+            "always" => Ok(Fsync::Always),
+            "never" => Ok(Fsync::Never),
+            other => match other.strip_prefix("interval:") {
+                Some(ms) => ms
+                    .parse()
+                    .map(Fsync::IntervalMs)
+                    .map_err(|_| format!("bad fsync interval in {other:?}")),
+                None => Err(format!(
+                    "fsync must be always, never or interval:MS, not {other:?}"
+                )),
+            },
+        }
+    }
+}
+
+impl From<Fsync> for String {
+    fn from(f: Fsync) -> String {
+        match f {
+            Fsync::Always => "always".into(),
+            Fsync::Never => "never".into(),
+            Fsync::IntervalMs(ms) => format!("interval:{ms}"),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SingleLeaderOptions {
+    pub replication: Replication,
+    /// Epochs fence deposed leaders; `false` allows split brain on purpose.
+    pub fencing: bool,
+    /// The leader answers reads alone only while it holds a lease.
+    pub leases: bool,
+    pub read_from: ReadFrom,
+    pub heartbeat_ms: u64,
+    /// Minimum election timeout; the actual one is drawn from [t, 2t).
+    pub election_timeout_ms: u64,
+    /// Must be below `election_timeout_ms` by more than the clock drift.
+    pub lease_ms: u64,
+    pub request_timeout_ms: u64,
+    /// Log entries kept in memory behind the applied index for lagging followers.
+    pub log_keep: u64,
+}
+
+impl Default for SingleLeaderOptions {
+    fn default() -> Self {
+        SingleLeaderOptions {
+            replication: Replication::Sync,
+            fencing: true,
+            leases: true,
+            read_from: ReadFrom::Leader,
+            heartbeat_ms: 50,
+            election_timeout_ms: 300,
+            lease_ms: 200,
+            request_timeout_ms: 2000,
+            log_keep: 2000,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Conflict {
+    /// Last write wins on the coordinator's clock (skew loses writes).
+    #[default]
+    Lww,
+    /// Version vectors; concurrent writes are kept as siblings.
+    VersionVectors,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LeaderlessOptions {
+    pub n: u32,
+    pub r: u32,
+    pub w: u32,
+    pub vnodes: u32,
+    pub sloppy_quorum: bool,
+    pub hinted_handoff: bool,
+    pub read_repair: bool,
+    /// 0 turns anti-entropy off.
+    pub anti_entropy_ms: u64,
+    pub conflict: Conflict,
+    pub request_timeout_ms: u64,
+    pub ping_ms: u64,
+    pub failure_timeout_ms: u64,
+}
+
+impl Default for LeaderlessOptions {
+    fn default() -> Self {
+        LeaderlessOptions {
+            n: 3,
+            r: 2,
+            w: 2,
+            vnodes: 64,
+            sloppy_quorum: false,
+            hinted_handoff: true,
+            read_repair: true,
+            anti_entropy_ms: 1000,
+            conflict: Conflict::Lww,
+            request_timeout_ms: 2000,
+            ping_ms: 100,
+            failure_timeout_ms: 500,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    #[serde(default)]
+    pub mode: Mode,
+    /// Each node keeps its log in `data_dir/<id>`; without it, nothing is persisted.
+    #[serde(default)]
+    pub data_dir: Option<PathBuf>,
+    #[serde(default)]
+    pub fsync: Fsync,
+    #[serde(default = "default_tick_ms")]
+    pub tick_ms: u64,
+    #[serde(default = "default_max_value_bytes")]
+    pub max_value_bytes: usize,
+    #[serde(default = "default_max_frame_bytes")]
+    pub max_frame_bytes: usize,
+    /// Rewrite the log as a snapshot once it exceeds this size.
+    #[serde(default = "default_compact_bytes")]
+    pub compact_after_bytes: u64,
+    /// Seeds the nodes' election jitter (mixed with the node index).
+    #[serde(default)]
+    pub seed: u64,
+    #[serde(default)]
+    pub single_leader: SingleLeaderOptions,
+    #[serde(default)]
+    pub leaderless: LeaderlessOptions,
+    pub nodes: Vec<NodeAddrs>,
+}
+
+fn default_tick_ms() -> u64 {
+    10
+}
+fn default_max_value_bytes() -> usize {
+    1024 * 1024
+}
+fn default_max_frame_bytes() -> usize {
+    crate::codec::DEFAULT_MAX_FRAME_BYTES
+}
+fn default_compact_bytes() -> u64 {
+    64 * 1024 * 1024
+}
+
+impl ClusterConfig {
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        let cfg: ClusterConfig =
+            toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        if cfg.nodes.is_empty() {
+            return Err(ConfigError::Parse("no nodes".into()));
+        }
+        Ok(cfg)
+    }
+
+    pub fn load(path: &std::path::Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::parse(&text)
+    }
+
+    pub fn index_of(&self, id: &str) -> Result<u32, ConfigError> {
+        self.nodes
+            .iter()
+            .position(|n| n.id == id)
+            .map(|i| i as u32)
+            .ok_or_else(|| ConfigError::UnknownNode(id.to_string()))
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).unwrap_or_default()
+    }
+}
+
+/// A cluster file with every option at its default, for reference.
+pub const EXAMPLE_CLUSTER_TOML: &str = r#"# single-leader | leaderless
+mode = "single-leader"
+# each node logs to data_dir/<id>; without data_dir nothing is persisted
+data_dir = "/tmp/splitbrain-store"
+# always | interval:MS | never (never: a SIGKILL loses recent writes)
+fsync = "always"
+tick_ms = 10
+max_value_bytes = 1048576
+max_frame_bytes = 16777216
+compact_after_bytes = 67108864
+seed = 0
+
+[single_leader]
+# sync | semi-sync:K | async
+replication = "sync"
+fencing = true
+leases = true
+# leader | followers | any
+read_from = "leader"
+heartbeat_ms = 50
+election_timeout_ms = 300
+lease_ms = 200
+request_timeout_ms = 2000
+log_keep = 2000
+
+[leaderless]
+n = 3
+r = 2
+w = 2
+vnodes = 64
+sloppy_quorum = false
+hinted_handoff = true
+read_repair = true
+anti_entropy_ms = 1000
+# lww | version-vectors
+conflict = "lww"
+request_timeout_ms = 2000
+ping_ms = 100
+failure_timeout_ms = 500
+
+[[nodes]]
+id = "n1"
+client = "127.0.0.1:7001"
+peer = "127.0.0.1:7101"
+admin = "127.0.0.1:7201"
+
+[[nodes]]
+id = "n2"
+client = "127.0.0.1:7002"
+peer = "127.0.0.1:7102"
+admin = "127.0.0.1:7202"
+
+[[nodes]]
+id = "n3"
+client = "127.0.0.1:7003"
+peer = "127.0.0.1:7103"
+admin = "127.0.0.1:7203"
+"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_cluster_file_parses_to_the_defaults() {
+        let cfg = ClusterConfig::parse(EXAMPLE_CLUSTER_TOML).unwrap();
+        assert_eq!(cfg.nodes.len(), 3);
+        assert_eq!(cfg.single_leader, SingleLeaderOptions::default());
+        assert_eq!(cfg.leaderless, LeaderlessOptions::default());
+        assert_eq!(cfg.fsync, Fsync::Always);
+    }
+
+    #[test]
+    fn parses_modes_and_options() {
+        let cfg = ClusterConfig::parse(
+            r#"
+            mode = "single-leader"
+            fsync = "interval:5"
+            [single_leader]
+            replication = "semi-sync:1"
+            fencing = false
+            [[nodes]]
+            id = "n1"
+            client = "127.0.0.1:1"
+            peer = "127.0.0.1:2"
+            admin = "127.0.0.1:3"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(cfg.fsync, Fsync::IntervalMs(5));
+        assert_eq!(
+            cfg.single_leader.replication,
+            Replication::SemiSync { k: 1 }
+        );
+        assert!(!cfg.single_leader.fencing);
+        assert_eq!(cfg.index_of("n1").unwrap(), 0);
+        assert!(cfg.index_of("n9").is_err());
+        let again = ClusterConfig::parse(&cfg.to_toml()).unwrap();
+        assert_eq!(again, cfg);
+    }
+
+    #[test]
+    fn rejects_bad_replication() {
+        let err = ClusterConfig::parse(
+            "[single_leader]\nreplication = \"sometimes\"\n[[nodes]]\nid=\"a\"\nclient=\"x\"\npeer=\"y\"\nadmin=\"z\"\n",
+        );
+        assert!(err.is_err());
+    }
+}

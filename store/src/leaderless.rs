@@ -1,0 +1,1096 @@
+//! Leaderless (Dynamo-style) replication: a consistent-hash ring with virtual
+//! nodes gives each key a preference list of N replicas; the node a client
+//! talks to coordinates, waiting for R reads or W write acks. Sloppy quorums
+//! with hinted handoff, read repair and Merkle-tree anti-entropy are switchable;
+//! conflicts resolve by last-write-wins on the coordinator's clock or are kept
+//! as siblings under version vectors. Transactions are per-key operations
+//! without isolation, as in the real systems.
+
+use crate::codec::encode;
+use crate::config::{Conflict, LeaderlessOptions};
+use crate::core::{
+    stable_hash, ClientId, Core, Effect, Input, NodeStatus, PeerMsg, WalRecord as CoreRecord,
+};
+use crate::msg::{apply_op, NodeId, Op, OpResult, Refusal, Reply, Request, Response, Value};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Leaves (key buckets) of the anti-entropy Merkle tree, a binary tree of this
+/// depth over them; replicas compare it top-down, one level per message.
+const MERKLE_DEPTH: usize = 8;
+const MERKLE_LEAVES: u64 = 1 << MERKLE_DEPTH;
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Clock {
+    /// Coordinator timestamp in microseconds, ties broken by node.
+    Lww {
+        ts: u64,
+        node: NodeId,
+    },
+    Vv(BTreeMap<NodeId, u64>),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Versioned {
+    pub value: Value,
+    pub clock: Clock,
+}
+
+pub type Items = Vec<(String, Vec<Versioned>)>;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Msg {
+    Read {
+        req: u64,
+        key: String,
+    },
+    ReadResp {
+        req: u64,
+        key: String,
+        versions: Vec<Versioned>,
+    },
+    /// `req == 0` asks for no acknowledgement (read repair).
+    Write {
+        req: u64,
+        key: String,
+        versions: Vec<Versioned>,
+        hint_for: Option<NodeId>,
+    },
+    WriteAck {
+        req: u64,
+        key: String,
+    },
+    Handoff {
+        key: String,
+        versions: Vec<Versioned>,
+    },
+    HandoffAck {
+        key: String,
+    },
+    Ping,
+    Pong,
+    /// The sender's hashes of some tree nodes at `level` (0 = leaves).
+    MerkleProbe {
+        level: u8,
+        hashes: Vec<(u64, u64)>,
+    },
+    MerkleDiff {
+        buckets: Vec<u64>,
+        items: Items,
+    },
+    MerkleItems {
+        items: Items,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WalRecord {
+    Key {
+        key: String,
+        versions: Vec<Versioned>,
+    },
+    Hint {
+        for_node: NodeId,
+        key: String,
+        versions: Vec<Versioned>,
+    },
+    HintDone {
+        for_node: NodeId,
+        key: String,
+    },
+}
+
+fn descends(a: &BTreeMap<NodeId, u64>, b: &BTreeMap<NodeId, u64>) -> bool {
+    b.iter().all(|(k, v)| a.get(k).copied().unwrap_or(0) >= *v)
+}
+
+/// Merges `incoming` into `existing`; returns whether anything changed.
+pub fn merge_versions(
+    conflict: Conflict,
+    existing: &mut Vec<Versioned>,
+    incoming: &[Versioned],
+) -> bool {
+    let before = existing.clone();
+    match conflict {
+        Conflict::Lww => {
+            let best = existing
+                .iter()
+                .chain(incoming)
+                .max_by(|a, b| match (&a.clock, &b.clock) {
+                    (Clock::Lww { ts: ta, node: na }, Clock::Lww { ts: tb, node: nb }) => {
+                        (ta, na, &a.value).cmp(&(tb, nb, &b.value))
+                    }
+                    _ => a.cmp(b),
+                });
+            if let Some(best) = best.cloned() {
+                *existing = vec![best];
+            }
+        }
+        Conflict::VersionVectors => {
+            for inc in incoming {
+                let Clock::Vv(ic) = &inc.clock else { continue };
+                let covered = existing.iter().any(|e| match &e.clock {
+                    Clock::Vv(ec) => descends(ec, ic),
+                    Clock::Lww { .. } => false,
+                });
+                if covered {
+                    continue;
+                }
+                existing.retain(|e| match &e.clock {
+                    Clock::Vv(ec) => !descends(ic, ec),
+                    Clock::Lww { .. } => false,
+                });
+                existing.push(inc.clone());
+            }
+            existing.sort();
+        }
+    }
+    *existing != before
+}
+
+/// One value for read-modify-write from possibly several siblings: sets merge,
+/// otherwise the greatest value wins.
+fn resolve(versions: &[Versioned]) -> Option<Value> {
+    if versions.len() > 1 && versions.iter().all(|v| matches!(v.value, Value::Set(_))) {
+        let mut all = BTreeSet::new();
+        for v in versions {
+            if let Value::Set(s) = &v.value {
+                all.extend(s.iter().copied());
+            }
+        }
+        return Some(Value::Set(all));
+    }
+    versions.iter().map(|v| &v.value).max().cloned()
+}
+
+#[derive(PartialEq, Eq)]
+enum Phase {
+    Read,
+    Write,
+    /// Replied; kept a while to repair replicas that answer late.
+    Done,
+}
+
+struct KeyState {
+    key: String,
+    targets: Vec<(NodeId, Option<NodeId>)>,
+    read_resps: Vec<(NodeId, Vec<Versioned>)>,
+    merged: Vec<Versioned>,
+    new_versions: Option<Vec<Versioned>>,
+    acks: BTreeSet<NodeId>,
+}
+
+struct Pending {
+    client: ClientId,
+    request_id: u64,
+    op: Op,
+    phase: Phase,
+    keys: Vec<KeyState>,
+    r: usize,
+    w: usize,
+    result: Option<OpResult>,
+    deadline_ms: u64,
+}
+
+pub struct Leaderless {
+    id: NodeId,
+    n: u32,
+    opts: LeaderlessOptions,
+    ring: Vec<(u64, NodeId)>,
+    started_ms: Option<u64>,
+    store: BTreeMap<String, Vec<Versioned>>,
+    hints: BTreeMap<(NodeId, String), Vec<Versioned>>,
+    last_heard_ms: BTreeMap<NodeId, u64>,
+    pending: BTreeMap<u64, Pending>,
+    next_req: u64,
+    last_ts_us: u64,
+    vv_counter: u64,
+    next_ping_ms: u64,
+    next_anti_entropy_ms: u64,
+    anti_entropy_peer: u32,
+}
+
+fn send(to: NodeId, msg: Msg) -> Effect {
+    Effect::Send {
+        to,
+        msg: PeerMsg::Leaderless(msg),
+    }
+}
+
+fn persist(rec: WalRecord) -> Effect {
+    Effect::Persist(CoreRecord::Leaderless(rec))
+}
+
+impl Leaderless {
+    pub fn new(id: NodeId, n: u32, opts: LeaderlessOptions, recovered: Vec<WalRecord>) -> Self {
+        let mut ring = Vec::new();
+        for node in 0..n {
+            for v in 0..opts.vnodes.max(1) {
+                ring.push((
+                    stable_hash(format!("node-{node}-vnode-{v}").as_bytes()),
+                    node,
+                ));
+            }
+        }
+        ring.sort_unstable();
+        let mut me = Leaderless {
+            id,
+            n,
+            opts,
+            ring,
+            started_ms: None,
+            store: BTreeMap::new(),
+            hints: BTreeMap::new(),
+            last_heard_ms: BTreeMap::new(),
+            pending: BTreeMap::new(),
+            next_req: 1,
+            last_ts_us: 0,
+            vv_counter: 0,
+            next_ping_ms: 0,
+            next_anti_entropy_ms: 0,
+            anti_entropy_peer: 0,
+        };
+        for rec in recovered {
+            match rec {
+                WalRecord::Key { key, versions } => {
+                    me.note_clocks(&versions);
+                    me.store.insert(key, versions);
+                }
+                WalRecord::Hint {
+                    for_node,
+                    key,
+                    versions,
+                } => {
+                    me.hints.insert((for_node, key), versions);
+                }
+                WalRecord::HintDone { for_node, key } => {
+                    me.hints.remove(&(for_node, key));
+                }
+            }
+        }
+        me
+    }
+
+    /// Keeps our own counters ahead of anything we issued before a restart.
+    fn note_clocks(&mut self, versions: &[Versioned]) {
+        for v in versions {
+            match &v.clock {
+                Clock::Lww { ts, node } if *node == self.id => {
+                    self.last_ts_us = self.last_ts_us.max(*ts)
+                }
+                Clock::Vv(vv) => {
+                    self.vv_counter = self.vv_counter.max(vv.get(&self.id).copied().unwrap_or(0));
+                }
+                Clock::Lww { .. } => {}
+            }
+        }
+    }
+
+    /// All nodes in ring order from the key's position; the first N are its preference list.
+    pub fn ring_order(&self, key: &str) -> Vec<NodeId> {
+        let h = stable_hash(key.as_bytes());
+        let start = self.ring.partition_point(|(p, _)| *p < h);
+        let mut order = Vec::new();
+        for i in 0..self.ring.len() {
+            let node = self.ring[(start + i) % self.ring.len()].1;
+            if !order.contains(&node) {
+                order.push(node);
+                if order.len() == self.n as usize {
+                    break;
+                }
+            }
+        }
+        order
+    }
+
+    pub fn preference_list(&self, key: &str) -> Vec<NodeId> {
+        let mut order = self.ring_order(key);
+        order.truncate(self.opts.n.max(1) as usize);
+        order
+    }
+
+    fn healthy(&self, node: NodeId, now: u64) -> bool {
+        if node == self.id {
+            return true;
+        }
+        let since = self
+            .last_heard_ms
+            .get(&node)
+            .copied()
+            .unwrap_or(0)
+            .max(self.started_ms.unwrap_or(0));
+        now < since + self.opts.failure_timeout_ms
+    }
+
+    fn targets(&self, key: &str, now: u64) -> Vec<(NodeId, Option<NodeId>)> {
+        let order = self.ring_order(key);
+        let n = (self.opts.n.max(1) as usize).min(order.len());
+        if !self.opts.sloppy_quorum {
+            return order[..n].iter().map(|p| (*p, None)).collect();
+        }
+        let mut fallbacks = order[n..].iter().filter(|p| self.healthy(**p, now));
+        order[..n]
+            .iter()
+            .map(|p| {
+                if self.healthy(*p, now) {
+                    (*p, None)
+                } else {
+                    match fallbacks.next() {
+                        Some(f) => (*f, Some(*p)),
+                        None => (*p, None),
+                    }
+                }
+            })
+            .collect()
+    }
+
+    fn local_write(
+        &mut self,
+        key: &str,
+        versions: &[Versioned],
+        hint_for: Option<NodeId>,
+        fx: &mut Vec<Effect>,
+    ) {
+        let conflict = self.opts.conflict;
+        let slot = self.store.entry(key.to_string()).or_default();
+        if merge_versions(conflict, slot, versions) {
+            let versions = slot.clone();
+            fx.push(persist(WalRecord::Key {
+                key: key.to_string(),
+                versions,
+            }));
+        }
+        if let (Some(node), true) = (hint_for, self.opts.hinted_handoff) {
+            let slot = self.hints.entry((node, key.to_string())).or_default();
+            if merge_versions(conflict, slot, versions) {
+                let versions = slot.clone();
+                fx.push(persist(WalRecord::Hint {
+                    for_node: node,
+                    key: key.to_string(),
+                    versions,
+                }));
+            }
+        }
+    }
+
+    fn new_version(&mut self, now: u64, value: Value, context: &[Versioned]) -> Versioned {
+        match self.opts.conflict {
+            Conflict::Lww => {
+                self.last_ts_us = (now * 1000).max(self.last_ts_us + 1);
+                Versioned {
+                    value,
+                    clock: Clock::Lww {
+                        ts: self.last_ts_us,
+                        node: self.id,
+                    },
+                }
+            }
+            Conflict::VersionVectors => {
+                let mut vv = BTreeMap::new();
+                for v in context {
+                    if let Clock::Vv(c) = &v.clock {
+                        for (k, x) in c {
+                            let e = vv.entry(*k).or_insert(0);
+                            *e = (*e).max(*x);
+                        }
+                    }
+                }
+                self.vv_counter = self.vv_counter.max(vv.get(&self.id).copied().unwrap_or(0)) + 1;
+                vv.insert(self.id, self.vv_counter);
+                Versioned {
+                    value,
+                    clock: Clock::Vv(vv),
+                }
+            }
+        }
+    }
+
+    fn on_client(&mut self, now: u64, client: ClientId, req: Request, fx: &mut Vec<Effect>) {
+        let n = self.opts.n.max(1) as usize;
+        let r = req
+            .options
+            .r
+            .map_or(self.opts.r as usize, usize::from)
+            .clamp(1, n);
+        let w = req
+            .options
+            .w
+            .map_or(self.opts.w as usize, usize::from)
+            .clamp(1, n);
+        let req_id = self.next_req;
+        self.next_req += 1;
+        let keys = req
+            .op
+            .keys()
+            .into_iter()
+            .map(|key| KeyState {
+                targets: self.targets(&key, now),
+                key,
+                read_resps: Vec::new(),
+                merged: Vec::new(),
+                new_versions: None,
+                acks: BTreeSet::new(),
+            })
+            .collect();
+        let blind = req
+            .op
+            .micro_ops()
+            .iter()
+            .all(|m| matches!(m, Op::Put { .. }));
+        let mut p = Pending {
+            client,
+            request_id: req.id,
+            op: req.op,
+            phase: Phase::Read,
+            keys,
+            r,
+            w,
+            result: None,
+            deadline_ms: now + self.opts.request_timeout_ms,
+        };
+        if blind {
+            // Blind puts skip the read; their context is this node's own copy.
+            let (writes, result) = match apply_op(&p.op, |_| None) {
+                Ok(x) => x,
+                Err(refusal) => {
+                    fx.push(Effect::Reply {
+                        client,
+                        response: Response {
+                            id: p.request_id,
+                            reply: Reply::NotDone(refusal),
+                        },
+                    });
+                    return;
+                }
+            };
+            for (key, value) in writes {
+                let context = self.store.get(&key).cloned().unwrap_or_default();
+                let v = self.new_version(now, value, &context);
+                if let Some(ks) = p.keys.iter_mut().find(|k| k.key == key) {
+                    ks.new_versions = Some(vec![v]);
+                }
+            }
+            p.result = Some(result);
+            p.phase = Phase::Write;
+            self.pending.insert(req_id, p);
+            self.send_writes(req_id, fx);
+        } else {
+            let mut local = Vec::new();
+            for ks in &p.keys {
+                for (t, _) in &ks.targets {
+                    if *t == self.id {
+                        local.push(ks.key.clone());
+                    } else {
+                        fx.push(send(
+                            *t,
+                            Msg::Read {
+                                req: req_id,
+                                key: ks.key.clone(),
+                            },
+                        ));
+                    }
+                }
+            }
+            self.pending.insert(req_id, p);
+            for key in local {
+                let versions = self.store.get(&key).cloned().unwrap_or_default();
+                self.on_read_resp(now, self.id, req_id, key, versions, fx);
+            }
+        }
+    }
+
+    fn send_writes(&mut self, req_id: u64, fx: &mut Vec<Effect>) {
+        let Some(p) = self.pending.get(&req_id) else {
+            return;
+        };
+        let mut local = Vec::new();
+        for ks in &p.keys {
+            let Some(versions) = &ks.new_versions else {
+                continue;
+            };
+            for (t, hint) in &ks.targets {
+                if *t == self.id {
+                    local.push((ks.key.clone(), versions.clone(), *hint));
+                } else {
+                    fx.push(send(
+                        *t,
+                        Msg::Write {
+                            req: req_id,
+                            key: ks.key.clone(),
+                            versions: versions.clone(),
+                            hint_for: *hint,
+                        },
+                    ));
+                }
+            }
+        }
+        for (key, versions, hint) in local {
+            self.local_write(&key, &versions, hint, fx);
+            self.on_write_ack(self.id, req_id, key, fx);
+        }
+    }
+
+    fn finish(&mut self, req_id: u64, reply: Reply, fx: &mut Vec<Effect>) {
+        if let Some(p) = self.pending.get_mut(&req_id) {
+            p.phase = Phase::Done;
+            fx.push(Effect::Reply {
+                client: p.client,
+                response: Response {
+                    id: p.request_id,
+                    reply,
+                },
+            });
+        }
+        self.maybe_forget(req_id);
+    }
+
+    fn maybe_forget(&mut self, req_id: u64) {
+        if let Some(p) = self.pending.get(&req_id) {
+            let all_in = p.keys.iter().all(|k| k.read_resps.len() >= k.targets.len());
+            if p.phase == Phase::Done && (all_in || !self.opts.read_repair) {
+                self.pending.remove(&req_id);
+            }
+        }
+    }
+
+    fn repair(
+        &self,
+        key: &str,
+        merged: &[Versioned],
+        to: NodeId,
+        had: &[Versioned],
+        fx: &mut Vec<Effect>,
+    ) {
+        if !self.opts.read_repair || merged.is_empty() {
+            return;
+        }
+        let mut with = had.to_vec();
+        if merge_versions(self.opts.conflict, &mut with, merged) {
+            fx.push(send(
+                to,
+                Msg::Write {
+                    req: 0,
+                    key: key.to_string(),
+                    versions: merged.to_vec(),
+                    hint_for: None,
+                },
+            ));
+        }
+    }
+
+    fn on_read_resp(
+        &mut self,
+        now: u64,
+        from: NodeId,
+        req_id: u64,
+        key: String,
+        versions: Vec<Versioned>,
+        fx: &mut Vec<Effect>,
+    ) {
+        let conflict = self.opts.conflict;
+        let Some(p) = self.pending.get_mut(&req_id) else {
+            return;
+        };
+        let Some(ks) = p.keys.iter_mut().find(|k| k.key == key) else {
+            return;
+        };
+        if ks.read_resps.iter().any(|(f, _)| *f == from) {
+            return;
+        }
+        ks.read_resps.push((from, versions.clone()));
+        merge_versions(conflict, &mut ks.merged, &versions);
+        if p.phase != Phase::Read {
+            // A late answer: repair it from what the read already merged.
+            let merged = ks.merged.clone();
+            if from != self.id {
+                self.repair(&key, &merged, from, &versions, fx);
+            } else if self.opts.read_repair {
+                self.local_write(&key, &merged, None, fx);
+            }
+            self.maybe_forget(req_id);
+            return;
+        }
+        let r = p.r;
+        if p.keys
+            .iter()
+            .any(|k| k.read_resps.len() < r.min(k.targets.len()))
+        {
+            return;
+        }
+        // Quorum reached on every key: repair, compute, then reply or write.
+        let mut repairs = Vec::new();
+        for ks in &p.keys {
+            for (f, had) in &ks.read_resps {
+                repairs.push((ks.key.clone(), ks.merged.clone(), *f, had.clone()));
+            }
+        }
+        let merged: BTreeMap<String, Vec<Versioned>> = p
+            .keys
+            .iter()
+            .map(|k| (k.key.clone(), k.merged.clone()))
+            .collect();
+        let op = p.op.clone();
+        for (key, m, f, had) in repairs {
+            if f == self.id {
+                if self.opts.read_repair {
+                    self.local_write(&key, &m, None, fx);
+                }
+            } else {
+                self.repair(&key, &m, f, &had, fx);
+            }
+        }
+        if let Op::Get { key } = &op {
+            let m = &merged[key];
+            let result = if m.len() > 1 {
+                OpResult::Siblings(m.iter().map(|v| v.value.clone()).collect())
+            } else {
+                OpResult::Value(m.first().map(|v| v.value.clone()))
+            };
+            self.finish(req_id, Reply::Ok(result), fx);
+            return;
+        }
+        match apply_op(&op, |k| merged.get(k).and_then(|m| resolve(m))) {
+            Err(refusal) => self.finish(req_id, Reply::NotDone(refusal), fx),
+            Ok((writes, result)) => {
+                if writes.is_empty() {
+                    self.finish(req_id, Reply::Ok(result), fx);
+                    return;
+                }
+                let mut versions = Vec::new();
+                for (key, value) in writes {
+                    let v = self.new_version(now, value, &merged[&key]);
+                    versions.push((key, v));
+                }
+                if let Some(p) = self.pending.get_mut(&req_id) {
+                    for (key, v) in versions {
+                        if let Some(ks) = p.keys.iter_mut().find(|k| k.key == key) {
+                            ks.new_versions = Some(vec![v]);
+                        }
+                    }
+                    p.result = Some(result);
+                    p.phase = Phase::Write;
+                }
+                self.send_writes(req_id, fx);
+            }
+        }
+    }
+
+    fn on_write_ack(&mut self, from: NodeId, req_id: u64, key: String, fx: &mut Vec<Effect>) {
+        let Some(p) = self.pending.get_mut(&req_id) else {
+            return;
+        };
+        if p.phase != Phase::Write {
+            return;
+        }
+        if let Some(ks) = p.keys.iter_mut().find(|k| k.key == key) {
+            ks.acks.insert(from);
+        }
+        let w = p.w;
+        let done = p
+            .keys
+            .iter()
+            .filter(|k| k.new_versions.is_some())
+            .all(|k| k.acks.len() >= w.min(k.targets.len()));
+        if done {
+            let result = p.result.clone().unwrap_or(OpResult::Done);
+            self.finish(req_id, Reply::Ok(result), fx);
+        }
+    }
+
+    /// Keys both this node and `peer` replicate, bucketed for the Merkle tree.
+    fn shared_items(&self, peer: NodeId, buckets: Option<&BTreeSet<u64>>) -> Items {
+        self.store
+            .iter()
+            .filter(|(k, _)| {
+                let pl = self.preference_list(k);
+                pl.contains(&peer)
+                    && pl.contains(&self.id)
+                    && buckets
+                        .is_none_or(|b| b.contains(&(stable_hash(k.as_bytes()) % MERKLE_LEAVES)))
+            })
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    /// The Merkle tree over keys shared with `peer`: `levels[0]` are the
+    /// leaves, `levels[MERKLE_DEPTH]` is the root alone.
+    fn merkle(&self, peer: NodeId) -> Vec<Vec<u64>> {
+        let mut leaves = vec![0u64; MERKLE_LEAVES as usize];
+        for (k, v) in self.shared_items(peer, None) {
+            let b = (stable_hash(k.as_bytes()) % MERKLE_LEAVES) as usize;
+            // Order-independent within a bucket.
+            leaves[b] = leaves[b].wrapping_add(stable_hash(&encode(&(k, v))));
+        }
+        let mut levels = vec![leaves];
+        while levels.last().is_some_and(|l| l.len() > 1) {
+            let below = levels.last().cloned().unwrap_or_default();
+            levels.push(
+                below
+                    .chunks(2)
+                    .map(|pair| stable_hash(&encode(&pair)))
+                    .collect(),
+            );
+        }
+        levels
+    }
+
+    /// Compares the peer's hashes with ours and descends where they differ;
+    /// at the leaves, ships the differing buckets' items.
+    fn on_merkle_probe(
+        &mut self,
+        from: NodeId,
+        level: u8,
+        hashes: Vec<(u64, u64)>,
+        fx: &mut Vec<Effect>,
+    ) {
+        let tree = self.merkle(from);
+        let Some(mine) = tree.get(level as usize) else {
+            return;
+        };
+        let differing: Vec<u64> = hashes
+            .into_iter()
+            .filter(|(i, h)| mine.get(*i as usize) != Some(h))
+            .map(|(i, _)| i)
+            .collect();
+        if differing.is_empty() {
+            return;
+        }
+        if level == 0 {
+            let buckets: BTreeSet<u64> = differing.into_iter().collect();
+            let items = self.shared_items(from, Some(&buckets));
+            fx.push(send(
+                from,
+                Msg::MerkleDiff {
+                    buckets: buckets.into_iter().collect(),
+                    items,
+                },
+            ));
+            return;
+        }
+        let below = &tree[level as usize - 1];
+        let hashes = differing
+            .iter()
+            .flat_map(|i| [2 * i, 2 * i + 1])
+            .filter_map(|c| below.get(c as usize).map(|h| (c, *h)))
+            .collect();
+        fx.push(send(
+            from,
+            Msg::MerkleProbe {
+                level: level - 1,
+                hashes,
+            },
+        ));
+    }
+
+    fn merge_items(&mut self, items: Items, fx: &mut Vec<Effect>) {
+        for (key, versions) in items {
+            if self.preference_list(&key).contains(&self.id) {
+                self.local_write(&key, &versions, None, fx);
+            }
+        }
+    }
+
+    fn on_tick(&mut self, now: u64, fx: &mut Vec<Effect>) {
+        let expired: Vec<u64> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.deadline_ms <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            if let Some(p) = self.pending.remove(&id) {
+                let reply = match p.phase {
+                    Phase::Read => {
+                        let got = p.keys.iter().map(|k| k.read_resps.len()).min().unwrap_or(0);
+                        Some(Reply::NotDone(Refusal::NoQuorum {
+                            needed: p.r as u32,
+                            got: got as u32,
+                        }))
+                    }
+                    Phase::Write => Some(Reply::Unknown("write quorum not reached in time".into())),
+                    Phase::Done => None,
+                };
+                if let Some(reply) = reply {
+                    fx.push(Effect::Reply {
+                        client: p.client,
+                        response: Response {
+                            id: p.request_id,
+                            reply,
+                        },
+                    });
+                }
+            }
+        }
+        if now >= self.next_ping_ms {
+            self.next_ping_ms = now + self.opts.ping_ms;
+            for p in (0..self.n).filter(|p| *p != self.id) {
+                fx.push(send(p, Msg::Ping));
+            }
+            if self.opts.hinted_handoff {
+                let ready: Vec<(NodeId, String, Vec<Versioned>)> = self
+                    .hints
+                    .iter()
+                    .filter(|((node, _), _)| self.healthy(*node, now))
+                    .map(|((node, key), v)| (*node, key.clone(), v.clone()))
+                    .collect();
+                for (node, key, versions) in ready {
+                    fx.push(send(node, Msg::Handoff { key, versions }));
+                }
+            }
+        }
+        if self.opts.anti_entropy_ms > 0 && now >= self.next_anti_entropy_ms && self.n > 1 {
+            self.next_anti_entropy_ms = now + self.opts.anti_entropy_ms;
+            self.anti_entropy_peer = (self.anti_entropy_peer + 1) % self.n;
+            if self.anti_entropy_peer == self.id {
+                self.anti_entropy_peer = (self.anti_entropy_peer + 1) % self.n;
+            }
+            let peer = self.anti_entropy_peer;
+            let root = self.merkle(peer)[MERKLE_DEPTH][0];
+            fx.push(send(
+                peer,
+                Msg::MerkleProbe {
+                    level: MERKLE_DEPTH as u8,
+                    hashes: vec![(0, root)],
+                },
+            ));
+        }
+        let next = self.next_ping_ms.min(if self.opts.anti_entropy_ms > 0 {
+            self.next_anti_entropy_ms
+        } else {
+            u64::MAX
+        });
+        fx.push(Effect::SetTimer { at_ms: next });
+    }
+
+    fn on_peer(&mut self, now: u64, from: NodeId, msg: Msg, fx: &mut Vec<Effect>) {
+        self.last_heard_ms.insert(from, now);
+        match msg {
+            Msg::Read { req, key } => {
+                let versions = self.store.get(&key).cloned().unwrap_or_default();
+                fx.push(send(from, Msg::ReadResp { req, key, versions }));
+            }
+            Msg::ReadResp { req, key, versions } => {
+                self.on_read_resp(now, from, req, key, versions, fx)
+            }
+            Msg::Write {
+                req,
+                key,
+                versions,
+                hint_for,
+            } => {
+                self.local_write(&key, &versions, hint_for, fx);
+                if req != 0 {
+                    fx.push(send(from, Msg::WriteAck { req, key }));
+                }
+            }
+            Msg::WriteAck { req, key } => self.on_write_ack(from, req, key, fx),
+            Msg::Handoff { key, versions } => {
+                self.local_write(&key, &versions, None, fx);
+                fx.push(send(from, Msg::HandoffAck { key }));
+            }
+            Msg::HandoffAck { key } => {
+                if self.hints.remove(&(from, key.clone())).is_some() {
+                    fx.push(persist(WalRecord::HintDone {
+                        for_node: from,
+                        key,
+                    }));
+                }
+            }
+            Msg::Ping => fx.push(send(from, Msg::Pong)),
+            Msg::Pong => {}
+            Msg::MerkleProbe { level, hashes } => self.on_merkle_probe(from, level, hashes, fx),
+            Msg::MerkleDiff { buckets, items } => {
+                let buckets: BTreeSet<u64> = buckets.into_iter().collect();
+                let mine = self.shared_items(from, Some(&buckets));
+                self.merge_items(items, fx);
+                fx.push(send(from, Msg::MerkleItems { items: mine }));
+            }
+            Msg::MerkleItems { items } => self.merge_items(items, fx),
+        }
+    }
+
+    /// The versions this node stores for `key` (for tests and inspection).
+    pub fn local_versions(&self, key: &str) -> Vec<Versioned> {
+        self.store.get(key).cloned().unwrap_or_default()
+    }
+}
+
+impl Core for Leaderless {
+    fn step(&mut self, now_ms: u64, input: Input) -> Vec<Effect> {
+        if self.started_ms.is_none() {
+            self.started_ms = Some(now_ms);
+            self.next_anti_entropy_ms = now_ms + self.opts.anti_entropy_ms;
+        }
+        let mut fx = Vec::new();
+        match input {
+            Input::Tick => self.on_tick(now_ms, &mut fx),
+            Input::Flush => {}
+            Input::Client { client, request } => self.on_client(now_ms, client, request, &mut fx),
+            Input::Peer {
+                from,
+                msg: PeerMsg::Leaderless(msg),
+            } => self.on_peer(now_ms, from, msg, &mut fx),
+            Input::Peer { .. } => {}
+        }
+        fx
+    }
+
+    fn status(&self) -> NodeStatus {
+        NodeStatus {
+            node: self.id,
+            mode: "leaderless".into(),
+            role: "replica".into(),
+            epoch: 0,
+            leader: None,
+            keys: self.store.len() as u64,
+            commit_index: 0,
+            last_index: 0,
+        }
+    }
+
+    fn snapshot_records(&self) -> Vec<CoreRecord> {
+        let mut recs: Vec<CoreRecord> = self
+            .store
+            .iter()
+            .map(|(k, v)| {
+                CoreRecord::Leaderless(WalRecord::Key {
+                    key: k.clone(),
+                    versions: v.clone(),
+                })
+            })
+            .collect();
+        recs.extend(self.hints.iter().map(|((node, k), v)| {
+            CoreRecord::Leaderless(WalRecord::Hint {
+                for_node: *node,
+                key: k.clone(),
+                versions: v.clone(),
+            })
+        }));
+        recs
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(x: i64, ts: u64) -> Vec<Versioned> {
+        vec![Versioned {
+            value: Value::Int(x),
+            clock: Clock::Lww { ts, node: 0 },
+        }]
+    }
+
+    #[test]
+    fn merkle_descent_ships_only_the_differing_bucket() {
+        let opts = LeaderlessOptions {
+            anti_entropy_ms: 100,
+            ..Default::default()
+        };
+        let mut a = Leaderless::new(0, 3, opts.clone(), Vec::new());
+        let mut b = Leaderless::new(1, 3, opts, Vec::new());
+        let mut fx = Vec::new();
+        for i in 0..500 {
+            a.local_write(&format!("k{i}"), &v(i, 1), None, &mut fx);
+            b.local_write(&format!("k{i}"), &v(i, 1), None, &mut fx);
+        }
+        a.local_write("extra", &v(7, 2), None, &mut fx);
+        // First step starts the clock; the tick after the interval starts a round.
+        a.step(0, Input::Tick);
+        let mut to_b: Vec<Msg> = a
+            .step(100, Input::Tick)
+            .into_iter()
+            .filter_map(|e| match e {
+                Effect::Send {
+                    to: 1,
+                    msg: PeerMsg::Leaderless(m @ Msg::MerkleProbe { .. }),
+                } => Some(m),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(to_b.len(), 1);
+        let (mut shipped, mut rounds) = (0usize, 0);
+        while !to_b.is_empty() {
+            rounds += 1;
+            let mut to_a = Vec::new();
+            for m in to_b.drain(..) {
+                if let Msg::MerkleDiff { items, .. } = &m {
+                    shipped += items.len();
+                }
+                for e in b.step(
+                    100,
+                    Input::Peer {
+                        from: 0,
+                        msg: PeerMsg::Leaderless(m),
+                    },
+                ) {
+                    if let Effect::Send {
+                        to: 0,
+                        msg: PeerMsg::Leaderless(m),
+                    } = e
+                    {
+                        to_a.push(m);
+                    }
+                }
+            }
+            for m in to_a {
+                if let Msg::MerkleDiff { items, .. } = &m {
+                    shipped += items.len();
+                }
+                for e in a.step(
+                    100,
+                    Input::Peer {
+                        from: 1,
+                        msg: PeerMsg::Leaderless(m),
+                    },
+                ) {
+                    if let Effect::Send {
+                        to: 1,
+                        msg: PeerMsg::Leaderless(m),
+                    } = e
+                    {
+                        if !matches!(m, Msg::Ping | Msg::Pong) {
+                            to_b.push(m);
+                        }
+                    }
+                }
+            }
+        }
+        assert_eq!(b.local_versions("extra"), v(7, 2));
+        assert!(
+            rounds >= 4,
+            "the descent takes several rounds, took {rounds}"
+        );
+        // One bucket of 256 holds about 2 of the 501 keys.
+        assert!(
+            shipped < 12,
+            "shipped {shipped} items for one differing key"
+        );
+    }
+
+    #[test]
+    fn version_vectors_drop_dominated_versions_and_keep_concurrent_ones() {
+        let vv = |pairs: &[(NodeId, u64)], x| Versioned {
+            value: Value::Int(x),
+            clock: Clock::Vv(pairs.iter().copied().collect()),
+        };
+        let mut slot = vec![vv(&[(0, 1)], 1)];
+        assert!(merge_versions(
+            Conflict::VersionVectors,
+            &mut slot,
+            &[vv(&[(1, 1)], 2)]
+        ));
+        assert_eq!(slot.len(), 2);
+        assert!(merge_versions(
+            Conflict::VersionVectors,
+            &mut slot,
+            &[vv(&[(0, 1), (1, 1), (2, 1)], 3)]
+        ));
+        assert_eq!(slot, vec![vv(&[(0, 1), (1, 1), (2, 1)], 3)]);
+        assert!(!merge_versions(
+            Conflict::VersionVectors,
+            &mut slot,
+            &[vv(&[(0, 1)], 1)]
+        ));
+    }
+}

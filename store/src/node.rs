@@ -1,0 +1,486 @@
+//! The tokio driver: runs one core on real sockets. Client, peer and admin
+//! listeners feed one loop that owns the core; the loop performs effects,
+//! making persisted records durable (per the fsync policy) before it sends or
+//! replies anything.
+
+use crate::codec::{decode, decode_id_prefix, encode, put_frame, read_frame, CodecError};
+use crate::config::{ClusterConfig, ConfigError};
+use crate::core::{build_core, ClientId, Effect, Input, NodeStatus, PeerMsg};
+use crate::msg::{NodeId, Reply, Request, Response};
+use crate::wal::{Wal, WalError};
+use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot};
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Wal(#[from] WalError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: String,
+        source: std::io::Error,
+    },
+}
+
+/// Messages a peer link may queue before it drops (as a lossy network would).
+const PEER_QUEUE: usize = 65_536;
+/// Events the loop takes per round; their records share one fsync.
+const MAX_BATCH: usize = 512;
+
+enum Event {
+    Client {
+        request: Request,
+        reply_to: mpsc::UnboundedSender<Response>,
+    },
+    Peer {
+        from: NodeId,
+        msg: PeerMsg,
+    },
+    Status {
+        reply_to: oneshot::Sender<NodeStatus>,
+    },
+}
+
+/// Fault hooks shared by the listeners and the loop.
+struct Faults {
+    blocked: Mutex<BTreeSet<NodeId>>,
+    clock_offset_ms: AtomicI64,
+}
+
+impl Faults {
+    fn is_blocked(&self, peer: NodeId) -> bool {
+        self.blocked
+            .lock()
+            .map(|b| b.contains(&peer))
+            .unwrap_or(false)
+    }
+    fn now_ms(&self) -> u64 {
+        let wall = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        wall.saturating_add_signed(self.clock_offset_ms.load(Ordering::Relaxed))
+    }
+}
+
+/// Runs node `id` of the cluster described by the file at `config_path` until the process ends.
+pub async fn run_node(config_path: &Path, id: &str) -> Result<(), NodeError> {
+    let cfg = ClusterConfig::load(config_path)?;
+    run_node_with(cfg, id).await
+}
+
+/// As `run_node`, with the cluster file already parsed.
+pub async fn run_node_with(cfg: ClusterConfig, id: &str) -> Result<(), NodeError> {
+    let me = cfg.index_of(id)?;
+    let addrs = cfg.nodes[me as usize].clone();
+    let (mut wal, recovered) = match &cfg.data_dir {
+        Some(dir) => {
+            let (w, r) = Wal::open(&dir.join(id), cfg.fsync)?;
+            (Some(w), r)
+        }
+        None => (None, Vec::new()),
+    };
+    let seed = if cfg.seed != 0 {
+        cfg.seed
+    } else {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1)
+    };
+    let mut core = build_core(&cfg, me, seed, recovered);
+    let faults = Arc::new(Faults {
+        blocked: Mutex::new(BTreeSet::new()),
+        clock_offset_ms: AtomicI64::new(0),
+    });
+    let (tx, mut rx) = mpsc::unbounded_channel::<Event>();
+
+    let listen = |addr: String| async move {
+        TcpListener::bind(&addr)
+            .await
+            .map_err(|source| NodeError::Listen { addr, source })
+    };
+    let client_listener = listen(addrs.client.clone()).await?;
+    let peer_listener = listen(addrs.peer.clone()).await?;
+    let admin_listener = listen(addrs.admin.clone()).await?;
+
+    // Outgoing peer links.
+    let mut links: HashMap<NodeId, mpsc::Sender<PeerMsg>> = HashMap::new();
+    for (i, node) in cfg.nodes.iter().enumerate() {
+        let peer = i as NodeId;
+        if peer == me {
+            continue;
+        }
+        let (ltx, lrx) = mpsc::channel(PEER_QUEUE);
+        links.insert(peer, ltx);
+        tokio::spawn(peer_link(me, node.peer.clone(), lrx));
+    }
+
+    tokio::spawn(accept_clients(
+        client_listener,
+        tx.clone(),
+        cfg.max_frame_bytes,
+        cfg.max_value_bytes,
+    ));
+    tokio::spawn(accept_peers(
+        peer_listener,
+        tx.clone(),
+        faults.clone(),
+        cfg.max_frame_bytes,
+    ));
+    tokio::spawn(accept_admin(
+        admin_listener,
+        tx.clone(),
+        faults.clone(),
+        cfg.clone(),
+    ));
+
+    let mut waiting: HashMap<ClientId, (u64, mpsc::UnboundedSender<Response>)> = HashMap::new();
+    let mut next_client: ClientId = 1;
+    let mut ticker = tokio::time::interval(Duration::from_millis(cfg.tick_ms.max(1)));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut effects = Vec::new();
+    loop {
+        let first = tokio::select! {
+            ev = rx.recv() => ev,
+            _ = ticker.tick() => None,
+        };
+        let mut events: Vec<Option<Event>> = vec![first];
+        if events[0].is_some() {
+            while events.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(ev) => events.push(Some(ev)),
+                    Err(_) => break,
+                }
+            }
+        }
+        for ev in events {
+            let now = faults.now_ms();
+            let input = match ev {
+                None => Input::Tick,
+                Some(Event::Client {
+                    mut request,
+                    reply_to,
+                }) => {
+                    let client = next_client;
+                    next_client += 1;
+                    waiting.insert(client, (request.id, reply_to));
+                    request.id = client;
+                    Input::Client { client, request }
+                }
+                Some(Event::Peer { from, msg }) => Input::Peer { from, msg },
+                Some(Event::Status { reply_to }) => {
+                    let _ = reply_to.send(core.status());
+                    continue;
+                }
+            };
+            effects.extend(core.step(now, input));
+        }
+        effects.extend(core.step(faults.now_ms(), Input::Flush));
+        // Durability first: every record of this round before any send or reply.
+        if let Some(w) = wal.as_mut() {
+            let mut wrote = false;
+            for e in &effects {
+                if let Effect::Persist(rec) = e {
+                    w.append(rec);
+                    wrote = true;
+                }
+            }
+            if wrote {
+                if let Err(e) = w.commit() {
+                    eprintln!("store node {id}: {e}; stopping");
+                    return Err(e.into());
+                }
+            }
+            w.sync_if_due()?;
+            if w.wants_compaction(cfg.compact_after_bytes) {
+                w.rewrite(&core.snapshot_records())?;
+            }
+        }
+        for e in effects.drain(..) {
+            match e {
+                Effect::Send { to, msg } => {
+                    if faults.is_blocked(to) {
+                        continue;
+                    }
+                    if let Some(link) = links.get(&to) {
+                        let _ = link.try_send(msg);
+                    }
+                }
+                Effect::Reply {
+                    client,
+                    mut response,
+                } => {
+                    if let Some((orig, reply_to)) = waiting.remove(&client) {
+                        response.id = orig;
+                        let _ = reply_to.send(response);
+                    }
+                }
+                // Persisted above; timers are covered by the loop's `tick_ms` ticker,
+                // which is finer than any timer a core sets.
+                Effect::Persist(_) | Effect::SetTimer { .. } => {}
+            }
+        }
+    }
+}
+
+async fn peer_link(me: NodeId, addr: String, mut rx: mpsc::Receiver<PeerMsg>) {
+    let mut backoff_ms = 20;
+    loop {
+        let mut stream = match TcpStream::connect(&addr).await {
+            Ok(s) => s,
+            Err(_) => {
+                // Drop what queued up while the peer was unreachable: it is lost in transit.
+                while rx.try_recv().is_ok() {}
+                tokio::time::sleep(Duration::from_millis(backoff_ms)).await;
+                backoff_ms = (backoff_ms * 2).min(500);
+                continue;
+            }
+        };
+        backoff_ms = 20;
+        let _ = stream.set_nodelay(true);
+        let mut out = Vec::new();
+        put_frame(&mut out, &encode(&me));
+        if stream.write_all(&out).await.is_err() {
+            continue;
+        }
+        loop {
+            let Some(first) = rx.recv().await else { return };
+            out.clear();
+            put_frame(&mut out, &encode(&first));
+            while out.len() < 1 << 20 {
+                match rx.try_recv() {
+                    Ok(m) => put_frame(&mut out, &encode(&m)),
+                    Err(_) => break,
+                }
+            }
+            if stream.write_all(&out).await.is_err() {
+                break;
+            }
+        }
+    }
+}
+
+async fn accept_peers(
+    listener: TcpListener,
+    tx: mpsc::UnboundedSender<Event>,
+    faults: Arc<Faults>,
+    max_frame: usize,
+) {
+    while let Ok((stream, _)) = listener.accept().await {
+        let tx = tx.clone();
+        let faults = faults.clone();
+        tokio::spawn(async move {
+            let _ = stream.set_nodelay(true);
+            let mut reader = BufReader::with_capacity(1 << 16, stream);
+            let from: NodeId = match read_frame(&mut reader, max_frame).await {
+                Ok(Some(bytes)) => match decode(&bytes) {
+                    Ok(id) => id,
+                    Err(_) => return,
+                },
+                _ => return,
+            };
+            loop {
+                match read_frame(&mut reader, max_frame).await {
+                    Ok(Some(bytes)) => {
+                        if faults.is_blocked(from) {
+                            continue;
+                        }
+                        if let Ok(msg) = decode::<PeerMsg>(&bytes) {
+                            if tx.send(Event::Peer { from, msg }).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    Err(CodecError::TooLarge { .. }) => continue,
+                    _ => return,
+                }
+            }
+        });
+    }
+}
+
+async fn accept_clients(
+    listener: TcpListener,
+    tx: mpsc::UnboundedSender<Event>,
+    max_frame: usize,
+    max_value: usize,
+) {
+    while let Ok((stream, _)) = listener.accept().await {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let _ = stream.set_nodelay(true);
+            let (read, mut write) = stream.into_split();
+            let (rtx, mut rrx) = mpsc::unbounded_channel::<Response>();
+            tokio::spawn(async move {
+                let mut out = Vec::new();
+                while let Some(first) = rrx.recv().await {
+                    out.clear();
+                    put_frame(&mut out, &encode(&first));
+                    while let Ok(r) = rrx.try_recv() {
+                        put_frame(&mut out, &encode(&r));
+                    }
+                    if write.write_all(&out).await.is_err() {
+                        return;
+                    }
+                }
+            });
+            let mut reader = BufReader::with_capacity(1 << 16, read);
+            loop {
+                let error = |id: u64, message: String| Response {
+                    id,
+                    reply: Reply::Error(message),
+                };
+                match read_frame(&mut reader, max_frame).await {
+                    Ok(Some(bytes)) => match decode::<Request>(&bytes) {
+                        Ok(request) => {
+                            if let Err(problem) = request.op.validate(max_value) {
+                                let _ = rtx.send(error(request.id, problem));
+                                continue;
+                            }
+                            if tx
+                                .send(Event::Client {
+                                    request,
+                                    reply_to: rtx.clone(),
+                                })
+                                .is_err()
+                            {
+                                return;
+                            }
+                        }
+                        Err(e) => {
+                            let id = decode_id_prefix(&bytes).unwrap_or(0);
+                            let _ = rtx
+                                .send(error(id, format!("malformed request or unknown op: {e}")));
+                        }
+                    },
+                    Err(CodecError::TooLarge { len, max }) => {
+                        let _ = rtx.send(error(
+                            0,
+                            format!("frame of {len} bytes exceeds the limit of {max} bytes"),
+                        ));
+                    }
+                    Ok(None) | Err(_) => return,
+                }
+            }
+        });
+    }
+}
+
+/// Admin port: one text command per line, one reply line each.
+/// `status` · `block n2 n3` · `unblock n2` · `unblock-all` · `clock-offset -500`
+async fn accept_admin(
+    listener: TcpListener,
+    tx: mpsc::UnboundedSender<Event>,
+    faults: Arc<Faults>,
+    cfg: ClusterConfig,
+) {
+    while let Ok((stream, _)) = listener.accept().await {
+        let tx = tx.clone();
+        let faults = faults.clone();
+        let cfg = cfg.clone();
+        tokio::spawn(async move {
+            let (read, mut write) = stream.into_split();
+            let mut lines = BufReader::new(read).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                let answer = admin_command(&line, &tx, &faults, &cfg).await;
+                if write
+                    .write_all(format!("{answer}\n").as_bytes())
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        });
+    }
+}
+
+async fn admin_command(
+    line: &str,
+    tx: &mpsc::UnboundedSender<Event>,
+    faults: &Faults,
+    cfg: &ClusterConfig,
+) -> String {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let peers = |names: &[&str]| -> Result<Vec<NodeId>, String> {
+        names
+            .iter()
+            .map(|n| cfg.index_of(n).map_err(|e| e.to_string()))
+            .collect()
+    };
+    match words.as_slice() {
+        ["status"] => {
+            let (rtx, rrx) = oneshot::channel();
+            if tx.send(Event::Status { reply_to: rtx }).is_err() {
+                return "error node stopped".into();
+            }
+            match rrx.await {
+                Ok(s) => format!(
+                    "ok node={} mode={} role={} epoch={} leader={} keys={} commit={} last={} clock_offset_ms={}",
+                    cfg.nodes[s.node as usize].id,
+                    s.mode,
+                    s.role,
+                    s.epoch,
+                    s.leader.map_or("none".to_string(), |l| cfg.nodes[l as usize].id.clone()),
+                    s.keys,
+                    s.commit_index,
+                    s.last_index,
+                    faults.clock_offset_ms.load(Ordering::Relaxed)
+                ),
+                Err(_) => "error node stopped".into(),
+            }
+        }
+        ["block", names @ ..] => match peers(names) {
+            Ok(ids) => {
+                if let Ok(mut b) = faults.blocked.lock() {
+                    b.extend(ids);
+                }
+                "ok".into()
+            }
+            Err(e) => format!("error {e}"),
+        },
+        ["unblock", names @ ..] => match peers(names) {
+            Ok(ids) => {
+                if let Ok(mut b) = faults.blocked.lock() {
+                    for id in ids {
+                        b.remove(&id);
+                    }
+                }
+                "ok".into()
+            }
+            Err(e) => format!("error {e}"),
+        },
+        ["unblock-all"] => {
+            if let Ok(mut b) = faults.blocked.lock() {
+                b.clear();
+            }
+            "ok".into()
+        }
+        ["clock-offset", ms] => match ms.parse::<i64>() {
+            Ok(ms) => {
+                faults.clock_offset_ms.store(ms, Ordering::Relaxed);
+                "ok".into()
+            }
+            Err(_) => format!("error bad offset {ms:?}"),
+        },
+        _ => format!("error unknown admin command {line:?}"),
+    }
+}
+
+/// Sends one admin command to `addr` and returns the reply line.
+pub async fn admin_call(addr: &str, command: &str) -> std::io::Result<String> {
+    let stream = TcpStream::connect(addr).await?;
+    let (read, mut write) = stream.into_split();
+    write.write_all(format!("{command}\n").as_bytes()).await?;
+    let mut lines = BufReader::new(read).lines();
+    Ok(lines.next_line().await?.unwrap_or_default())
+}

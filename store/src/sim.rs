@@ -1,0 +1,328 @@
+//! A deterministic simulator: N cores of any mode, a simulated network with
+//! loss, random delay (hence reordering) and partitions, per-node clock
+//! offsets, crashes and restarts from each node's durable log. Everything is
+//! drawn from one seed, so a seed replays exactly.
+
+use crate::config::ClusterConfig;
+use crate::core::{
+    build_core, ClientId, Core, Effect, Input, NodeStatus, PeerMsg, SeededRng, WalRecord,
+};
+use crate::msg::{NodeId, Op, Request, RequestOptions, Response};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+
+#[derive(Clone, Debug)]
+pub struct NetOptions {
+    /// Probability that a message is dropped.
+    pub loss: f64,
+    pub delay_min_ms: u64,
+    pub delay_max_ms: u64,
+    /// How often every node gets a `Tick`.
+    pub tick_ms: u64,
+}
+
+impl Default for NetOptions {
+    fn default() -> Self {
+        NetOptions {
+            loss: 0.0,
+            delay_min_ms: 1,
+            delay_max_ms: 5,
+            tick_ms: 5,
+        }
+    }
+}
+
+enum Event {
+    Deliver {
+        from: NodeId,
+        to: NodeId,
+        msg: PeerMsg,
+    },
+    Client {
+        node: NodeId,
+        client: ClientId,
+        request: Request,
+    },
+    Tick {
+        node: NodeId,
+    },
+}
+
+/// What a simulated client saw for one request.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Completed {
+    pub invoked_ms: u64,
+    pub completed_ms: u64,
+    pub response: Response,
+}
+
+pub struct Sim {
+    cfg: ClusterConfig,
+    seed: u64,
+    net: NetOptions,
+    rng: SeededRng,
+    now_ms: u64,
+    nodes: Vec<Option<Box<dyn Core>>>,
+    disks: Vec<Vec<WalRecord>>,
+    clock_offsets_ms: Vec<i64>,
+    blocked: BTreeSet<(NodeId, NodeId)>,
+    queue: BinaryHeap<Reverse<(u64, u64)>>,
+    events: BTreeMap<u64, Event>,
+    seq: u64,
+    invoked: BTreeMap<ClientId, u64>,
+    completed: BTreeMap<ClientId, Completed>,
+    next_client: ClientId,
+}
+
+/// Node clocks start here so that negative offsets stay representable.
+const CLOCK_BASE_MS: u64 = 1_000_000;
+
+impl Sim {
+    pub fn new(cfg: ClusterConfig, seed: u64, net: NetOptions) -> Self {
+        let n = cfg.nodes.len();
+        let mut sim = Sim {
+            nodes: (0..n)
+                .map(|i| Some(build_core(&cfg, i as NodeId, seed, Vec::new())))
+                .collect(),
+            cfg,
+            seed,
+            net,
+            rng: SeededRng::new(seed),
+            now_ms: 0,
+            disks: vec![Vec::new(); n],
+            clock_offsets_ms: vec![0; n],
+            blocked: BTreeSet::new(),
+            queue: BinaryHeap::new(),
+            events: BTreeMap::new(),
+            seq: 0,
+            invoked: BTreeMap::new(),
+            completed: BTreeMap::new(),
+            next_client: 1,
+        };
+        for node in 0..n as NodeId {
+            let jitter = sim.rng.below(sim.net.tick_ms.max(1));
+            sim.schedule(jitter, Event::Tick { node });
+        }
+        sim
+    }
+
+    /// A cluster file with `n` nodes (addresses unused by the simulator).
+    pub fn cluster(n: usize) -> ClusterConfig {
+        let mut text = String::new();
+        for i in 0..n {
+            text.push_str(&format!(
+                "[[nodes]]\nid = \"n{}\"\nclient = \"sim:{i}\"\npeer = \"sim:{i}\"\nadmin = \"sim:{i}\"\n",
+                i + 1
+            ));
+        }
+        ClusterConfig::parse(&text).unwrap_or_else(|e| panic!("built-in cluster file: {e}"))
+    }
+
+    pub fn now_ms(&self) -> u64 {
+        self.now_ms
+    }
+
+    fn schedule(&mut self, at: u64, event: Event) {
+        self.seq += 1;
+        self.events.insert(self.seq, event);
+        self.queue.push(Reverse((at, self.seq)));
+    }
+
+    fn node_clock(&self, node: NodeId) -> u64 {
+        (CLOCK_BASE_MS + self.now_ms).saturating_add_signed(self.clock_offsets_ms[node as usize])
+    }
+
+    pub fn set_clock_offset(&mut self, node: NodeId, offset_ms: i64) {
+        self.clock_offsets_ms[node as usize] = offset_ms;
+    }
+
+    /// Blocks traffic between the groups (both directions); nodes in no group are unaffected.
+    pub fn partition(&mut self, groups: &[Vec<NodeId>]) {
+        for (i, a) in groups.iter().enumerate() {
+            for b in groups.iter().skip(i + 1) {
+                for x in a {
+                    for y in b {
+                        self.blocked.insert((*x, *y));
+                        self.blocked.insert((*y, *x));
+                    }
+                }
+            }
+        }
+    }
+
+    pub fn isolate(&mut self, node: NodeId) {
+        let others: Vec<NodeId> = (0..self.nodes.len() as NodeId)
+            .filter(|n| *n != node)
+            .collect();
+        self.partition(&[vec![node], others]);
+    }
+
+    pub fn heal(&mut self) {
+        self.blocked.clear();
+    }
+
+    /// Stops the node; its volatile state is gone, its durable log stays.
+    pub fn crash(&mut self, node: NodeId) {
+        self.nodes[node as usize] = None;
+    }
+
+    pub fn restart(&mut self, node: NodeId) {
+        let recovered = self.disks[node as usize].clone();
+        self.nodes[node as usize] = Some(build_core(
+            &self.cfg,
+            node,
+            self.seed ^ self.now_ms,
+            recovered,
+        ));
+    }
+
+    pub fn is_up(&self, node: NodeId) -> bool {
+        self.nodes[node as usize].is_some()
+    }
+
+    pub fn status(&self, node: NodeId) -> Option<NodeStatus> {
+        self.nodes[node as usize].as_ref().map(|c| c.status())
+    }
+
+    /// The node every live node agrees leads, if any (single-leader mode).
+    pub fn leader(&self) -> Option<NodeId> {
+        let statuses: Vec<NodeStatus> = (0..self.nodes.len() as NodeId)
+            .filter_map(|n| self.status(n))
+            .collect();
+        statuses.iter().find(|s| s.role == "leader").map(|s| s.node)
+    }
+
+    /// Sends a request from a fresh client to `node`; returns the client id.
+    pub fn submit(&mut self, node: NodeId, op: Op, options: RequestOptions) -> ClientId {
+        let client = self.next_client;
+        self.next_client += 1;
+        self.invoked.insert(client, self.now_ms);
+        let request = Request {
+            id: client,
+            op,
+            options,
+        };
+        let delay = self.delay();
+        self.schedule(
+            self.now_ms + delay,
+            Event::Client {
+                node,
+                client,
+                request,
+            },
+        );
+        client
+    }
+
+    pub fn completion(&self, client: ClientId) -> Option<&Completed> {
+        self.completed.get(&client)
+    }
+
+    /// Runs a request to completion or until `timeout_ms` passes.
+    pub fn call(
+        &mut self,
+        node: NodeId,
+        op: Op,
+        options: RequestOptions,
+        timeout_ms: u64,
+    ) -> Option<Completed> {
+        let client = self.submit(node, op, options);
+        let deadline = self.now_ms + timeout_ms;
+        while self.now_ms < deadline && !self.completed.contains_key(&client) {
+            let next = (self.now_ms + 1).min(deadline);
+            self.run_until(next);
+        }
+        self.completed.get(&client).cloned()
+    }
+
+    fn delay(&mut self) -> u64 {
+        let span = self.net.delay_max_ms.saturating_sub(self.net.delay_min_ms) + 1;
+        self.net.delay_min_ms + self.rng.below(span)
+    }
+
+    pub fn run_for(&mut self, ms: u64) {
+        self.run_until(self.now_ms + ms);
+    }
+
+    pub fn run_until(&mut self, until_ms: u64) {
+        while let Some(Reverse((at, seq))) = self.queue.peek().copied() {
+            if at > until_ms {
+                break;
+            }
+            self.queue.pop();
+            self.now_ms = self.now_ms.max(at);
+            let Some(event) = self.events.remove(&seq) else {
+                continue;
+            };
+            match event {
+                Event::Tick { node } => {
+                    self.step(node, Input::Tick);
+                    let at = self.now_ms + self.net.tick_ms.max(1);
+                    self.schedule(at, Event::Tick { node });
+                }
+                Event::Deliver { from, to, msg } => {
+                    if !self.blocked.contains(&(from, to)) {
+                        self.step(to, Input::Peer { from, msg });
+                    }
+                }
+                Event::Client {
+                    node,
+                    client,
+                    request,
+                } => {
+                    self.step(node, Input::Client { client, request });
+                }
+            }
+        }
+        self.now_ms = self.now_ms.max(until_ms);
+    }
+
+    fn step(&mut self, node: NodeId, input: Input) {
+        let now = self.node_clock(node);
+        let Some(core) = self.nodes[node as usize].as_mut() else {
+            return;
+        };
+        let mut effects = core.step(now, input);
+        effects.extend(core.step(now, Input::Flush));
+        for effect in effects {
+            match effect {
+                Effect::Send { to, msg } => {
+                    let lost = self.net.loss > 0.0
+                        && (self.rng.below(1_000_000) as f64) < self.net.loss * 1e6;
+                    if !lost && !self.blocked.contains(&(node, to)) {
+                        let at = self.now_ms + self.delay();
+                        self.schedule(
+                            at,
+                            Event::Deliver {
+                                from: node,
+                                to,
+                                msg,
+                            },
+                        );
+                    }
+                }
+                Effect::Persist(rec) => self.disks[node as usize].push(rec),
+                Effect::Reply { client, response } => {
+                    let invoked_ms = self.invoked.get(&client).copied().unwrap_or(0);
+                    self.completed.entry(client).or_insert(Completed {
+                        invoked_ms,
+                        completed_ms: self.now_ms,
+                        response,
+                    });
+                }
+                // Nodes are ticked every `tick_ms`, which is finer than any timer they set.
+                Effect::SetTimer { .. } => {}
+            }
+        }
+    }
+
+    /// Events waiting in the simulated network and timers.
+    pub fn queued_events(&self) -> usize {
+        self.events.len()
+    }
+
+    /// Every node's durable log length (for tests of compaction and recovery).
+    pub fn disk_len(&self, node: NodeId) -> usize {
+        self.disks[node as usize].len()
+    }
+}

@@ -1,0 +1,490 @@
+//! Real node processes on loopback: failover under SIGKILL, recovery from the
+//! log, durability per fsync policy, and error replies to bad input.
+
+use splitbrain_store::client::{Client, ClientOptions, Outcome};
+use splitbrain_store::codec::{encode, put_frame, read_frame};
+use splitbrain_store::msg::{
+    Op, OpResult, ReadFrom, Reply, Request, RequestOptions, Response, Value,
+};
+use splitbrain_store::node::admin_call;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+struct Cluster {
+    config: PathBuf,
+    ids: Vec<String>,
+    admin: Vec<String>,
+    client: Vec<String>,
+    children: Vec<Option<Child>>,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for c in self.children.iter_mut().flatten() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Ports below the ephemeral range, from a per-process starting point, so that
+/// parallel tests and the nodes' own outgoing connections do not collide.
+fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let _ = NEXT.compare_exchange(
+        0,
+        12_000 + (std::process::id() * 97) % 18_000,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    loop {
+        let port = NEXT.fetch_add(1, Ordering::SeqCst);
+        let port = (12_000 + port % 20_000) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+impl Cluster {
+    fn start(dir: &Path, n: usize, options: &str) -> Cluster {
+        let mut text = format!("data_dir = {:?}\n{options}\n", dir.join("data"));
+        let (mut ids, mut admin, mut client) = (Vec::new(), Vec::new(), Vec::new());
+        for i in 1..=n {
+            let (c, p, a) = (free_port(), free_port(), free_port());
+            text.push_str(&format!(
+                "[[nodes]]\nid = \"n{i}\"\nclient = \"127.0.0.1:{c}\"\npeer = \"127.0.0.1:{p}\"\nadmin = \"127.0.0.1:{a}\"\n"
+            ));
+            ids.push(format!("n{i}"));
+            admin.push(format!("127.0.0.1:{a}"));
+            client.push(format!("127.0.0.1:{c}"));
+        }
+        let config = dir.join("CLUSTER.toml");
+        std::fs::write(&config, text).unwrap();
+        let mut cluster = Cluster {
+            config,
+            ids,
+            admin,
+            client,
+            children: Vec::new(),
+        };
+        for i in 0..n {
+            let child = cluster.spawn(i);
+            cluster.children.push(Some(child));
+        }
+        cluster
+    }
+
+    fn spawn(&self, i: usize) -> Child {
+        Command::new(env!("CARGO_BIN_EXE_splitbrain-store-node"))
+            .arg("--config")
+            .arg(&self.config)
+            .arg("--id")
+            .arg(&self.ids[i])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+
+    /// SIGKILL by PID.
+    fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.children[i].take() {
+            let pid = c.id();
+            let status = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status()
+                .unwrap();
+            assert!(status.success());
+            let _ = c.wait();
+        }
+    }
+
+    fn restart(&mut self, i: usize) {
+        let child = self.spawn(i);
+        self.children[i] = Some(child);
+    }
+
+    async fn role(&self, i: usize) -> Option<String> {
+        let line = admin_call(&self.admin[i], "status").await.ok()?;
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix("role="))
+            .map(str::to_string)
+    }
+
+    async fn wait_for_leader(&self, among: &[usize]) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            for &i in among {
+                if self.role(i).await.as_deref() == Some("leader") {
+                    return i;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("no leader among {among:?}");
+    }
+
+    fn client(&self) -> Client {
+        Client::new(
+            self.client.clone(),
+            ClientOptions {
+                timeout: Duration::from_secs(3),
+                ..Default::default()
+            },
+        )
+    }
+}
+
+fn list_of(outcome: &Outcome) -> Vec<i64> {
+    match outcome {
+        Outcome::Ok(OpResult::Value(Some(Value::List(l)))) => l.clone(),
+        other => panic!("expected a list, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_cluster_keeps_acked_writes_when_the_leader_is_killed() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = "fsync = \"always\"\ncompact_after_bytes = 2048\n[single_leader]\nreplication = \"sync\"\nfencing = true\nleases = true";
+    let mut cluster = Cluster::start(dir.path(), 3, options);
+    let old = cluster.wait_for_leader(&[0, 1, 2]).await;
+    let client = cluster.client();
+    let mut acked = Vec::new();
+    for e in 0..30 {
+        if let Outcome::Ok(_) = client
+            .request(
+                Op::Append {
+                    key: "k".into(),
+                    elem: e,
+                },
+                RequestOptions::default(),
+            )
+            .await
+        {
+            acked.push(e);
+        }
+    }
+    assert_eq!(acked.len(), 30, "a healthy sync cluster acks every write");
+    // Follower reads are served (possibly a little behind) without the leader.
+    let from_followers = RequestOptions {
+        read_from: Some(ReadFrom::Followers),
+        ..Default::default()
+    };
+    for _ in 0..4 {
+        let l = list_of(
+            &client
+                .request(Op::ReadList { key: "k".into() }, from_followers.clone())
+                .await,
+        );
+        assert_eq!(l[..], acked[..l.len()]);
+    }
+    cluster.kill(old);
+    let others: Vec<usize> = (0..3).filter(|i| *i != old).collect();
+    let new = cluster.wait_for_leader(&others).await;
+    assert_ne!(new, old);
+    let read = client
+        .request(Op::ReadList { key: "k".into() }, RequestOptions::default())
+        .await;
+    assert_eq!(
+        list_of(&read),
+        acked,
+        "sync replication lost an acknowledged write"
+    );
+    // Sync needs every follower: with one dead, no new write is acknowledged.
+    let blocked = client
+        .request_with_timeout(
+            Op::Append {
+                key: "k".into(),
+                elem: 99,
+            },
+            RequestOptions::default(),
+            Duration::from_secs(1),
+        )
+        .await;
+    assert!(
+        !matches!(blocked, Outcome::Ok(_)),
+        "sync acked a write with a follower down: {blocked:?}"
+    );
+    // The killed node recovers from its log and rejoins; sync writes resume.
+    cluster.restart(old);
+    // Attempts that time out may or may not land; ones acked must.
+    let mut resumed = None;
+    for elem in 100..120 {
+        let r = client
+            .request(
+                Op::Append {
+                    key: "k".into(),
+                    elem,
+                },
+                RequestOptions::default(),
+            )
+            .await;
+        if let Outcome::Ok(_) = r {
+            resumed = Some(elem);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let resumed = resumed.expect("writes did not resume after the old leader rejoined");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let any = RequestOptions {
+        read_from: Some(ReadFrom::Any),
+        ..Default::default()
+    };
+    let on_old = list_of(
+        &client
+            .call(old, Op::ReadList { key: "k".into() }, any)
+            .await,
+    );
+    assert_eq!(
+        on_old[..acked.len()],
+        acked[..],
+        "the rejoined node lost acknowledged writes"
+    );
+    assert_eq!(on_old.last(), Some(&resumed));
+    assert!(on_old[acked.len()..]
+        .iter()
+        .all(|e| (99..=resumed).contains(e)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn async_cluster_stays_writable_when_the_leader_is_killed() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = "fsync = \"interval:20\"\n[single_leader]\nreplication = \"async\"";
+    let mut cluster = Cluster::start(dir.path(), 3, options);
+    let old = cluster.wait_for_leader(&[0, 1, 2]).await;
+    let client = cluster.client();
+    for e in 0..20 {
+        let r = client
+            .request(
+                Op::Append {
+                    key: "a".into(),
+                    elem: e,
+                },
+                RequestOptions::default(),
+            )
+            .await;
+        assert_eq!(r, Outcome::Ok(OpResult::Done));
+    }
+    cluster.kill(old);
+    let others: Vec<usize> = (0..3).filter(|i| *i != old).collect();
+    cluster.wait_for_leader(&others).await;
+    // The leader acks alone, so the survivors take writes at once; what the dead
+    // leader had not shipped is gone (async promises nothing more).
+    let mut ok = false;
+    for _ in 0..10 {
+        let r = client
+            .request(
+                Op::Append {
+                    key: "a".into(),
+                    elem: 100,
+                },
+                RequestOptions::default(),
+            )
+            .await;
+        if r == Outcome::Ok(OpResult::Done) {
+            ok = true;
+            break;
+        }
+    }
+    assert!(ok, "async cluster did not accept writes after failover");
+    let read = list_of(
+        &client
+            .request(Op::ReadList { key: "a".into() }, RequestOptions::default())
+            .await,
+    );
+    assert_eq!(read.last(), Some(&100));
+    assert!(read.iter().all(|e| (0..20).contains(e) || *e == 100));
+}
+
+async fn single_node_put_kill_get(fsync: &str) -> Outcome {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = Cluster::start(dir.path(), 1, &format!("fsync = \"{fsync}\""));
+    cluster.wait_for_leader(&[0]).await;
+    let client = cluster.client();
+    let put = client
+        .request(
+            Op::Put {
+                key: "d".into(),
+                value: Value::Int(9),
+            },
+            RequestOptions::default(),
+        )
+        .await;
+    assert_eq!(put, Outcome::Ok(OpResult::Done));
+    cluster.kill(0);
+    cluster.restart(0);
+    cluster.wait_for_leader(&[0]).await;
+    let client = cluster.client();
+    client
+        .request(Op::Get { key: "d".into() }, RequestOptions::default())
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fsync_never_loses_acked_writes_to_sigkill_and_always_keeps_them() {
+    assert_eq!(
+        single_node_put_kill_get("always").await,
+        Outcome::Ok(OpResult::Value(Some(Value::Int(9))))
+    );
+    assert_eq!(
+        single_node_put_kill_get("interval:50").await,
+        Outcome::Ok(OpResult::Value(Some(Value::Int(9))))
+    );
+    assert_eq!(
+        single_node_put_kill_get("never").await,
+        Outcome::Ok(OpResult::Value(None))
+    );
+}
+
+async fn raw_exchange(stream: &mut TcpStream, payload: &[u8]) -> Response {
+    let mut out = Vec::new();
+    put_frame(&mut out, payload);
+    stream.write_all(&out).await.unwrap();
+    let bytes = read_frame(stream, 1 << 20).await.unwrap().unwrap();
+    splitbrain_store::codec::decode(&bytes).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_frames_get_error_replies_and_the_node_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::start(
+        dir.path(),
+        1,
+        "max_value_bytes = 1024\nmax_frame_bytes = 65536",
+    );
+    cluster.wait_for_leader(&[0]).await;
+    let mut raw = TcpStream::connect(&cluster.client[0]).await.unwrap();
+
+    let garbage = raw_exchange(&mut raw, &[0xff, 0xff, 0xff]).await;
+    assert!(matches!(garbage.reply, Reply::Error(_)), "{garbage:?}");
+
+    let good = Request {
+        id: 41,
+        op: Op::Get { key: "a".into() },
+        options: RequestOptions::default(),
+    };
+    let mut unknown_op = encode(&good);
+    unknown_op[1] = 99; // no such op
+    let r = raw_exchange(&mut raw, &unknown_op).await;
+    assert_eq!(r.id, 41);
+    assert!(
+        matches!(&r.reply, Reply::Error(m) if m.contains("unknown op")),
+        "{r:?}"
+    );
+
+    let big = Request {
+        id: 42,
+        op: Op::Put {
+            key: "a".into(),
+            value: Value::Str("x".repeat(5000)),
+        },
+        options: RequestOptions::default(),
+    };
+    let r = raw_exchange(&mut raw, &encode(&big)).await;
+    assert_eq!(r.id, 42);
+    assert!(
+        matches!(&r.reply, Reply::Error(m) if m.contains("exceeds")),
+        "{r:?}"
+    );
+
+    let r = raw_exchange(&mut raw, &vec![0u8; 100_000]).await;
+    assert!(
+        matches!(&r.reply, Reply::Error(m) if m.contains("frame")),
+        "{r:?}"
+    );
+
+    // The same connection and other clients are still served.
+    let put = Request {
+        id: 43,
+        op: Op::Put {
+            key: "a".into(),
+            value: Value::Int(1),
+        },
+        options: RequestOptions::default(),
+    };
+    assert_eq!(
+        raw_exchange(&mut raw, &encode(&put)).await,
+        Response {
+            id: 43,
+            reply: Reply::Ok(OpResult::Done)
+        }
+    );
+    let other = cluster
+        .client()
+        .request(Op::Get { key: "a".into() }, RequestOptions::default())
+        .await;
+    assert_eq!(other, Outcome::Ok(OpResult::Value(Some(Value::Int(1)))));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leaderless_cluster_serves_through_any_node_and_reports_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::start(
+        dir.path(),
+        3,
+        "mode = \"leaderless\"\nfsync = \"interval:10\"",
+    );
+    let client = cluster.client();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut done = false;
+    while Instant::now() < deadline && !done {
+        done = matches!(
+            client
+                .call(
+                    0,
+                    Op::Add {
+                        key: "s".into(),
+                        elem: 1
+                    },
+                    RequestOptions::default()
+                )
+                .await,
+            Outcome::Ok(_)
+        );
+    }
+    assert!(done);
+    client
+        .call(
+            1,
+            Op::Add {
+                key: "s".into(),
+                elem: 2,
+            },
+            RequestOptions::default(),
+        )
+        .await;
+    let all = RequestOptions {
+        r: Some(3),
+        ..Default::default()
+    };
+    let read = client.call(2, Op::ReadSet { key: "s".into() }, all).await;
+    assert_eq!(
+        read,
+        Outcome::Ok(OpResult::Value(Some(Value::Set(
+            [1, 2].into_iter().collect()
+        ))))
+    );
+    let status = admin_call(&cluster.admin[0], "status").await.unwrap();
+    assert!(status.contains("mode=leaderless"), "{status}");
+    assert!(admin_call(&cluster.admin[0], "block n2")
+        .await
+        .unwrap()
+        .starts_with("ok"));
+    assert!(admin_call(&cluster.admin[0], "clock-offset -250")
+        .await
+        .unwrap()
+        .starts_with("ok"));
+    assert!(admin_call(&cluster.admin[0], "status")
+        .await
+        .unwrap()
+        .contains("clock_offset_ms=-250"));
+    assert!(admin_call(&cluster.admin[0], "fly")
+        .await
+        .unwrap()
+        .starts_with("error"));
+}

@@ -82,12 +82,24 @@ struct GenHistoryArgs {
 
 #[derive(Args)]
 struct TestArgs {
-    /// The database: the reference store, run locally.
+    /// The database: refstore (the reference store), or in --env docker also etcd, redis, postgres.
     #[arg(long, default_value = "refstore")]
     db: String,
-    /// Where the nodes run: local (child processes on 127.0.0.1).
+    /// Where the nodes run: local (child processes on 127.0.0.1), netns
+    /// (one network namespace per node; root) or docker (containers).
     #[arg(long, default_value = "local")]
     env: String,
+    /// Transaction isolation for databases that have levels (postgres:
+    /// read-committed, repeatable-read, serializable).
+    #[arg(long)]
+    isolation: Option<String>,
+    /// The consistency model the transactional checkers hold the history to
+    /// (default: strict-serializable, or what --isolation promises).
+    #[arg(long)]
+    consistency_model: Option<String>,
+    /// docker: run this image instead of building one.
+    #[arg(long)]
+    image: Option<String>,
     /// single-leader or leaderless.
     #[arg(long, default_value = "single-leader")]
     replication: String,
@@ -683,14 +695,30 @@ fn test(args: TestArgs) -> Result<u8, Failure> {
     use splitbrain_store::msg::ReadFrom;
 
     let bad = |m: String| Failure::bad_input(m);
-    if args.db != "refstore" {
-        return Err(bad(format!(
-            "--db {}: only the reference store (refstore) runs under `test` in this build",
-            args.db
-        )));
+    match (args.env.as_str(), args.db.as_str()) {
+        ("local" | "netns", "refstore") | ("docker", "refstore" | "etcd" | "redis" | "postgres") => {}
+        ("local" | "netns", other) => {
+            return Err(bad(format!(
+                "--db {other} runs in --env docker; --env {} runs only the reference store (refstore)",
+                args.env
+            )))
+        }
+        ("docker", other) => {
+            return Err(bad(format!(
+                "--db {other}: expected refstore, etcd, redis or postgres"
+            )))
+        }
+        (other, _) => {
+            return Err(bad(format!(
+                "--env {other}: expected local, netns or docker"
+            )))
+        }
     }
-    if args.env != "local" {
-        return Err(bad(format!("--env {}: only the local environment runs the reference store under `test` in this build", args.env)));
+    if args.image.is_some() && args.env != "docker" {
+        return Err(bad("--image is for --env docker".into()));
+    }
+    if args.db == "refstore" && args.isolation.is_some() {
+        return Err(bad("--isolation is for databases with isolation levels (postgres); the reference store's transactions are shaped by --replication and its options".into()));
     }
     let workload: WorkloadKind = args.workload.parse().map_err(bad)?;
     let faults = parse_faults(&args.nemesis).map_err(bad)?;
@@ -703,6 +731,24 @@ fn test(args: TestArgs) -> Result<u8, Failure> {
         || args.quiesce < 0.0
     {
         return Err(bad("--time-limit and --nemesis-interval must be positive, --rate and --quiesce not negative".into()));
+    }
+    if args.db != "refstore"
+        && (args.replication != "single-leader"
+            || args.sync != "sync"
+            || !args.fencing
+            || !args.leases
+            || args.read_from != "leader"
+            || args.n.is_some()
+            || args.r.is_some()
+            || args.w.is_some()
+            || args.sloppy_quorum
+            || args.conflict.is_some()
+            || args.fsync != "always")
+    {
+        return Err(bad(format!(
+            "--replication and its options describe the reference store; {} replicates its own way",
+            args.db
+        )));
     }
     // Every setting at its default; the nodes are filled in when the cluster starts.
     let mut cfg: ClusterConfig =
@@ -784,10 +830,47 @@ fn test(args: TestArgs) -> Result<u8, Failure> {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64 ^ u64::from(std::process::id()))
     });
-    let name = args
-        .name
-        .clone()
-        .unwrap_or_else(|| format!("{}-{}-{}", args.db, args.replication, args.workload));
+    let name = args.name.clone().unwrap_or_else(|| match args.db.as_str() {
+        "refstore" => format!("{}-{}-{}", args.db, args.replication, args.workload),
+        db => match &args.isolation {
+            Some(i) => format!("{db}-{i}-{}", args.workload),
+            None => format!("{db}-{}", args.workload),
+        },
+    });
+    // Asking for an isolation level asks whether the database is serializable at it.
+    let consistency_model = args.consistency_model.clone().or_else(|| {
+        args.isolation
+            .as_ref()
+            .map(|_| "serializable".to_string())
+    });
+    let op_timeout = std::time::Duration::from_millis(args.op_timeout_ms);
+    let make_cluster = || -> Result<Box<dyn controller::Cluster>, Failure> {
+        Ok(match args.env.as_str() {
+            "local" => Box::new(
+                splitbrain::refstore::LocalRefstore::new(
+                    cfg.clone(),
+                    args.nodes,
+                    workload,
+                    op_timeout,
+                )
+                .context("locating the splitbrain binary")?,
+            ),
+            "netns" => splitbrain::netns_env::cluster(cfg.clone(), args.nodes, workload, op_timeout)
+                .map_err(bad)?,
+            _ => splitbrain::dbs::docker_cluster(&splitbrain::dbs::DockerTest {
+                db: args.db.clone(),
+                nodes: args.nodes,
+                workload,
+                isolation: args.isolation.clone(),
+                image: args.image.clone(),
+                op_timeout,
+                refstore: (args.db == "refstore").then(|| cfg.clone()),
+            })
+            .map_err(bad)?,
+        })
+    };
+    // Refuse impossible combinations before anything starts.
+    drop(make_cluster()?);
     run_store::check_test_name(&name).map_err(bad)?;
     let command = std::env::args().collect::<Vec<_>>().join(" ");
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -820,23 +903,26 @@ fn test(args: TestArgs) -> Result<u8, Failure> {
             quiesce_s: args.quiesce,
             store_dir: args.store_dir.clone(),
             leave_db_running: args.leave_db_running,
-            extra: Default::default(),
+            consistency_model: consistency_model.clone(),
+            extra: [
+                ("db", args.db.clone()),
+                ("env", args.env.clone()),
+                ("nodes", args.nodes.to_string()),
+            ]
+            .into_iter()
+            .chain(args.isolation.clone().map(|i| ("isolation", i)))
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
             command,
         };
         eprintln!(
             "test {} (seed {seed}): {} with {} nodes, {} clients, {} s, nemesis {}",
             name, args.workload, args.nodes, args.concurrency, args.time_limit, args.nemesis
         );
-        let mut cluster = splitbrain::refstore::LocalRefstore::new(
-            cfg.clone(),
-            args.nodes,
-            workload,
-            std::time::Duration::from_millis(args.op_timeout_ms),
-        )
-        .context("locating the splitbrain binary")?;
+        let mut cluster = make_cluster()?;
         let mut progress = Progress::new();
         let report = rt
-            .block_on(run_test(&o, &mut cluster, |op| progress.on_op(op)))
+            .block_on(run_test(&o, cluster.as_mut(), |op| progress.on_op(op)))
             .map_err(|e| {
                 let msg = format!("{e:#}");
                 if msg.starts_with("refused:") {

@@ -50,6 +50,9 @@ pub struct TestOptions {
     pub quiesce_s: f64,
     pub store_dir: PathBuf,
     pub leave_db_running: bool,
+    /// The consistency model transactional checkers hold the history to (None: their default).
+    #[serde(default)]
+    pub consistency_model: Option<String>,
     /// Everything else the user passed (database and mode options), for the record.
     pub extra: BTreeMap<String, String>,
     /// The command line that reproduces this run.
@@ -167,7 +170,12 @@ pub async fn run_test(
     // Check what is on disk: that is the history a later `analyze` sees.
     let history =
         History::read(&history_path, Some(Format::Jsonl)).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let mut results = check_all(&history, &workload.checkers, None);
+    let mut results = check_all_with(
+        &history,
+        &workload.checkers,
+        None,
+        o.consistency_model.as_deref(),
+    );
     if let Some(p) = problem {
         results.verdict = results.verdict.worst(Verdict::Unknown);
         results.problem = Some(p);
@@ -183,6 +191,16 @@ pub async fn run_test(
 /// Run each checker a workload names; the worst verdict wins, and a checker
 /// that errors or panics is `unknown` without stopping the others.
 pub fn check_all(history: &History, uses: &[CheckerUse], timeout: Option<Duration>) -> RunResults {
+    check_all_with(history, uses, timeout, None)
+}
+
+/// [`check_all`], holding transactional checkers to `consistency_model`.
+pub fn check_all_with(
+    history: &History,
+    uses: &[CheckerUse],
+    timeout: Option<Duration>,
+    consistency_model: Option<&str>,
+) -> RunResults {
     let mut reports = Vec::new();
     let mut verdict = Verdict::Valid;
     for u in uses {
@@ -200,6 +218,7 @@ pub fn check_all(history: &History, uses: &[CheckerUse], timeout: Option<Duratio
                         .map(|(k, v)| (k.to_string(), v.clone()))
                         .collect(),
                     budget: splitbrain_history::Budget::with_timeout(timeout),
+                    consistency_model: consistency_model.map(str::to_string),
                     ..CheckOptions::default()
                 };
                 splitbrain_basic::run_guarded(def, history, &opts)

@@ -3,8 +3,10 @@
 //! environments and reports.
 
 pub mod controller;
+pub mod dbs;
 pub mod docker;
 pub mod interpreter;
+pub mod netns_env;
 pub mod refstore;
 pub mod registry;
 pub mod report;

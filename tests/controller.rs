@@ -145,6 +145,7 @@ fn options(store_dir: &Path, nemesis: &str) -> TestOptions {
         quiesce_s: 0.1,
         store_dir: store_dir.to_path_buf(),
         leave_db_running: false,
+        consistency_model: None,
         extra: Default::default(),
         command: "test".into(),
     }

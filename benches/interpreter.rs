@@ -1,6 +1,8 @@
 //! The harness must never be the bottleneck: run the register workload
 //! against a client that answers at once and print recorded ops per second
 //! and the harness's cost per op (generator + recording + dispatch).
+//! Then the same against the reference store (5 local nodes, single-leader
+//! sync): the harness's busy time per op there, beside the ops' latency.
 //! Run: `cargo bench -p splitbrain --bench interpreter`.
 
 use std::io::BufWriter;
@@ -8,7 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use splitbrain::controller::Cluster;
 use splitbrain::interpreter::{run, Client, ClientFactory, Completion, InterpreterOptions};
+use splitbrain::refstore::LocalRefstore;
 use splitbrain_history::{Format, OpWriter, Value};
 use splitbrain_workloads::generator::{limit, Invocation};
 use splitbrain_workloads::{build, WorkloadKind, WorkloadOptions};
@@ -92,4 +96,55 @@ fn main() {
             std::fs::metadata(&path).unwrap().len() as f64 / 1e6
         );
     }
+    refstore(&single, invocations.min(100_000));
+}
+
+/// The harness's own cost per op against the reference store: generator,
+/// dispatch and recording, not waiting for the store.
+fn refstore(rt: &tokio::runtime::Runtime, invocations: u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let base: splitbrain_store::config::ClusterConfig = toml::from_str("nodes = []").unwrap();
+    let mut cluster = LocalRefstore::new(base, 5, WorkloadKind::Register, Duration::from_secs(1))
+        .unwrap()
+        .with_program(env!("CARGO_BIN_EXE_splitbrain").into());
+    rt.block_on(cluster.setup(dir.path())).unwrap();
+    let path = dir.path().join("history.jsonl");
+    let mut out = OpWriter::new(
+        BufWriter::new(std::fs::File::create(&path).unwrap()),
+        Format::Jsonl,
+    );
+    let w = build(
+        WorkloadKind::Register,
+        &WorkloadOptions {
+            seed: 1,
+            ..Default::default()
+        },
+    );
+    let opts = InterpreterOptions {
+        concurrency: 10,
+        op_timeout: Duration::from_secs(1),
+    };
+    let outcome = rt
+        .block_on(run(
+            limit(invocations, w.client),
+            cluster.client_factory(),
+            None,
+            &opts,
+            &mut out,
+            |_| {},
+        ))
+        .unwrap();
+    rt.block_on(cluster.teardown(false)).unwrap();
+    let secs = outcome.elapsed.as_secs_f64();
+    let ok = outcome
+        .ops
+        .iter()
+        .filter(|o| o.kind == splitbrain_history::OpType::Ok)
+        .count();
+    println!(
+        "interpreter (1 thread) against the reference store (5 local nodes, single-leader sync), concurrency 10: {invocations} invocations ({ok} ok) in {secs:.2} s = {:.0} ops/s; harness busy {:.2} us per op (generator, recording, dispatch), {:.1}% of the run",
+        invocations as f64 / secs,
+        outcome.harness_busy.as_secs_f64() * 1e6 / invocations as f64,
+        100.0 * outcome.harness_busy.as_secs_f64() / secs
+    );
 }

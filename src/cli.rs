@@ -140,6 +140,22 @@ struct TestArgs {
     /// Seconds between a fault's start and stop.
     #[arg(long, default_value_t = 10.0)]
     nemesis_interval: f64,
+    /// Partition shapes to draw from: one, primaries, majority, majorities-ring, bridge, random-halves.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "one,majority,majorities-ring,bridge"
+    )]
+    partitions: Vec<String>,
+    /// Whom kill and pause hit, drawn from: one, minority, majority, primaries, all.
+    #[arg(long, value_delimiter = ',', default_value = "one,minority,primaries")]
+    nemesis_targets: Vec<String>,
+    /// Largest clock bump, in ms, either direction.
+    #[arg(long, default_value_t = 60_000)]
+    max_clock_skew_ms: i64,
+    /// Fraction of packets dropped between nodes by the loss fault.
+    #[arg(long, default_value_t = 0.2)]
+    loss: f64,
     #[arg(long, default_value_t = 5)]
     nodes: usize,
     #[arg(long, default_value_t = 10)]
@@ -696,13 +712,12 @@ fn test(args: TestArgs) -> Result<u8, Failure> {
 
     let bad = |m: String| Failure::bad_input(m);
     match (args.env.as_str(), args.db.as_str()) {
-        ("local" | "netns", "refstore") | ("docker", "refstore" | "etcd" | "redis" | "postgres") => {}
-        ("local" | "netns", other) => {
-            return Err(bad(format!(
-                "--db {other} runs in --env docker; --env {} runs only the reference store (refstore)",
-                args.env
-            )))
-        }
+        ("local" | "netns", "refstore")
+        | ("docker", "refstore" | "etcd" | "redis" | "postgres") => {}
+        ("local" | "netns", other) => return Err(bad(format!(
+            "--db {other} runs in --env docker; --env {} runs only the reference store (refstore)",
+            args.env
+        ))),
         ("docker", other) => {
             return Err(bad(format!(
                 "--db {other}: expected refstore, etcd, redis or postgres"
@@ -722,6 +737,28 @@ fn test(args: TestArgs) -> Result<u8, Failure> {
     }
     let workload: WorkloadKind = args.workload.parse().map_err(bad)?;
     let faults = parse_faults(&args.nemesis).map_err(bad)?;
+    let partitions = args
+        .partitions
+        .iter()
+        .map(|p| p.parse::<splitbrain_nemesis::PartitionShape>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad(format!("--partitions: {e}")))?;
+    let targets = args
+        .nemesis_targets
+        .iter()
+        .map(|t| t.parse::<splitbrain_nemesis::shape::TargetSpec>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad(format!("--nemesis-targets: {e}")))?;
+    if partitions.is_empty() || targets.is_empty() {
+        return Err(bad(
+            "--partitions and --nemesis-targets need at least one entry".into(),
+        ));
+    }
+    if !(0.0..=1.0).contains(&args.loss) || args.max_clock_skew_ms <= 0 {
+        return Err(bad(
+            "--loss is a fraction between 0 and 1; --max-clock-skew-ms must be positive".into(),
+        ));
+    }
     if args.nodes == 0 || args.concurrency == 0 {
         return Err(bad("--nodes and --concurrency must be at least 1".into()));
     }
@@ -838,11 +875,10 @@ fn test(args: TestArgs) -> Result<u8, Failure> {
         },
     });
     // Asking for an isolation level asks whether the database is serializable at it.
-    let consistency_model = args.consistency_model.clone().or_else(|| {
-        args.isolation
-            .as_ref()
-            .map(|_| "serializable".to_string())
-    });
+    let consistency_model = args
+        .consistency_model
+        .clone()
+        .or_else(|| args.isolation.as_ref().map(|_| "serializable".to_string()));
     let op_timeout = std::time::Duration::from_millis(args.op_timeout_ms);
     let make_cluster = || -> Result<Box<dyn controller::Cluster>, Failure> {
         Ok(match args.env.as_str() {
@@ -855,8 +891,10 @@ fn test(args: TestArgs) -> Result<u8, Failure> {
                 )
                 .context("locating the splitbrain binary")?,
             ),
-            "netns" => splitbrain::netns_env::cluster(cfg.clone(), args.nodes, workload, op_timeout)
-                .map_err(bad)?,
+            "netns" => {
+                splitbrain::netns_env::cluster(cfg.clone(), args.nodes, workload, op_timeout)
+                    .map_err(bad)?
+            }
             _ => splitbrain::dbs::docker_cluster(&splitbrain::dbs::DockerTest {
                 db: args.db.clone(),
                 nodes: args.nodes,
@@ -892,8 +930,11 @@ fn test(args: TestArgs) -> Result<u8, Failure> {
             nemesis: NemesisOptions {
                 faults: faults.clone(),
                 interval_s: args.nemesis_interval,
+                partitions: partitions.clone(),
+                targets: targets.clone(),
+                max_clock_skew_ms: args.max_clock_skew_ms,
+                loss_fraction: args.loss,
                 seed,
-                ..Default::default()
             },
             concurrency: args.concurrency,
             time_limit_s: args.time_limit,

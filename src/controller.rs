@@ -129,7 +129,11 @@ pub async fn run_test(
     } else if !o.nemesis.faults.is_empty() {
         anyhow::bail!("refused: this environment cannot inject faults");
     }
-    cluster.setup(&dir).await?;
+    if let Err(e) = cluster.setup(&dir).await {
+        // A half-started cluster is still torn down: nothing is left behind.
+        let _ = cluster.teardown(false).await;
+        return Err(e.context("setting up the cluster"));
+    }
 
     let workload = build(
         o.workload,
@@ -155,10 +159,23 @@ pub async fn run_test(
         op_timeout: Duration::from_millis(o.op_timeout_ms),
     };
     let factory = cluster.client_factory();
+    // Process ids of recorded ops count up from 0; this one is never recorded.
+    let mut setup_client = factory.open(u64::MAX);
+    if let Err(why) = setup_client.setup().await {
+        let _ = cluster.teardown(o.leave_db_running).await;
+        anyhow::bail!("setting up the workload's starting state: {why}");
+    }
+    drop(setup_client);
     // Ctrl-C ends the run early; what was recorded is kept and checked.
     let mut problem = None;
     let ops = tokio::select! {
-        r = interpreter::run(gen, factory, nemesis_runner, &iopts, &mut out, &mut on_op) => r?.ops,
+        r = interpreter::run(gen, factory, nemesis_runner, &iopts, &mut out, &mut on_op) => match r {
+            Ok(r) => r.ops,
+            Err(e) => {
+                let _ = cluster.teardown(o.leave_db_running).await;
+                return Err(anyhow::Error::from(e).context("recording the history"));
+            }
+        },
         _ = tokio::signal::ctrl_c() => {
             problem = Some("interrupted by Ctrl-C; the history holds what was recorded until then".to_string());
             Vec::new()

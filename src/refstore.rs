@@ -20,7 +20,7 @@ use splitbrain_store::msg::{
 };
 use splitbrain_store::node::admin_call;
 use splitbrain_workloads::generator::Invocation;
-use splitbrain_workloads::WorkloadKind;
+use splitbrain_workloads::{WorkloadKind, WorkloadOptions};
 
 use crate::controller::Cluster;
 use crate::interpreter::{Client, ClientFactory, Completion};
@@ -459,6 +459,29 @@ fn from_store(v: &Option<StoreValue>) -> Value {
 const SET_KEY: &str = "set";
 const COUNTER_KEY: &str = "counter";
 
+fn account_key(i: i64) -> String {
+    format!("account-{i}")
+}
+
+/// The bank's opening balances: the total spread evenly, the remainder on account 0.
+fn opening_balances() -> Vec<(i64, i64)> {
+    let o = WorkloadOptions::default();
+    let n = o.accounts.max(2) as i64;
+    (0..n)
+        .map(|i| {
+            let share = o.total_balance / n;
+            (
+                i,
+                if i == 0 {
+                    share + o.total_balance % n
+                } else {
+                    share
+                },
+            )
+        })
+        .collect()
+}
+
 impl RefstoreClient {
     /// The store op for an invocation, or why it cannot be expressed.
     fn translate(&self, inv: &Invocation) -> Result<StoreOp, String> {
@@ -574,14 +597,93 @@ impl RefstoreClient {
     }
 }
 
-#[async_trait]
-impl Client for RefstoreClient {
-    async fn invoke(&mut self, inv: &Invocation) -> Completion {
-        let op = match self.translate(inv) {
-            Ok(op) => op,
-            Err(why) => return Completion::fail(inv.value.clone(), &why),
+impl RefstoreClient {
+    async fn send(&mut self, op: StoreOp) -> Outcome {
+        self.client.request(op, RequestOptions::default()).await
+    }
+
+    /// All balances, read in one transaction.
+    async fn bank_read(&mut self) -> Result<Vec<(i64, Option<i64>)>, Outcome> {
+        let accounts: Vec<i64> = opening_balances().iter().map(|&(i, _)| i).collect();
+        let ops = accounts
+            .iter()
+            .map(|&i| StoreOp::Get {
+                key: account_key(i),
+            })
+            .collect();
+        match self.send(StoreOp::Txn { ops }).await {
+            Outcome::Ok(OpResult::Txn(rs)) => Ok(accounts
+                .iter()
+                .zip(rs)
+                .map(|(&i, r)| match r {
+                    OpResult::Value(Some(StoreValue::Int(b))) => (i, Some(b)),
+                    _ => (i, None),
+                })
+                .collect()),
+            other => Err(other),
+        }
+    }
+
+    async fn bank(&mut self, inv: &Invocation) -> Completion {
+        if inv.f == "read" {
+            return match self.bank_read().await {
+                // An account that is gone is left out: the checker sees the wrong total.
+                Ok(bal) => Completion::ok(Value::Map(
+                    bal.into_iter()
+                        .filter_map(|(i, b)| b.map(|b| (Value::Int(i), Value::Int(b))))
+                        .collect(),
+                )),
+                Err(o) => self.completion_of(inv, o),
+            };
+        }
+        let field = |f: &str| inv.value.map_get(&Value::from(f)).and_then(Value::as_int);
+        let (Some(from), Some(to), Some(amount)) = (field("from"), field("to"), field("amount"))
+        else {
+            return Completion::fail(inv.value.clone(), "a transfer needs from, to and amount");
         };
-        match self.client.request(op, RequestOptions::default()).await {
+        // Optimistic: read both balances, then move the money with two
+        // compare-and-sets in one transaction, which fails whole if either
+        // balance moved meanwhile.
+        for _attempt in 0..3 {
+            let ops = vec![
+                StoreOp::Get {
+                    key: account_key(from),
+                },
+                StoreOp::Get {
+                    key: account_key(to),
+                },
+            ];
+            let (bf, bt) = match self.send(StoreOp::Txn { ops }).await {
+                Outcome::Ok(OpResult::Txn(rs)) => match rs.as_slice() {
+                    [OpResult::Value(Some(StoreValue::Int(f))), OpResult::Value(Some(StoreValue::Int(t)))] => {
+                        (*f, *t)
+                    }
+                    _ => return Completion::fail(inv.value.clone(), "no-such-account"),
+                },
+                // Nothing was written yet, whatever happened to the read.
+                Outcome::Unknown(_) => return Completion::fail(inv.value.clone(), "read-unknown"),
+                other => return self.completion_of(inv, other),
+            };
+            if bf < amount {
+                return Completion::fail(inv.value.clone(), "insufficient-funds");
+            }
+            let cas = |k: i64, old: i64, new: i64| StoreOp::Cas {
+                key: account_key(k),
+                expected: Some(StoreValue::Int(old)),
+                new: StoreValue::Int(new),
+            };
+            let ops = vec![cas(from, bf, bf - amount), cas(to, bt, bt + amount)];
+            match self.send(StoreOp::Txn { ops }).await {
+                Outcome::NotDone(Refusal::CasMismatch { .. }) => continue,
+                Outcome::Ok(_) => return Completion::ok(inv.value.clone()),
+                other => return self.completion_of(inv, other),
+            }
+        }
+        Completion::fail(inv.value.clone(), "conflict")
+    }
+
+    fn completion_of(&self, inv: &Invocation, o: Outcome) -> Completion {
+        match o {
             Outcome::Ok(r) => Completion::ok(self.result_value(inv, &r)),
             Outcome::NotDone(Refusal::CasMismatch { .. }) => {
                 Completion::fail(inv.value.clone(), "precondition-failed")
@@ -598,6 +700,47 @@ impl Client for RefstoreClient {
                 ..Completion::info(inv.value.clone(), "unknown")
             },
         }
+    }
+}
+
+#[async_trait]
+impl Client for RefstoreClient {
+    async fn setup(&mut self) -> Result<(), String> {
+        if self.workload != WorkloadKind::Bank {
+            return Ok(());
+        }
+        // Create each account unless it exists; retried while a leader settles.
+        let ops: Vec<StoreOp> = opening_balances()
+            .into_iter()
+            .map(|(i, b)| StoreOp::Cas {
+                key: account_key(i),
+                expected: None,
+                new: StoreValue::Int(b),
+            })
+            .collect();
+        let mut last = String::new();
+        for _ in 0..50 {
+            match self.send(StoreOp::Txn { ops: ops.clone() }).await {
+                Outcome::Ok(_) | Outcome::NotDone(Refusal::CasMismatch { .. }) => return Ok(()),
+                Outcome::Rejected(why) => return Err(format!("opening balances rejected: {why}")),
+                Outcome::NotDone(r) => last = refusal_name(&r),
+                Outcome::Unknown(why) => last = why,
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Err(format!("could not write the opening balances: {last}"))
+    }
+
+    async fn invoke(&mut self, inv: &Invocation) -> Completion {
+        if self.workload == WorkloadKind::Bank {
+            return self.bank(inv).await;
+        }
+        let op = match self.translate(inv) {
+            Ok(op) => op,
+            Err(why) => return Completion::fail(inv.value.clone(), &why),
+        };
+        let outcome = self.send(op).await;
+        self.completion_of(inv, outcome)
     }
 }
 

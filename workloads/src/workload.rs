@@ -307,7 +307,13 @@ pub fn build(kind: WorkloadKind, o: &WorkloadOptions) -> Workload {
                         model: None,
                         params: vec![
                             ("total", o.total_balance.to_string()),
-                            ("accounts", o.accounts.max(2).to_string()),
+                            (
+                                "accounts",
+                                (0..o.accounts.max(2))
+                                    .map(|a| a.to_string())
+                                    .collect::<Vec<_>>()
+                                    .join(","),
+                            ),
                         ],
                     },
                     CheckerUse::plain("stats"),

@@ -1,0 +1,271 @@
+//! End to end: `splitbrain test` against the reference store on this machine
+//! (nodes as child processes on 127.0.0.1), through the real binary.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use splitbrain_history::{Format, History, OpType, Process};
+
+struct Run {
+    exit_code: i32,
+    stdout: String,
+    dir: PathBuf,
+}
+
+/// Runs `splitbrain test` with `args` and a store under `store`; returns the run's directory.
+fn run_test(store: &Path, args: &[&str]) -> Run {
+    let out = Command::new(env!("CARGO_BIN_EXE_splitbrain"))
+        .arg("test")
+        .args(["--store-dir", store.to_str().unwrap()])
+        .args(args)
+        .output()
+        .expect("running splitbrain test");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // The first line of stdout is "<run dir>: <verdict> (<n> ops)".
+    let dir = stdout
+        .lines()
+        .find_map(|l| l.split_once(": ").map(|(d, _)| PathBuf::from(d)))
+        .filter(|d| d.join("results.json").exists())
+        .unwrap_or_else(|| {
+            panic!("no run directory in the output\nstdout:\n{stdout}\nstderr:\n{stderr}")
+        });
+    Run {
+        exit_code: out.status.code().unwrap_or(-1),
+        stdout,
+        dir,
+    }
+}
+
+fn results(dir: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(dir.join("results.json")).unwrap()).unwrap()
+}
+
+fn assert_valid(run: &Run) {
+    let r = results(&run.dir);
+    assert_eq!(r["verdict"], "valid", "{}\n{r:#}", run.stdout);
+    assert_eq!(run.exit_code, 0, "{}", run.stdout);
+    for f in [
+        "test.json",
+        "history.jsonl",
+        "results.json",
+        "report.html",
+        "n1.log",
+    ] {
+        assert!(
+            run.dir.join(f).exists(),
+            "{f} missing in {}",
+            run.dir.display()
+        );
+    }
+}
+
+#[test]
+fn register_on_the_local_reference_store_is_valid() {
+    let store = tempfile::tempdir().unwrap();
+    let run = run_test(
+        store.path(),
+        &[
+            "--workload",
+            "register",
+            "--time-limit",
+            "4",
+            "--rate",
+            "300",
+            "--quiesce",
+            "0.5",
+            "--seed",
+            "3",
+        ],
+    );
+    assert_valid(&run);
+    let r = results(&run.dir);
+    let lin = r["checkers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["checker"] == "linearizable")
+        .expect("the register workload runs the linearizability checker");
+    assert_eq!(lin["verdict"], "valid");
+    let h = History::read(&run.dir.join("history.jsonl"), Some(Format::Jsonl)).unwrap();
+    let ok = h.ops.iter().filter(|o| o.kind == OpType::Ok).count();
+    assert!(ok > 300, "only {ok} ok ops in 4 s at 300/s");
+}
+
+#[test]
+fn list_append_on_the_local_reference_store_is_valid() {
+    let store = tempfile::tempdir().unwrap();
+    let run = run_test(
+        store.path(),
+        &[
+            "--workload",
+            "list-append",
+            "--time-limit",
+            "4",
+            "--rate",
+            "300",
+            "--quiesce",
+            "0.5",
+            "--seed",
+            "4",
+        ],
+    );
+    assert_valid(&run);
+    let r = results(&run.dir);
+    let elle = r["checkers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["checker"] == "list-append")
+        .expect("the list-append workload runs the list-append checker");
+    assert_eq!(elle["verdict"], "valid", "{elle:#}");
+    let h = History::read(&run.dir.join("history.jsonl"), Some(Format::Jsonl)).unwrap();
+    assert!(h.ops.iter().any(|o| o.f == "txn" && o.kind == OpType::Ok));
+}
+
+#[test]
+fn bank_on_the_local_reference_store_is_valid() {
+    let store = tempfile::tempdir().unwrap();
+    let run = run_test(
+        store.path(),
+        &[
+            "--workload",
+            "bank",
+            "--time-limit",
+            "3",
+            "--rate",
+            "300",
+            "--quiesce",
+            "0.5",
+            "--seed",
+            "5",
+        ],
+    );
+    assert_valid(&run);
+    let r = results(&run.dir);
+    let bank = &r["checkers"][0];
+    assert_eq!(bank["checker"], "bank");
+    assert_eq!(bank["result"]["total"], 100, "{bank:#}");
+    assert!(bank["result"]["transfer_count"].as_u64().unwrap() > 0);
+}
+
+/// Single-leader async with the leader SIGKILLed mid-run: ops in flight at
+/// the kill end as `info`, the run still completes, heals and is checked.
+#[test]
+fn killing_the_async_leader_records_info_and_completes() {
+    let store = tempfile::tempdir().unwrap();
+    let run = run_test(
+        store.path(),
+        &[
+            "--sync",
+            "async",
+            "--workload",
+            "register",
+            "--nemesis",
+            "kill",
+            "--nemesis-targets",
+            "primaries",
+            "--nemesis-interval",
+            "2",
+            "--time-limit",
+            "7",
+            "--rate",
+            "0",
+            "--concurrency",
+            "8",
+            "--op-timeout-ms",
+            "500",
+            "--quiesce",
+            "0.5",
+            "--seed",
+            "6",
+        ],
+    );
+    // Valid or invalid (async may lose writes), but checked: not a crash, not unknown.
+    assert!(
+        run.exit_code == 0 || run.exit_code == 1,
+        "exit {}: {}",
+        run.exit_code,
+        run.stdout
+    );
+    let h = History::read(&run.dir.join("history.jsonl"), Some(Format::Jsonl)).unwrap();
+    let kills: Vec<_> = h
+        .ops
+        .iter()
+        .filter(|o| o.process == Process::Nemesis && o.f == "kill" && o.kind == OpType::Info)
+        .collect();
+    assert!(!kills.is_empty(), "no kill was recorded");
+    let client_infos = h
+        .ops
+        .iter()
+        .filter(|o| o.is_client() && o.kind == OpType::Info)
+        .count();
+    assert!(
+        client_infos > 0,
+        "no client op ended indeterminate across the kill"
+    );
+    // The final heal restarted the leader, and the run went on after it.
+    assert!(h
+        .ops
+        .iter()
+        .any(|o| o.process == Process::Nemesis && o.f == "restart" && o.kind == OpType::Info));
+    let last_kill = h.ops.iter().rposition(|o| o.f == "kill").unwrap();
+    assert!(
+        h.ops[last_kill..]
+            .iter()
+            .any(|o| o.is_client() && o.kind == OpType::Ok),
+        "no client op succeeded after the leader was killed: no failover"
+    );
+}
+
+/// Impossible combinations are refused before anything starts.
+#[test]
+fn impossible_combinations_are_refused_up_front() {
+    let store = tempfile::tempdir().unwrap();
+    for (args, needle) in [
+        (&["--db", "etcd"][..], "--env docker"),
+        (
+            &["--replication", "leaderless", "--sync", "async"][..],
+            "single-leader",
+        ),
+        (&["--nemesis", "loss"][..], "loss"),
+        (&["--nemesis-targets", "everyone"][..], "everyone"),
+        (&["--isolation", "serializable"][..], "--isolation"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_splitbrain"))
+            .arg("test")
+            .args([
+                "--store-dir",
+                store.path().to_str().unwrap(),
+                "--time-limit",
+                "1",
+            ])
+            .args(args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(254), "{args:?}: {stderr}");
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+    }
+    // Nothing was started, so no node wrote a log.
+    let leftovers: Vec<_> = walk(store.path())
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
+    assert!(leftovers.is_empty(), "nodes were started: {leftovers:?}");
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() && !p.is_symlink() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}

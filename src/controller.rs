@@ -193,6 +193,35 @@ pub async fn run_test(
         None,
         o.consistency_model.as_deref(),
     );
+    // A fault that did not take effect leaves the run proving nothing about it.
+    let failed_faults: Vec<String> = history
+        .ops
+        .iter()
+        .filter(|op| !op.is_client() && op.kind == splitbrain_history::OpType::Fail)
+        .map(|op| {
+            format!(
+                "{} {} at {:.1} s: {}",
+                op.f,
+                op.value,
+                op.time.unwrap_or(0) as f64 / 1e9,
+                op.error.as_ref().map_or(String::new(), |e| match e {
+                    Value::Str(s) => s.to_string(),
+                    other => other.to_string(),
+                })
+            )
+        })
+        .collect();
+    if !failed_faults.is_empty() {
+        let p = format!(
+            "{} nemesis op(s) failed, so the faults the run claims were not all applied: {}",
+            failed_faults.len(),
+            failed_faults.join("; ")
+        );
+        problem = Some(match problem {
+            Some(q) => format!("{q}; {p}"),
+            None => p,
+        });
+    }
     if let Some(p) = problem {
         results.verdict = results.verdict.worst(Verdict::Unknown);
         results.problem = Some(p);

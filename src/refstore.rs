@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use splitbrain_history::Value;
+use splitbrain_nemesis::netns::NetnsCluster;
 use splitbrain_nemesis::package::{Executor, Fault};
 use splitbrain_nemesis::shape::{Grudge, Node};
 use splitbrain_store::client::{Client as StoreClient, ClientOptions, Outcome};
@@ -67,7 +68,15 @@ pub struct LocalRefstore {
     /// Shared with the executor, which is handed out before the nodes start.
     config: Arc<Mutex<Option<ClusterConfig>>>,
     supervisor: Arc<Mutex<Supervisor>>,
+    /// netns mode: the namespaces' tag, and the namespaces once they exist.
+    netns_tag: Option<String>,
+    netns: SharedNetns,
 }
+
+type SharedNetns = Arc<Mutex<Option<Arc<NetnsCluster>>>>;
+
+/// Ports every node listens on inside its own namespace.
+const NETNS_PORTS: [u16; 3] = [7100, 7101, 7102];
 
 impl LocalRefstore {
     pub fn new(
@@ -84,7 +93,17 @@ impl LocalRefstore {
             program: std::env::current_exe()?,
             config: Arc::new(Mutex::new(None)),
             supervisor: Arc::new(Mutex::new(Supervisor::new())),
+            netns_tag: None,
+            netns: Arc::new(Mutex::new(None)),
         })
+    }
+
+    /// Run each node in a network namespace of its own (root only), named
+    /// after `tag` (1-6 lowercase letters or digits); partitions and packet
+    /// loss become iptables rules there.
+    pub fn in_netns(mut self, tag: &str) -> Self {
+        self.netns_tag = Some(tag.to_string());
+        self
     }
 
     /// Run the nodes from another binary (tests use the one cargo built).
@@ -163,9 +182,14 @@ impl Cluster for LocalRefstore {
             }
         };
         format!(
-            "refstore {mode}, fsync {}, {} local nodes",
+            "refstore {mode}, fsync {}, {} {}",
             String::from(self.base.fsync),
-            self.node_count
+            self.node_count,
+            if self.netns_tag.is_some() {
+                "nodes in network namespaces"
+            } else {
+                "local nodes"
+            }
         )
     }
 
@@ -174,7 +198,45 @@ impl Cluster for LocalRefstore {
         let run_dir = &run_dir.canonicalize()?;
         let data = run_dir.join("data");
         std::fs::create_dir_all(&data)?;
-        let cfg = local_config(&self.base, self.node_count, &data)?;
+        let netns = match &self.netns_tag {
+            None => None,
+            Some(tag) => {
+                let (tag, names) = (
+                    tag.clone(),
+                    (1..=self.node_count)
+                        .map(|i| format!("n{i}"))
+                        .collect::<Vec<_>>(),
+                );
+                let nc = tokio::task::spawn_blocking(move || NetnsCluster::create(&tag, &names))
+                    .await??;
+                let nc = Arc::new(nc);
+                if let Ok(mut slot) = self.netns.lock() {
+                    *slot = Some(nc.clone());
+                }
+                Some(nc)
+            }
+        };
+        let cfg = match &netns {
+            None => local_config(&self.base, self.node_count, &data)?,
+            Some(nc) => {
+                let mut cfg = self.base.clone();
+                cfg.data_dir = Some(data.clone());
+                cfg.nodes = nc
+                    .nodes()
+                    .iter()
+                    .map(|n| {
+                        let ip = nc.addr(n)?;
+                        Ok(NodeAddrs {
+                            id: n.clone(),
+                            client: format!("{ip}:{}", NETNS_PORTS[0]),
+                            peer: format!("{ip}:{}", NETNS_PORTS[1]),
+                            admin: format!("{ip}:{}", NETNS_PORTS[2]),
+                        })
+                    })
+                    .collect::<Result<_, splitbrain_nemesis::netns::NetnsError>>()?;
+                cfg
+            }
+        };
         let cfg_path = run_dir.join("cluster.toml");
         std::fs::write(&cfg_path, toml::to_string(&cfg)?)?;
         {
@@ -183,17 +245,33 @@ impl Cluster for LocalRefstore {
                 .lock()
                 .map_err(|_| anyhow::anyhow!("supervisor poisoned"))?;
             for n in &cfg.nodes {
+                let mut args = vec![
+                    "store-node".into(),
+                    "--config".into(),
+                    cfg_path.display().to_string(),
+                    "--id".into(),
+                    n.id.clone(),
+                ];
+                let program = match &netns {
+                    None => self.program.clone(),
+                    // `ip netns exec` execs in place: the pid is the node's, for signals.
+                    Some(nc) => {
+                        let mut full = vec![
+                            "netns".to_string(),
+                            "exec".into(),
+                            nc.namespace(&n.id)?,
+                            self.program.display().to_string(),
+                        ];
+                        full.append(&mut args);
+                        args = full;
+                        PathBuf::from("ip")
+                    }
+                };
                 sup.add(
                     &n.id,
                     NodeCommand {
-                        program: self.program.clone(),
-                        args: vec![
-                            "store-node".into(),
-                            "--config".into(),
-                            cfg_path.display().to_string(),
-                            "--id".into(),
-                            n.id.clone(),
-                        ],
+                        program,
+                        args,
                         dir: run_dir.to_path_buf(),
                         log: run_dir.join(format!("{}.log", n.id)),
                     },
@@ -221,17 +299,28 @@ impl Cluster for LocalRefstore {
             cfg: self.config.clone(),
             supervisor: self.supervisor.clone(),
             blocked: BTreeMap::new(),
+            netns_mode: self.netns_tag.is_some(),
+            netns: self.netns.clone(),
         }))
     }
 
     async fn teardown(&mut self, leave_running: bool) -> anyhow::Result<Vec<PathBuf>> {
-        let mut sup = self
-            .supervisor
-            .lock()
-            .map_err(|_| anyhow::anyhow!("supervisor poisoned"))?;
-        let logs = sup.log_files();
+        let logs = {
+            let mut sup = self
+                .supervisor
+                .lock()
+                .map_err(|_| anyhow::anyhow!("supervisor poisoned"))?;
+            if !leave_running {
+                sup.stop_all(Duration::from_secs(3));
+            }
+            sup.log_files()
+        };
         if !leave_running {
-            sup.stop_all(Duration::from_secs(3));
+            // Processes first: a namespace with processes in it lingers.
+            let netns = self.netns.lock().ok().and_then(|mut n| n.take());
+            if let Some(nc) = netns {
+                tokio::task::spawn_blocking(move || nc.destroy()).await??;
+            }
         }
         Ok(logs)
     }
@@ -244,9 +333,32 @@ pub struct LocalExecutor {
     supervisor: Arc<Mutex<Supervisor>>,
     /// What each node was told to block, so a heal can undo exactly that.
     blocked: BTreeMap<Node, BTreeSet<Node>>,
+    /// netns mode: partitions and loss are iptables rules in the namespaces.
+    netns_mode: bool,
+    netns: SharedNetns,
 }
 
 impl LocalExecutor {
+    /// Runs a blocking namespace operation off the runtime's thread, so
+    /// client ops keep flowing while pings wait out their timeouts.
+    async fn with_netns(
+        &self,
+        f: impl FnOnce(&NetnsCluster) -> Result<(), splitbrain_nemesis::netns::NetnsError>
+            + Send
+            + 'static,
+    ) -> Result<(), String> {
+        let nc = self
+            .netns
+            .lock()
+            .ok()
+            .and_then(|n| n.clone())
+            .ok_or("the network namespaces are not set up")?;
+        tokio::task::spawn_blocking(move || f(&nc))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())
+    }
+
     fn cfg(&self) -> Result<ClusterConfig, String> {
         self.cfg
             .lock()
@@ -276,6 +388,62 @@ impl LocalExecutor {
         }
     }
 
+    /// Nodes that can answer a probe: started and not stopped by a signal.
+    fn running(&self) -> Result<Vec<Node>, String> {
+        let nodes = self.nodes();
+        self.with_supervisor(|s| {
+            Ok(nodes
+                .into_iter()
+                .filter(|n| s.pid(n).is_some_and(|pid| proc_state(pid) != Some('T')))
+                .collect())
+        })
+    }
+
+    /// Probes every link between running nodes through the store's own
+    /// transport and checks that exactly the links `cut` names are cut.
+    async fn verify_links(&self, cut: impl Fn(&str, &str) -> bool) -> Result<(), String> {
+        let nodes = self.running()?;
+        let mut checks = Vec::new();
+        for (i, a) in nodes.iter().enumerate() {
+            for b in &nodes[i + 1..] {
+                let should_cut = cut(a, b) || cut(b, a);
+                checks.push(async move {
+                    // A cut link must stay silent; an open one may need a moment
+                    // to reconnect after a restart.
+                    let attempts = if should_cut { 1 } else { 10 };
+                    let mut reached = false;
+                    for _ in 0..attempts {
+                        let reply = self.admin(a, &format!("probe {b} 300")).await?;
+                        reached = reply.contains("reached") && !reply.contains("unreachable");
+                        if reached {
+                            break;
+                        }
+                    }
+                    match (should_cut, reached) {
+                        (true, true) => Err(format!("the link {a}-{b} still carries messages")),
+                        (false, false) => {
+                            Err(format!("the link {a}-{b} carries no messages but should"))
+                        }
+                        _ => Ok(()),
+                    }
+                });
+            }
+        }
+        let problems: Vec<String> = futures_util::future::join_all(checks)
+            .await
+            .into_iter()
+            .filter_map(Result::err)
+            .collect();
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "the fault did not take effect: {}",
+                problems.join("; ")
+            ))
+        }
+    }
+
     fn with_supervisor<T>(
         &self,
         f: impl FnOnce(&mut Supervisor) -> Result<T, String>,
@@ -292,6 +460,7 @@ impl LocalExecutor {
 impl Executor for LocalExecutor {
     fn supports(&self, fault: Fault) -> Result<(), String> {
         match fault {
+            Fault::Loss if self.netns_mode => Ok(()),
             Fault::Loss => Err("local nodes share the loopback interface and the reference store's admin port has no packet-loss hook; use --env netns or docker for loss".into()),
             _ => Ok(()),
         }
@@ -313,6 +482,11 @@ impl Executor for LocalExecutor {
         leaders
     }
     async fn partition(&mut self, grudge: &Grudge) -> Result<(), String> {
+        if self.netns_mode {
+            // iptables in the namespaces, proven by pings along every link.
+            let g = grudge.clone();
+            return self.with_netns(move |nc| nc.partition(&g)).await;
+        }
         self.heal().await?;
         for (node, froms) in grudge {
             if froms.is_empty() {
@@ -323,9 +497,14 @@ impl Executor for LocalExecutor {
                 .await?;
             self.blocked.insert(node.clone(), froms.clone());
         }
-        Ok(())
+        let g = grudge.clone();
+        self.verify_links(move |a, b| g.get(a).is_some_and(|f| f.contains(b)))
+            .await
     }
     async fn heal(&mut self) -> Result<(), String> {
+        if self.netns_mode {
+            return self.with_netns(|nc| nc.heal()).await;
+        }
         for n in self.nodes() {
             // A killed node has nothing blocked; it restarts clean.
             if self.with_supervisor(|s| Ok(s.pid(&n).is_some()))? {
@@ -333,7 +512,7 @@ impl Executor for LocalExecutor {
             }
         }
         self.blocked.clear();
-        Ok(())
+        self.verify_links(|_, _| false).await
     }
     async fn kill(&mut self, nodes: &[Node]) -> Result<(), String> {
         self.with_supervisor(|s| {
@@ -395,8 +574,9 @@ impl Executor for LocalExecutor {
         }
         Ok(())
     }
-    async fn loss(&mut self, _fraction: f64) -> Result<(), String> {
-        Err(self.supports(Fault::Loss).err().unwrap_or_default())
+    async fn loss(&mut self, fraction: f64) -> Result<(), String> {
+        self.supports(Fault::Loss)?;
+        self.with_netns(move |nc| nc.loss(fraction)).await
     }
 }
 

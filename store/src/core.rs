@@ -49,6 +49,15 @@ pub enum Effect {
 pub enum PeerMsg {
     SingleLeader(single_leader::Msg),
     Leaderless(leaderless::Msg),
+    /// Transport-level reachability probe, answered by the node loop (never a
+    /// core) with `ProbeAck`: it travels the same path as protocol messages,
+    /// so a harness can see that a partition really cut a link.
+    Probe {
+        nonce: u64,
+    },
+    ProbeAck {
+        nonce: u64,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

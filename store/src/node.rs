@@ -47,6 +47,11 @@ enum Event {
     Status {
         reply_to: oneshot::Sender<NodeStatus>,
     },
+    /// Send a probe to `to`; `reply_to` fires when its answer arrives.
+    Probe {
+        to: NodeId,
+        reply_to: oneshot::Sender<()>,
+    },
 }
 
 /// Fault hooks shared by the listeners and the loop.
@@ -145,6 +150,8 @@ pub async fn run_node_with(cfg: ClusterConfig, id: &str) -> Result<(), NodeError
 
     let mut waiting: HashMap<ClientId, (u64, mpsc::UnboundedSender<Response>)> = HashMap::new();
     let mut next_client: ClientId = 1;
+    let mut probes: HashMap<u64, oneshot::Sender<()>> = HashMap::new();
+    let mut next_probe: u64 = 1;
     let mut ticker = tokio::time::interval(Duration::from_millis(cfg.tick_ms.max(1)));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut effects = Vec::new();
@@ -175,6 +182,41 @@ pub async fn run_node_with(cfg: ClusterConfig, id: &str) -> Result<(), NodeError
                     waiting.insert(client, (request.id, reply_to));
                     request.id = client;
                     Input::Client { client, request }
+                }
+                Some(Event::Peer {
+                    from,
+                    msg: PeerMsg::Probe { nonce },
+                }) => {
+                    // Answered through the same filter as any other send.
+                    if !faults.is_blocked(from) {
+                        if let Some(link) = links.get(&from) {
+                            let _ = link.try_send(PeerMsg::ProbeAck { nonce });
+                        }
+                    }
+                    continue;
+                }
+                Some(Event::Peer {
+                    msg: PeerMsg::ProbeAck { nonce },
+                    ..
+                }) => {
+                    if let Some(reply_to) = probes.remove(&nonce) {
+                        let _ = reply_to.send(());
+                    }
+                    continue;
+                }
+                Some(Event::Probe { to, reply_to }) => {
+                    let nonce = next_probe;
+                    next_probe += 1;
+                    // Forget probes nobody waits for any more.
+                    probes.retain(|_, r| !r.is_closed());
+                    if !faults.is_blocked(to) {
+                        if let Some(link) = links.get(&to) {
+                            if link.try_send(PeerMsg::Probe { nonce }).is_ok() {
+                                probes.insert(nonce, reply_to);
+                            }
+                        }
+                    }
+                    continue;
                 }
                 Some(Event::Peer { from, msg }) => Input::Peer { from, msg },
                 Some(Event::Status { reply_to }) => {
@@ -376,7 +418,8 @@ async fn accept_clients(
 }
 
 /// Admin port: one text command per line, one reply line each.
-/// `status` · `block n2 n3` · `unblock n2` · `unblock-all` · `clock-offset -500`
+/// `status` · `block n2 n3` · `unblock n2` · `unblock-all` · `clock-offset -500` ·
+/// `probe n2 [TIMEOUT_MS]` (answers `ok reached` or `ok unreachable`)
 async fn accept_admin(
     listener: TcpListener,
     tx: mpsc::UnboundedSender<Event>,
@@ -459,6 +502,28 @@ async fn admin_command(
             }
             Err(e) => format!("error {e}"),
         },
+        ["probe", name, rest @ ..] => {
+            let timeout_ms = match rest {
+                [] => 300,
+                [ms] => match ms.parse::<u64>() {
+                    Ok(ms) => ms,
+                    Err(_) => return format!("error bad timeout {ms:?}"),
+                },
+                _ => return "error usage: probe NODE [TIMEOUT_MS]".into(),
+            };
+            let to = match cfg.index_of(name) {
+                Ok(id) => id,
+                Err(e) => return format!("error {e}"),
+            };
+            let (rtx, rrx) = oneshot::channel();
+            if tx.send(Event::Probe { to, reply_to: rtx }).is_err() {
+                return "error node stopped".into();
+            }
+            match tokio::time::timeout(Duration::from_millis(timeout_ms), rrx).await {
+                Ok(Ok(())) => "ok reached".into(),
+                _ => "ok unreachable".into(),
+            }
+        }
         ["unblock-all"] => {
             if let Ok(mut b) = faults.blocked.lock() {
                 b.clear();

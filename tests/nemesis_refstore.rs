@@ -1,0 +1,252 @@
+//! The nemesis against the reference store, in the `local` environment
+//! (admin-port blocks, proven by probes through the store's own transport)
+//! and the `netns` environment (iptables in network namespaces, proven by
+//! pings): a majority partition of single-leader async fails over to a
+//! second leader, and a run's report names the partition and its window.
+//! The netns tests are skipped with a clear message where the machine does
+//! not allow namespaces (not root, no ping); CI runs them.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use splitbrain::controller::Cluster;
+use splitbrain::refstore::LocalRefstore;
+use splitbrain_history::{Format, History, OpType, Process, Value};
+use splitbrain_nemesis::package::Executor;
+use splitbrain_store::config::{ClusterConfig, Replication};
+use splitbrain_store::node::admin_call;
+use splitbrain_workloads::WorkloadKind;
+
+fn netns_unavailable() -> Option<String> {
+    if let Err(e) = splitbrain_nemesis::netns::available() {
+        return Some(e.to_string());
+    }
+    if Command::new("ping").arg("-V").output().is_err() {
+        return Some("no ping (apt-get install iputils-ping)".into());
+    }
+    None
+}
+
+async fn status(cfg: &ClusterConfig, node: &str) -> Option<String> {
+    let n = cfg.nodes.iter().find(|n| n.id == node)?;
+    admin_call(&n.admin, "status")
+        .await
+        .ok()
+        .filter(|s| s.starts_with("ok"))
+}
+
+fn field(status: &str, key: &str) -> Option<String> {
+    status
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix(&format!("{key}=")))
+        .map(str::to_string)
+}
+
+/// Cut `minority` off from everyone else, both ways.
+fn split(nodes: &[String], minority: &BTreeSet<String>) -> BTreeMap<String, BTreeSet<String>> {
+    let majority: BTreeSet<String> = nodes
+        .iter()
+        .filter(|n| !minority.contains(*n))
+        .cloned()
+        .collect();
+    nodes
+        .iter()
+        .map(|n| {
+            let other = if minority.contains(n) {
+                majority.clone()
+            } else {
+                minority.clone()
+            };
+            (n.clone(), other)
+        })
+        .collect()
+}
+
+fn failover(netns_tag: Option<&str>) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut base: ClusterConfig = toml::from_str("nodes = []").unwrap();
+    base.single_leader.replication = Replication::Async;
+    let mut cluster = LocalRefstore::new(base, 5, WorkloadKind::Register, Duration::from_secs(1))
+        .unwrap()
+        .with_program(env!("CARGO_BIN_EXE_splitbrain").into());
+    if let Some(tag) = netns_tag {
+        cluster = cluster.in_netns(tag);
+    }
+    let mut exec = cluster
+        .executor()
+        .expect("the reference store takes faults");
+    rt.block_on(cluster.setup(dir.path())).expect("cluster up");
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        rt.block_on(async {
+            let cfg: ClusterConfig =
+                toml::from_str(&std::fs::read_to_string(dir.path().join("cluster.toml")).unwrap())
+                    .unwrap();
+            let nodes = exec.nodes();
+            let old = exec.primaries().await;
+            assert_eq!(old.len(), 1, "one leader before the partition: {old:?}");
+            let old_leader = old[0].clone();
+            let old_epoch: u64 = field(&status(&cfg, &old_leader).await.unwrap(), "epoch")
+                .unwrap()
+                .parse()
+                .unwrap();
+            let buddy = nodes.iter().find(|n| **n != old_leader).unwrap().clone();
+            let minority = BTreeSet::from([old_leader.clone(), buddy]);
+            exec.partition(&split(&nodes, &minority))
+                .await
+                .expect("the partition takes effect and is proven");
+
+            // The majority elects a leader of its own, in a later epoch.
+            let deadline = Instant::now() + Duration::from_secs(15);
+            let new_leader = loop {
+                let mut found = None;
+                for n in nodes.iter().filter(|n| !minority.contains(*n)) {
+                    if let Some(s) = status(&cfg, n).await {
+                        let epoch: u64 = field(&s, "epoch").unwrap().parse().unwrap();
+                        if field(&s, "role").as_deref() == Some("leader") && epoch > old_epoch {
+                            found = Some(n.clone());
+                        }
+                    }
+                }
+                if let Some(n) = found {
+                    break n;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "no second leader in the majority within 15 s"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            };
+            assert!(!minority.contains(&new_leader));
+            exec.heal()
+                .await
+                .expect("the heal takes effect and is proven");
+            // After the heal, the cluster settles on one leader again.
+            let deadline = Instant::now() + Duration::from_secs(15);
+            loop {
+                let leaders = exec.primaries().await;
+                if leaders.len() == 1 {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "leaders after the heal: {leaders:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    }));
+    rt.block_on(cluster.teardown(false)).expect("teardown");
+    if let Err(p) = outcome {
+        std::panic::resume_unwind(p);
+    }
+}
+
+#[test]
+fn majority_partition_of_async_single_leader_fails_over_local() {
+    failover(None);
+}
+
+#[test]
+fn majority_partition_of_async_single_leader_fails_over_netns() {
+    if let Some(why) = netns_unavailable() {
+        eprintln!("SKIPPED: majority_partition_of_async_single_leader_fails_over_netns: {why}");
+        return;
+    }
+    failover(Some(&format!("f{}", std::process::id() % 100_000)));
+}
+
+/// A whole run with majority partitions: every fault op is proven (the run
+/// is not `unknown`), and the report names the partition and its window.
+fn partition_run(env: &str, store: &Path) {
+    let out = Command::new(env!("CARGO_BIN_EXE_splitbrain"))
+        .args(["test", "--env", env, "--sync", "async"])
+        .args(["--nemesis", "partition", "--partitions", "majority"])
+        .args([
+            "--nemesis-interval",
+            "2",
+            "--time-limit",
+            "6",
+            "--rate",
+            "200",
+        ])
+        .args(["--quiesce", "0.5", "--seed", "8"])
+        .args(["--store-dir", store.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let dir = stdout
+        .lines()
+        .find_map(|l| l.split_once(": ").map(|(d, _)| Path::new(d).to_path_buf()))
+        .filter(|d| d.join("results.json").exists())
+        .unwrap_or_else(|| panic!("no run directory\nstdout:\n{stdout}\nstderr:\n{stderr}"));
+    let results: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("results.json")).unwrap()).unwrap();
+    assert!(
+        results["problem"].is_null(),
+        "a fault did not take effect: {}",
+        results["problem"]
+    );
+    assert_ne!(results["verdict"], "unknown", "{results:#}");
+
+    let h = History::read(&dir.join("history.jsonl"), Some(Format::Jsonl)).unwrap();
+    let starts: Vec<_> = h
+        .ops
+        .iter()
+        .filter(|o| {
+            o.process == Process::Nemesis && o.f == "start-partition" && o.kind == OpType::Info
+        })
+        .collect();
+    assert!(!starts.is_empty(), "no partition was applied");
+    // The op says exactly what was cut.
+    let grudge = starts[0]
+        .value
+        .map_get(&Value::from("grudge"))
+        .expect("the grudge is recorded");
+    assert!(matches!(grudge, Value::Map(m) if m.len() == 5), "{grudge}");
+
+    let html = std::fs::read_to_string(dir.join("report.html")).unwrap();
+    assert!(
+        html.contains("start-partition &quot;majority&quot; from "),
+        "the report does not name the partition window"
+    );
+}
+
+#[test]
+fn a_partitioned_run_reports_its_window_local() {
+    let store = tempfile::tempdir().unwrap();
+    partition_run("local", store.path());
+}
+
+#[test]
+fn a_partitioned_run_reports_its_window_netns() {
+    if let Some(why) = netns_unavailable() {
+        eprintln!("SKIPPED: a_partitioned_run_reports_its_window_netns: {why}");
+        return;
+    }
+    let namespaces = || -> BTreeSet<String> {
+        String::from_utf8_lossy(
+            &Command::new("ip")
+                .args(["netns", "list"])
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| n.starts_with("sb-r"))
+        .map(str::to_string)
+        .collect()
+    };
+    let before = namespaces();
+    let store = tempfile::tempdir().unwrap();
+    partition_run("netns", store.path());
+    let left: Vec<_> = namespaces().difference(&before).cloned().collect();
+    assert!(left.is_empty(), "namespaces left behind: {left:?}");
+}

@@ -137,14 +137,14 @@ struct TestArgs {
     /// none, or faults separated by commas: partition, kill, pause, clock, loss.
     #[arg(long, default_value = "none")]
     nemesis: String,
-    /// Seconds between a fault's start and stop.
-    #[arg(long, default_value_t = 10.0)]
+    /// Seconds between a fault's start and stop, and between faults.
+    #[arg(long, default_value_t = 5.0)]
     nemesis_interval: f64,
     /// Partition shapes to draw from: one, primaries, majority, majorities-ring, bridge, random-halves.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "one,majority,majorities-ring,bridge"
+        default_value = "one,majority,majorities-ring,bridge,primaries"
     )]
     partitions: Vec<String>,
     /// Whom kill and pause hit, drawn from: one, minority, majority, primaries, all.

@@ -221,4 +221,79 @@ fn reports_render_in_a_browser() {
     );
     assert!(errors.is_empty(), "{errors:?}");
     assert!(report_dom.contains("G1c"));
+
+    // A 100,000-op run: the page loads without script errors and each frame
+    // of zooming its timeline draws quickly (measured in the page itself).
+    let big_history = store.path().join("big.jsonl");
+    write_big_history(&big_history, 50_000);
+    let big = stored_run(
+        store.path(),
+        "big",
+        &big_history,
+        vec![CheckerUse {
+            name: "stats",
+            model: None,
+            params: vec![],
+        }],
+    );
+    let page = render_run(&big).unwrap();
+    let size = std::fs::metadata(&page).unwrap().len();
+    assert!(size < 20_000_000, "a 100k-op report is {size} bytes");
+    let (dom, errors) = load(
+        &browser,
+        &format!("file://{}#measure", page.display()),
+        &big.join("report.png"),
+    );
+    assert!(errors.is_empty(), "{errors:?}");
+    let attr = |name: &str| -> f64 {
+        dom.split(&format!("{name}=\""))
+            .nth(1)
+            .and_then(|s| s.split('"').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in the 100k-op page"))
+    };
+    let (first, worst) = (attr("data-first-draw-ms"), attr("data-worst-frame-ms"));
+    eprintln!(
+        "100k-op report: {size} bytes; first timeline draw {first} ms, worst zoom frame {worst} ms"
+    );
+    assert!(
+        worst < 250.0,
+        "zooming the 100k-op timeline takes {worst} ms a frame"
+    );
+}
+
+/// `invocations` register ops over 20 processes, back to back, completed.
+fn write_big_history(path: &Path, invocations: usize) {
+    use splitbrain_history::{Op, OpType, Process, Value};
+    let mut w = OpWriter::new(
+        std::io::BufWriter::new(std::fs::File::create(path).unwrap()),
+        Format::Jsonl,
+    );
+    let mut t = 0i64;
+    let mut index = 0u64;
+    for i in 0..invocations {
+        let f = ["read", "write", "cas"][i % 3];
+        let mut inv = Op::new(
+            Process::Client((i % 20) as u64),
+            OpType::Invoke,
+            f,
+            Value::Int((i % 5) as i64),
+        );
+        inv.key = Some(Value::Int((i % 1000) as i64));
+        inv.time = Some(t);
+        inv.index = index;
+        let mut done = inv.clone();
+        done.kind = if i % 50 == 0 {
+            OpType::Fail
+        } else {
+            OpType::Ok
+        };
+        done.time = Some(t + 900_000);
+        done.index = index + 1;
+        w.write(&inv).unwrap();
+        w.write(&done).unwrap();
+        t += 50_000;
+        index += 2;
+    }
+    w.flush().unwrap();
 }

@@ -128,6 +128,10 @@ pub struct SingleLeaderOptions {
     pub request_timeout_ms: u64,
     /// Log entries kept in memory behind the applied index for lagging followers.
     pub log_keep: u64,
+    /// Async only: new entries go to followers in a batch at most this often
+    /// (0: at once), so followers lag as a busy async primary's do, and a
+    /// failover loses what the leader acknowledged in that window.
+    pub async_ship_ms: u64,
 }
 
 impl Default for SingleLeaderOptions {
@@ -142,6 +146,7 @@ impl Default for SingleLeaderOptions {
             lease_ms: 200,
             request_timeout_ms: 2000,
             log_keep: 2000,
+            async_ship_ms: 50,
         }
     }
 }
@@ -291,6 +296,8 @@ election_timeout_ms = 300
 lease_ms = 200
 request_timeout_ms = 2000
 log_keep = 2000
+# async: ship new entries in batches at most this often (followers lag)
+async_ship_ms = 50
 
 [leaderless]
 n = 3

@@ -122,6 +122,8 @@ pub struct SingleLeader {
     probing: BTreeSet<NodeId>,
     lease_until_ms: u64,
     next_heartbeat_ms: u64,
+    /// Async batching: when the next batch of new entries may ship.
+    next_ship_ms: u64,
     /// Values written by entries not yet applied, so later writes build on them.
     overlay: HashMap<String, (Value, u64)>,
     waiting: BTreeMap<u64, Vec<Waiting>>,
@@ -179,6 +181,7 @@ impl SingleLeader {
             probing: BTreeSet::new(),
             lease_until_ms: 0,
             next_heartbeat_ms: 0,
+            next_ship_ms: 0,
             overlay: HashMap::new(),
             waiting: BTreeMap::new(),
         };
@@ -872,7 +875,14 @@ impl Core for SingleLeader {
         match input {
             Input::Tick => self.on_tick(now_ms, &mut fx),
             Input::Flush => {
-                if self.role == Role::Leader {
+                let batching =
+                    self.opts.replication == Replication::Async && self.opts.async_ship_ms > 0;
+                if batching && now_ms < self.next_ship_ms {
+                    // Shipped with the next batch (or heartbeat).
+                } else if self.role == Role::Leader {
+                    if batching {
+                        self.next_ship_ms = now_ms + self.opts.async_ship_ms;
+                    }
                     let last = self.last_index();
                     for p in self.peers().collect::<Vec<_>>() {
                         // Everything not yet shipped, in one message per follower.

@@ -537,7 +537,16 @@ fn analyze(args: RunDirArgs) -> Result<u8, Failure> {
     let wopts: WorkloadOptions =
         serde_json::from_value(test["workload_options"].clone()).unwrap_or_default();
     let history = History::read(&dir.join(run_store::HISTORY_FILE), Some(Format::Jsonl))?;
-    let results = controller::check_all(&history, &workloads::build(kind, &wopts).checkers, None);
+    let mut results = controller::check_all_with(
+        &history,
+        &workloads::build(kind, &wopts).checkers,
+        None,
+        test["consistency_model"].as_str(),
+    );
+    if let Some(p) = controller::failed_faults(&history) {
+        results.verdict = results.verdict.worst(splitbrain_history::Verdict::Unknown);
+        results.problem = Some(p);
+    }
     run_store::write_json(&dir.join(run_store::RESULTS_FILE), &results)
         .context("writing results.json")?;
     let report = report::render_run(&dir)?;
@@ -714,10 +723,12 @@ fn test(args: TestArgs) -> Result<u8, Failure> {
     match (args.env.as_str(), args.db.as_str()) {
         ("local" | "netns", "refstore")
         | ("docker", "refstore" | "etcd" | "redis" | "postgres") => {}
-        ("local" | "netns", other) => return Err(bad(format!(
+        ("local" | "netns", other) => {
+            return Err(bad(format!(
             "--db {other} runs in --env docker; --env {} runs only the reference store (refstore)",
             args.env
-        ))),
+        )))
+        }
         ("docker", other) => {
             return Err(bad(format!(
                 "--db {other}: expected refstore, etcd, redis or postgres"

@@ -193,8 +193,28 @@ pub async fn run_test(
         None,
         o.consistency_model.as_deref(),
     );
-    // A fault that did not take effect leaves the run proving nothing about it.
-    let failed_faults: Vec<String> = history
+    if let Some(p) = failed_faults(&history) {
+        problem = Some(match problem {
+            Some(q) => format!("{q}; {p}"),
+            None => p,
+        });
+    }
+    if let Some(p) = problem {
+        results.verdict = results.verdict.worst(Verdict::Unknown);
+        results.problem = Some(p);
+    }
+    run_store::write_json(&dir.join(RESULTS_FILE), &results)?;
+    Ok(RunReport {
+        dir,
+        results,
+        ops: ops.len().max(history.len()),
+    })
+}
+
+/// Nemesis ops that failed: a fault that did not take effect leaves the run
+/// proving nothing about it, so such a run is `unknown`.
+pub fn failed_faults(history: &History) -> Option<String> {
+    let failed: Vec<String> = history
         .ops
         .iter()
         .filter(|op| !op.is_client() && op.kind == splitbrain_history::OpType::Fail)
@@ -211,26 +231,12 @@ pub async fn run_test(
             )
         })
         .collect();
-    if !failed_faults.is_empty() {
-        let p = format!(
+    (!failed.is_empty()).then(|| {
+        format!(
             "{} nemesis op(s) failed, so the faults the run claims were not all applied: {}",
-            failed_faults.len(),
-            failed_faults.join("; ")
-        );
-        problem = Some(match problem {
-            Some(q) => format!("{q}; {p}"),
-            None => p,
-        });
-    }
-    if let Some(p) = problem {
-        results.verdict = results.verdict.worst(Verdict::Unknown);
-        results.problem = Some(p);
-    }
-    run_store::write_json(&dir.join(RESULTS_FILE), &results)?;
-    Ok(RunReport {
-        dir,
-        results,
-        ops: ops.len().max(history.len()),
+            failed.len(),
+            failed.join("; ")
+        )
     })
 }
 

@@ -269,3 +269,43 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+/// A stored run whose fault did not take effect re-checks as `unknown`.
+#[test]
+fn analyze_keeps_a_failed_fault_unknown() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("test.json"),
+        r#"{"name":"set-by-hand","workload":"set","seed":1,"command":"by hand"}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("history.jsonl"),
+        [
+            r#"{"index":0,"time":0,"process":0,"type":"invoke","f":"add","value":1}"#,
+            r#"{"index":1,"time":10,"process":0,"type":"ok","f":"add","value":1}"#,
+            r#"{"index":2,"time":20,"process":"nemesis","type":"invoke","f":"start-partition","value":"majority"}"#,
+            r#"{"index":3,"time":30,"process":"nemesis","type":"fail","f":"start-partition","value":"majority","error":"the fault did not take effect: n1 -> n2 is up but should be cut"}"#,
+            r#"{"index":4,"time":40,"process":0,"type":"invoke","f":"read","value":null}"#,
+            r##"{"index":5,"time":50,"process":0,"type":"ok","f":"read","value":{"#set":[1]}}"##,
+        ]
+        .join("\n"),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_splitbrain"))
+        .args(["analyze", dir.path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = results(dir.path());
+    assert_eq!(r["verdict"], "unknown");
+    assert!(r["problem"]
+        .as_str()
+        .unwrap()
+        .contains("did not take effect"));
+}

@@ -66,12 +66,15 @@ pub struct RunReport {
     pub ops: usize,
 }
 
-struct NemesisAdapter(Runner<Box<dyn Executor>>);
+/// Shared with the controller, so an interrupted run can still heal.
+type SharedRunner = Arc<tokio::sync::Mutex<Runner<Box<dyn Executor>>>>;
+
+struct NemesisAdapter(SharedRunner);
 
 #[async_trait]
 impl NemesisRunner for NemesisAdapter {
     async fn invoke(&mut self, op: &Invocation) -> Completion {
-        let out = self.0.invoke(&op.f, &op.value).await;
+        let out = self.0.lock().await.invoke(&op.f, &op.value).await;
         Completion {
             kind: out.kind,
             value: out.value,
@@ -148,12 +151,15 @@ pub async fn run_test(
         BufWriter::new(std::fs::File::create(&history_path)?),
         Format::Jsonl,
     );
-    let nemesis_runner: Option<Box<dyn NemesisRunner>> = match exec.take() {
+    let shared_runner: Option<SharedRunner> = match exec.take() {
         Some(e) if !o.nemesis.faults.is_empty() => {
-            Some(Box::new(NemesisAdapter(Runner::new(e, o.seed))))
+            Some(Arc::new(tokio::sync::Mutex::new(Runner::new(e, o.seed))))
         }
         _ => None,
     };
+    let nemesis_runner: Option<Box<dyn NemesisRunner>> = shared_runner
+        .clone()
+        .map(|r| Box::new(NemesisAdapter(r)) as Box<dyn NemesisRunner>);
     let iopts = InterpreterOptions {
         concurrency: o.concurrency,
         op_timeout: Duration::from_millis(o.op_timeout_ms),
@@ -181,6 +187,16 @@ pub async fn run_test(
             Vec::new()
         }
     };
+    // An interrupted run skipped its final phase: heal here, so a database
+    // left running (or shared) is not left broken.
+    if problem.is_some() {
+        if let Some(r) = &shared_runner {
+            let errors = r.lock().await.heal_all().await;
+            if !errors.is_empty() {
+                problem = problem.map(|p| format!("{p}; healing after it: {}", errors.join("; ")));
+            }
+        }
+    }
     drop(out);
     let _logs = cluster.teardown(o.leave_db_running).await?;
 

@@ -89,10 +89,17 @@ impl Quantiles {
 
 impl fmt::Display for Quantiles {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Three significant decimals: enough for ms latencies, readable in a report.
+        let r = |v: f64| (v * 1000.0).round() / 1000.0;
         write!(
             f,
             "n={} min={} p50={} p95={} p99={} max={}",
-            self.count, self.min, self.p50, self.p95, self.p99, self.max
+            self.count,
+            r(self.min),
+            r(self.p50),
+            r(self.p95),
+            r(self.p99),
+            r(self.max)
         )
     }
 }

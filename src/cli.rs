@@ -131,9 +131,10 @@ struct TestArgs {
     /// always, never or interval:MS.
     #[arg(long, default_value = "always")]
     fsync: String,
-    /// register, list-append, rw-register, set, counter, bank, session.
-    #[arg(long, default_value = "register")]
-    workload: String,
+    /// register, list-append, rw-register, set, counter, bank, session
+    /// (default: register; set for redis; list-append for postgres).
+    #[arg(long)]
+    workload: Option<String>,
     /// none, or faults separated by commas: partition, kill, pause, clock, loss.
     #[arg(long, default_value = "none")]
     nemesis: String,
@@ -746,7 +747,16 @@ fn test(args: TestArgs) -> Result<u8, Failure> {
     if args.db == "refstore" && args.isolation.is_some() {
         return Err(bad("--isolation is for databases with isolation levels (postgres); the reference store's transactions are shaped by --replication and its options".into()));
     }
-    let workload: WorkloadKind = args.workload.parse().map_err(bad)?;
+    // Each database's default is the workload that shows its characteristic failure.
+    let workload_name = args.workload.clone().unwrap_or_else(|| {
+        match args.db.as_str() {
+            "redis" => "set",
+            "postgres" => "list-append",
+            _ => "register",
+        }
+        .to_string()
+    });
+    let workload: WorkloadKind = workload_name.parse().map_err(bad)?;
     let faults = parse_faults(&args.nemesis).map_err(bad)?;
     let partitions = args
         .partitions
@@ -879,10 +889,10 @@ fn test(args: TestArgs) -> Result<u8, Failure> {
             .map_or(0, |d| d.as_nanos() as u64 ^ u64::from(std::process::id()))
     });
     let name = args.name.clone().unwrap_or_else(|| match args.db.as_str() {
-        "refstore" => format!("{}-{}-{}", args.db, args.replication, args.workload),
+        "refstore" => format!("{}-{}-{}", args.db, args.replication, workload_name),
         db => match &args.isolation {
-            Some(i) => format!("{db}-{i}-{}", args.workload),
-            None => format!("{db}-{}", args.workload),
+            Some(i) => format!("{db}-{i}-{workload_name}"),
+            None => format!("{db}-{workload_name}"),
         },
     });
     // Asking for an isolation level asks whether the database is serializable at it.
@@ -969,7 +979,7 @@ fn test(args: TestArgs) -> Result<u8, Failure> {
         };
         eprintln!(
             "test {} (seed {seed}): {} with {} nodes, {} clients, {} s, nemesis {}",
-            name, args.workload, args.nodes, args.concurrency, args.time_limit, args.nemesis
+            name, workload_name, args.nodes, args.concurrency, args.time_limit, args.nemesis
         );
         let mut cluster = make_cluster()?;
         let mut progress = Progress::new();

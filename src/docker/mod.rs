@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 use async_trait::async_trait;
 use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
 use bollard::models::{
-    ContainerCreateBody, EndpointSettings, HostConfig, NetworkCreateRequest, NetworkingConfig,
+    ContainerCreateBody, EndpointIpamConfig, EndpointSettings, HostConfig, Ipam, IpamConfig,
+    NetworkCreateRequest, NetworkingConfig,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, KillContainerOptionsBuilder, ListContainersOptionsBuilder,
@@ -124,6 +125,47 @@ pub async fn remove_leftovers(docker: &Docker) -> Result<usize, DockerError> {
     Ok(removed)
 }
 
+/// Remove every container and network labelled with `run`, whoever made
+/// them: the last word of a teardown, which also catches what a setup that
+/// was interrupted half-way had made but not yet recorded.
+pub async fn remove_run(docker: &Docker, run: &str) -> Result<usize, DockerError> {
+    let label = format!("{LABEL_RUN}={run}");
+    let filters = HashMap::from([("label", vec![label.as_str()])]);
+    let mut removed = 0;
+    let containers = docker
+        .list_containers(Some(
+            ListContainersOptionsBuilder::new()
+                .all(true)
+                .filters(&filters)
+                .build(),
+        ))
+        .await?;
+    for id in containers.into_iter().filter_map(|c| c.id) {
+        docker
+            .remove_container(
+                &id,
+                Some(
+                    RemoveContainerOptionsBuilder::new()
+                        .force(true)
+                        .v(true)
+                        .build(),
+                ),
+            )
+            .await?;
+        removed += 1;
+    }
+    let networks = docker
+        .list_networks(Some(
+            ListNetworksOptionsBuilder::new().filters(&filters).build(),
+        ))
+        .await?;
+    for id in networks.into_iter().filter_map(|n| n.id) {
+        docker.remove_network(&id).await?;
+        removed += 1;
+    }
+    Ok(removed)
+}
+
 /// Everything the run made that is still there (for tests and `--check-clean`).
 pub async fn managed_by_run(docker: &Docker, run: &str) -> Result<usize, DockerError> {
     let label = format!("{LABEL_RUN}={run}");
@@ -167,6 +209,50 @@ pub struct DockerCluster {
     log_tasks: Vec<tokio::task::JoinHandle<()>>,
     /// Why this database's clock cannot be skewed, if it cannot.
     clock_refusal: Option<String>,
+    /// Killed or paused nodes: nothing can be run in them, and a heal that
+    /// comes while one is down (the final heal after a time limit cut a
+    /// fault short) leaves them out.
+    down: BTreeSet<Node>,
+}
+
+/// Create a labelled bridge network with a /24 of its own, so that nodes can
+/// have fixed addresses. Docker refuses a subnet that overlaps another
+/// network's, so a few candidates are tried. Returns the subnet's first three octets.
+async fn create_network(docker: &Docker, run: &str, network: &str) -> Result<[u8; 3], DockerError> {
+    let seed = std::process::id() as usize
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos() as usize);
+    let mut last = None;
+    for attempt in 0..24usize {
+        let pick = seed.wrapping_add(attempt.wrapping_mul(7919));
+        // 172.24.0.0/13 minus the ranges Docker hands out first (172.17-23).
+        let octets = [172, 24 + (pick / 256 % 8) as u8, (pick % 256) as u8];
+        let subnet = format!("{}.{}.{}.0/24", octets[0], octets[1], octets[2]);
+        let req = NetworkCreateRequest {
+            name: network.to_string(),
+            driver: Some("bridge".into()),
+            labels: Some(labels(run)),
+            ipam: Some(Ipam {
+                config: Some(vec![IpamConfig {
+                    subnet: Some(subnet),
+                    gateway: Some(format!("{}.{}.{}.1", octets[0], octets[1], octets[2])),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        match docker.create_network(req).await {
+            Ok(_) => return Ok(octets),
+            Err(e) if e.to_string().to_lowercase().contains("overlap") => last = Some(e),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(DockerError::Other(format!(
+        "no free subnet for the network: {}",
+        last.map_or(String::new(), |e| e.to_string())
+    )))
 }
 
 impl DockerCluster {
@@ -177,39 +263,63 @@ impl DockerCluster {
         specs: &[NodeSpec],
         log_dir: &Path,
     ) -> Result<DockerCluster, DockerError> {
+        let names: Vec<Node> = specs.iter().map(|s| s.name.clone()).collect();
+        Self::create_with(docker, run, &names, log_dir, |_| specs.to_vec()).await
+    }
+
+    /// [`DockerCluster::create`] for nodes whose commands name each other's
+    /// addresses: every node has a fixed address (kept across restarts),
+    /// handed to `specs` before any container starts.
+    pub async fn create_with(
+        docker: Docker,
+        run: &str,
+        names: &[Node],
+        log_dir: &Path,
+        specs: impl FnOnce(&BTreeMap<Node, Ipv4Addr>) -> Vec<NodeSpec>,
+    ) -> Result<DockerCluster, DockerError> {
         remove_leftovers(&docker).await?;
         let network = format!("sb-{run}");
-        docker
-            .create_network(NetworkCreateRequest {
-                name: network.clone(),
-                driver: Some("bridge".into()),
-                labels: Some(labels(run)),
-                ..Default::default()
-            })
-            .await?;
+        let [a, b, c] = create_network(&docker, run, &network).await?;
+        let ips: BTreeMap<Node, Ipv4Addr> = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.clone(), Ipv4Addr::new(a, b, c, 10 + i as u8)))
+            .collect();
         let mut c = DockerCluster {
             docker,
             run: run.to_string(),
             network: network.clone(),
-            nodes: specs.iter().map(|s| s.name.clone()).collect(),
+            nodes: names.to_vec(),
             containers: BTreeMap::new(),
-            ips: BTreeMap::new(),
+            ips: ips.clone(),
             log_dir: log_dir.to_path_buf(),
             log_tasks: Vec::new(),
             clock_refusal: None,
+            down: BTreeSet::new(),
         };
-        if let Err(e) = c.start_all(specs).await {
+        let specs = specs(&ips);
+        if let Err(e) = c.start_all(&specs).await {
             c.destroy().await;
             return Err(e);
         }
         Ok(c)
     }
 
+    /// Every node's fixed address.
+    pub fn ips(&self) -> &BTreeMap<Node, Ipv4Addr> {
+        &self.ips
+    }
+
     async fn start_all(&mut self, specs: &[NodeSpec]) -> Result<(), DockerError> {
         for s in specs {
             let name = format!("sb-{}-{}", self.run, s.name);
+            let ip = self.ip(&s.name)?;
             let endpoint = EndpointSettings {
                 aliases: Some(vec![s.name.clone()]),
+                ipam_config: Some(EndpointIpamConfig {
+                    ipv4_address: Some(ip.to_string()),
+                    ..Default::default()
+                }),
                 ..Default::default()
             };
             let body = ContainerCreateBody {
@@ -243,15 +353,16 @@ impl DockerCluster {
             self.containers.insert(s.name.clone(), name.clone());
             self.docker.start_container(&name, None).await?;
             let info = self.docker.inspect_container(&name, None).await?;
-            let ip = info
+            let got = info
                 .network_settings
                 .and_then(|n| n.networks)
-                .and_then(|n| n.get(&self.network).and_then(|e| e.ip_address.clone()))
-                .and_then(|ip| ip.parse().ok())
-                .ok_or_else(|| {
-                    DockerError::Other(format!("{} has no address on {}", s.name, self.network))
-                })?;
-            self.ips.insert(s.name.clone(), ip);
+                .and_then(|n| n.get(&self.network).and_then(|e| e.ip_address.clone()));
+            if got.as_deref() != Some(ip.to_string().as_str()) {
+                return Err(DockerError::Other(format!(
+                    "{} has address {got:?} on {}, not {ip}",
+                    s.name, self.network
+                )));
+            }
             self.follow_logs(&s.name, &name);
         }
         Ok(())
@@ -368,65 +479,103 @@ impl DockerCluster {
         Ok(output)
     }
 
-    pub async fn kill_node(&self, node: &str) -> Result<(), DockerError> {
-        let c = self.container(node)?;
+    pub async fn kill_node(&mut self, node: &str) -> Result<(), DockerError> {
+        let c = self.container(node)?.to_string();
         self.docker
             .kill_container(
-                c,
+                &c,
                 Some(KillContainerOptionsBuilder::new().signal("KILL").build()),
             )
             .await?;
+        self.down.insert(node.to_string());
         Ok(())
     }
 
     pub async fn start_node(&mut self, node: &str) -> Result<(), DockerError> {
         let c = self.container(node)?.to_string();
         self.docker.start_container(&c, None).await?;
+        self.down.remove(node);
         // A restarted container's log stream ended with the old process.
         self.follow_logs(node, &c);
         Ok(())
     }
 
-    pub async fn pause_node(&self, node: &str) -> Result<(), DockerError> {
-        Ok(self.docker.pause_container(self.container(node)?).await?)
+    pub async fn pause_node(&mut self, node: &str) -> Result<(), DockerError> {
+        self.docker.pause_container(self.container(node)?).await?;
+        self.down.insert(node.to_string());
+        Ok(())
     }
 
-    pub async fn unpause_node(&self, node: &str) -> Result<(), DockerError> {
-        Ok(self.docker.unpause_container(self.container(node)?).await?)
+    pub async fn unpause_node(&mut self, node: &str) -> Result<(), DockerError> {
+        self.docker.unpause_container(self.container(node)?).await?;
+        self.down.remove(node);
+        Ok(())
     }
 
     async fn flush_rules(&self) -> Result<(), DockerError> {
-        for n in &self.nodes {
-            self.exec_ok(n, &["iptables", "-w", "-F", "INPUT"]).await?;
+        self.set_rules(&BTreeMap::new()).await
+    }
+
+    /// Replace every running node's INPUT rules with the ones given for it
+    /// (`-s ADDR ... -j DROP` argument lists): one exec per node, all nodes
+    /// at once, so a fault takes effect in one round trip.
+    async fn set_rules(&self, rules: &BTreeMap<Node, Vec<String>>) -> Result<(), DockerError> {
+        let none = Vec::new();
+        let jobs = self
+            .nodes
+            .iter()
+            .filter(|n| !self.down.contains(*n))
+            .map(|n| {
+                let mut script = String::from("iptables -w -F INPUT");
+                for r in rules.get(n).unwrap_or(&none) {
+                    script.push_str(" && iptables -w -A INPUT ");
+                    script.push_str(r);
+                }
+                async move { self.exec_ok(n, &["sh", "-c", &script]).await }
+            });
+        for r in futures_util::future::join_all(jobs).await {
+            r?;
         }
         Ok(())
     }
 
     /// Ping every ordered pair; links in `cut` must fail and all others succeed.
     pub async fn verify_links(&self, cut: &BTreeSet<(Node, Node)>) -> Result<(), DockerError> {
+        // All pairs at once: a cut link costs a whole ping timeout, and
+        // faults should take effect in well under the nemesis interval.
+        let up: Vec<&Node> = self
+            .nodes
+            .iter()
+            .filter(|n| !self.down.contains(*n))
+            .collect();
+        let probes = up.iter().flat_map(|from| {
+            up.iter()
+                .filter(move |to| *to != from)
+                .map(move |to| async move {
+                    let ip = self.ip(to)?.to_string();
+                    let (code, _) = self
+                        .exec(from, &["ping", "-c", "1", "-W", "1", "-q", &ip])
+                        .await?;
+                    let up = code == 0;
+                    let (from, to) = (*from, *to);
+                    let expect_up = !cut.contains(&(from.clone(), to.clone()))
+                        && !cut.contains(&(to.clone(), from.clone()));
+                    Ok::<_, DockerError>((up != expect_up).then(|| {
+                        format!(
+                            "{from} -> {to} is {}",
+                            if up {
+                                "up but should be cut"
+                            } else {
+                                "cut but should be up"
+                            }
+                        )
+                    }))
+                })
+        });
         let mut wrong = Vec::new();
-        for from in &self.nodes {
-            for to in &self.nodes {
-                if from == to {
-                    continue;
-                }
-                let ip = self.ip(to)?.to_string();
-                let (code, _) = self
-                    .exec(from, &["ping", "-c", "1", "-W", "1", "-q", &ip])
-                    .await?;
-                let up = code == 0;
-                let expect_up = !cut.contains(&(from.clone(), to.clone()))
-                    && !cut.contains(&(to.clone(), from.clone()));
-                if up != expect_up {
-                    wrong.push(format!(
-                        "{from} -> {to} is {}",
-                        if up {
-                            "up but should be cut"
-                        } else {
-                            "cut but should be up"
-                        }
-                    ));
-                }
+        for r in futures_util::future::join_all(probes).await {
+            if let Some(w) = r? {
+                wrong.push(w);
             }
         }
         if wrong.is_empty() {
@@ -485,18 +634,17 @@ impl Executor for DockerCluster {
         self.nodes.clone()
     }
     async fn partition(&mut self, grudge: &Grudge) -> Result<(), String> {
-        self.flush_rules().await.map_err(|e| e.to_string())?;
+        let mut rules: BTreeMap<Node, Vec<String>> = BTreeMap::new();
         for (to, froms) in grudge {
             for from in froms {
-                let src = self.ip(from).map_err(|e| e.to_string())?.to_string();
-                self.exec_ok(
-                    to,
-                    &["iptables", "-w", "-A", "INPUT", "-s", &src, "-j", "DROP"],
-                )
-                .await
-                .map_err(|e| e.to_string())?;
+                let src = self.ip(from).map_err(|e| e.to_string())?;
+                rules
+                    .entry(to.clone())
+                    .or_default()
+                    .push(format!("-s {src} -j DROP"));
             }
         }
+        self.set_rules(&rules).await.map_err(|e| e.to_string())?;
         self.verify_links(&cut_links(grudge))
             .await
             .map_err(|e| e.to_string())
@@ -563,32 +711,15 @@ impl Executor for DockerCluster {
     }
     async fn loss(&mut self, fraction: f64) -> Result<(), String> {
         let p = format!("{:.4}", fraction.clamp(0.0, 1.0));
-        for n in self.nodes.clone() {
-            for from in self.nodes.iter().filter(|m| **m != n) {
-                let src = self.ip(from).map_err(|e| e.to_string())?.to_string();
-                self.exec_ok(
-                    &n,
-                    &[
-                        "iptables",
-                        "-w",
-                        "-A",
-                        "INPUT",
-                        "-s",
-                        &src,
-                        "-m",
-                        "statistic",
-                        "--mode",
-                        "random",
-                        "--probability",
-                        &p,
-                        "-j",
-                        "DROP",
-                    ],
-                )
-                .await
-                .map_err(|e| e.to_string())?;
+        let mut rules: BTreeMap<Node, Vec<String>> = BTreeMap::new();
+        for n in &self.nodes {
+            for from in self.nodes.iter().filter(|m| *m != n) {
+                let src = self.ip(from).map_err(|e| e.to_string())?;
+                rules.entry(n.clone()).or_default().push(format!(
+                    "-s {src} -m statistic --mode random --probability {p} -j DROP"
+                ));
             }
         }
-        Ok(())
+        self.set_rules(&rules).await.map_err(|e| e.to_string())
     }
 }

@@ -6,7 +6,7 @@
 //! reads is resident throughout and included).
 //! Run: `cargo bench -p splitbrain-elle`. `SIZES=1000,20000` overrides sizes.
 
-use std::alloc::{GlobalAlloc, Layout, System};
+use std::alloc::{GlobalAlloc, Layout};
 use std::io::BufWriter;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
@@ -22,9 +22,12 @@ struct Counting;
 static LIVE: AtomicUsize = AtomicUsize::new(0);
 static PEAK: AtomicUsize = AtomicUsize::new(0);
 
+/// The allocator the `splitbrain` binary uses.
+static INNER: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let p = System.alloc(layout);
+        let p = INNER.alloc(layout);
         if !p.is_null() {
             let now = LIVE.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
             PEAK.fetch_max(now, Ordering::Relaxed);
@@ -32,7 +35,7 @@ unsafe impl GlobalAlloc for Counting {
         p
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        System.dealloc(ptr, layout);
+        INNER.dealloc(ptr, layout);
         LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
     }
 }
@@ -70,6 +73,11 @@ fn run(txns: usize, parse: bool, isolation: Isolation, keys: usize) {
         max_ops: 5,
         max_writes_per_key: 32,
     };
+    eprintln!(
+        "sizes: Op {} B, Value {} B",
+        std::mem::size_of::<splitbrain_history::Op>(),
+        std::mem::size_of::<splitbrain_history::Value>()
+    );
     let t = Instant::now();
     let ops = generate(&opts);
     let gen_s = t.elapsed().as_secs_f64();

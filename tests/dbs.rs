@@ -6,7 +6,7 @@
 //! clear message where there is no Docker engine. Images are built on first
 //! use (debootstrap) and cached by recipe.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 fn docker_available() -> Option<String> {
@@ -32,42 +32,13 @@ fn leftovers() -> usize {
         + count(&["network", "ls", "-q", "--filter", "label=splitbrain.run"])
 }
 
-struct Run {
-    code: i32,
-    dir: PathBuf,
-    results: serde_json::Value,
-}
+mod common;
+use common::{checker, splitbrain_test, TestRun};
 
-fn run(store: &Path, args: &[&str]) -> Run {
-    let out = Command::new(env!("CARGO_BIN_EXE_splitbrain"))
-        .args(["test", "--env", "docker", "--store-dir"])
-        .arg(store)
-        .args(args)
-        .output()
-        .expect("running splitbrain test");
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let dir = stdout
-        .lines()
-        .find_map(|l| l.split_once(": ").map(|(d, _)| PathBuf::from(d)))
-        .filter(|d| d.join("results.json").exists())
-        .unwrap_or_else(|| panic!("no run directory\nstdout:\n{stdout}\nstderr:\n{stderr}"));
-    let results =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("results.json")).unwrap()).unwrap();
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        dir,
-        results,
-    }
-}
-
-fn checker<'a>(r: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
-    r["checkers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["checker"] == name)
-        .unwrap_or_else(|| panic!("no {name} checker in {r:#}"))
+fn run(store: &Path, args: &[&str]) -> TestRun {
+    let mut all = vec!["--env", "docker"];
+    all.extend_from_slice(args);
+    splitbrain_test(store, &all)
 }
 
 fn nemesis_ops(dir: &Path, f: &str) -> usize {
@@ -121,7 +92,7 @@ fn etcd_register_with_partitions_and_kills_is_valid() {
         ],
     );
     assert_eq!(r.results["verdict"], "valid", "{:#}", r.results);
-    assert_eq!(r.code, 0);
+    assert_eq!(r.exit_code, 0);
     assert_eq!(checker(&r.results, "linearizable")["verdict"], "valid");
     assert!(
         nemesis_ops(&r.dir, "start-partition") + nemesis_ops(&r.dir, "kill") > 0,
@@ -184,7 +155,7 @@ fn postgres_repeatable_read_shows_write_skew_and_serializable_does_not() {
         .filter_map(|a| a.as_str())
         .collect();
     assert!(anomalies.contains(&"G2-item"), "{anomalies:?}");
-    assert_eq!(r.code, 1);
+    assert_eq!(r.exit_code, 1);
 
     let mut ser = common.to_vec();
     ser.extend(["--isolation", "serializable"]);
@@ -226,7 +197,7 @@ fn redis_with_sentinel_runs_the_set_workload_through_faults() {
         ],
     );
     // Checked (valid, or invalid when a failover lost acknowledged adds), not unknown.
-    assert!(r.code == 0 || r.code == 1, "{:#}", r.results);
+    assert!(r.exit_code == 0 || r.exit_code == 1, "{:#}", r.results);
     assert!(r.results["problem"].is_null(), "{}", r.results["problem"]);
     let set = checker(&r.results, "set");
     assert!(

@@ -6,36 +6,8 @@ use std::process::Command;
 
 use splitbrain_history::{Format, History, OpType, Process};
 
-struct Run {
-    exit_code: i32,
-    stdout: String,
-    dir: PathBuf,
-}
-
-/// Runs `splitbrain test` with `args` and a store under `store`; returns the run's directory.
-fn run_test(store: &Path, args: &[&str]) -> Run {
-    let out = Command::new(env!("CARGO_BIN_EXE_splitbrain"))
-        .arg("test")
-        .args(["--store-dir", store.to_str().unwrap()])
-        .args(args)
-        .output()
-        .expect("running splitbrain test");
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    // The first line of stdout is "<run dir>: <verdict> (<n> ops)".
-    let dir = stdout
-        .lines()
-        .find_map(|l| l.split_once(": ").map(|(d, _)| PathBuf::from(d)))
-        .filter(|d| d.join("results.json").exists())
-        .unwrap_or_else(|| {
-            panic!("no run directory in the output\nstdout:\n{stdout}\nstderr:\n{stderr}")
-        });
-    Run {
-        exit_code: out.status.code().unwrap_or(-1),
-        stdout,
-        dir,
-    }
-}
+mod common;
+use common::{splitbrain_test as run_test, TestRun as Run};
 
 fn results(dir: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(dir.join("results.json")).unwrap()).unwrap()

@@ -11,6 +11,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+mod common;
+
 use splitbrain::controller::Cluster;
 use splitbrain::refstore::LocalRefstore;
 use splitbrain_history::{Format, History, OpType, Process, Value};
@@ -164,30 +166,30 @@ fn majority_partition_of_async_single_leader_fails_over_netns() {
 /// A whole run with majority partitions: every fault op is proven (the run
 /// is not `unknown`), and the report names the partition and its window.
 fn partition_run(env: &str, store: &Path) {
-    let out = Command::new(env!("CARGO_BIN_EXE_splitbrain"))
-        .args(["test", "--env", env, "--sync", "async"])
-        .args(["--nemesis", "partition", "--partitions", "majority"])
-        .args([
+    let run = common::splitbrain_test(
+        store,
+        &[
+            "--env",
+            env,
+            "--sync",
+            "async",
+            "--nemesis",
+            "partition",
+            "--partitions",
+            "majority",
             "--nemesis-interval",
             "2",
             "--time-limit",
             "6",
             "--rate",
             "200",
-        ])
-        .args(["--quiesce", "0.5", "--seed", "8"])
-        .args(["--store-dir", store.to_str().unwrap()])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let dir = stdout
-        .lines()
-        .find_map(|l| l.split_once(": ").map(|(d, _)| Path::new(d).to_path_buf()))
-        .filter(|d| d.join("results.json").exists())
-        .unwrap_or_else(|| panic!("no run directory\nstdout:\n{stdout}\nstderr:\n{stderr}"));
-    let results: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("results.json")).unwrap()).unwrap();
+            "--quiesce",
+            "0.5",
+            "--seed",
+            "8",
+        ],
+    );
+    let (dir, results) = (run.dir, run.results);
     assert!(
         results["problem"].is_null(),
         "a fault did not take effect: {}",

@@ -1,0 +1,56 @@
+//! Shared by the tests that drive `splitbrain test` through the real binary.
+// Each test binary compiles this module and uses only part of it.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+pub struct TestRun {
+    pub exit_code: i32,
+    pub stdout: String,
+    /// The run's directory, named on the first line of stdout.
+    pub dir: PathBuf,
+    pub results: serde_json::Value,
+}
+
+/// `splitbrain test --store-dir STORE ARGS...`; panics with the output when
+/// no run directory was stored.
+pub fn splitbrain_test(store: &Path, args: &[&str]) -> TestRun {
+    let out = Command::new(env!("CARGO_BIN_EXE_splitbrain"))
+        .arg("test")
+        .arg("--store-dir")
+        .arg(store)
+        .args(args)
+        .output()
+        .expect("running splitbrain test");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // The first line of stdout is "<run dir>: <verdict> (<n> ops)".
+    let dir = stdout
+        .lines()
+        .find_map(|l| l.split_once(": ").map(|(d, _)| PathBuf::from(d)))
+        .filter(|d| d.join("results.json").exists())
+        .unwrap_or_else(|| {
+            panic!("no run directory in the output\nstdout:\n{stdout}\nstderr:\n{stderr}")
+        });
+    let results = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("results.json")).expect("results.json"),
+    )
+    .expect("results.json parses");
+    TestRun {
+        exit_code: out.status.code().unwrap_or(-1),
+        stdout,
+        dir,
+        results,
+    }
+}
+
+/// One checker's entry in a run's results.
+pub fn checker<'a>(results: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    results["checkers"]
+        .as_array()
+        .expect("a checkers list")
+        .iter()
+        .find(|c| c["checker"] == name)
+        .unwrap_or_else(|| panic!("no {name} checker in {results:#}"))
+}

@@ -141,16 +141,14 @@ struct TestArgs {
     /// Seconds between a fault's start and stop, and between faults.
     #[arg(long, default_value_t = 5.0)]
     nemesis_interval: f64,
-    /// Partition shapes to draw from: one, primaries, majority, majorities-ring, bridge, random-halves.
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "one,majority,majorities-ring,bridge,primaries"
-    )]
-    partitions: Vec<String>,
-    /// Whom kill and pause hit, drawn from: one, minority, majority, primaries, all.
-    #[arg(long, value_delimiter = ',', default_value = "one,minority,primaries")]
-    nemesis_targets: Vec<String>,
+    /// Partition shapes to draw from: one, primaries, majority, majorities-ring, bridge, random-halves
+    /// (default: one,majority,majorities-ring,bridge,primaries; primaries,majority for redis).
+    #[arg(long, value_delimiter = ',')]
+    partitions: Option<Vec<String>>,
+    /// Whom kill and pause hit, drawn from: one, minority, majority, primaries, all
+    /// (default: one,minority,primaries; primaries,one for redis).
+    #[arg(long, value_delimiter = ',')]
+    nemesis_targets: Option<Vec<String>>,
     /// Largest clock bump, in ms, either direction.
     #[arg(long, default_value_t = 60_000)]
     max_clock_skew_ms: i64,
@@ -758,14 +756,29 @@ fn test(args: TestArgs) -> Result<u8, Failure> {
     });
     let workload: WorkloadKind = workload_name.parse().map_err(bad)?;
     let faults = parse_faults(&args.nemesis).map_err(bad)?;
-    let partitions = args
-        .partitions
+    // Redis loses writes when its primary is cut off or stopped: aim there by default.
+    let redis = args.db == "redis";
+    let default_list = |list: &str| list.split(',').map(str::to_string).collect::<Vec<_>>();
+    let partition_names = args.partitions.clone().unwrap_or_else(|| {
+        default_list(if redis {
+            "primaries,majority"
+        } else {
+            "one,majority,majorities-ring,bridge,primaries"
+        })
+    });
+    let target_names = args.nemesis_targets.clone().unwrap_or_else(|| {
+        default_list(if redis {
+            "primaries,one"
+        } else {
+            "one,minority,primaries"
+        })
+    });
+    let partitions = partition_names
         .iter()
         .map(|p| p.parse::<splitbrain_nemesis::PartitionShape>())
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| bad(format!("--partitions: {e}")))?;
-    let targets = args
-        .nemesis_targets
+    let targets = target_names
         .iter()
         .map(|t| t.parse::<splitbrain_nemesis::shape::TargetSpec>())
         .collect::<Result<Vec<_>, _>>()

@@ -580,6 +580,19 @@ impl Executor for LocalExecutor {
     }
 }
 
+/// Clients of a running store, one per process (for other environments' clusters).
+pub fn clients(
+    cfg: ClusterConfig,
+    workload: WorkloadKind,
+    op_timeout: Duration,
+) -> Arc<dyn ClientFactory> {
+    Arc::new(RefstoreClients {
+        cfg,
+        workload,
+        op_timeout,
+    })
+}
+
 /// Clients speaking the store's protocol, one per process.
 struct RefstoreClients {
     cfg: ClusterConfig,

@@ -10,6 +10,7 @@
 pub mod etcd;
 pub mod postgres;
 pub mod redis;
+pub mod refstore;
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -62,10 +63,7 @@ pub fn docker_cluster(t: &DockerTest) -> Result<Box<dyn Cluster>, String> {
         "etcd" => Ok(Box::new(DockerDb::new(etcd::Etcd::new(t)?, t))),
         "redis" => Ok(Box::new(DockerDb::new(redis::Redis::new(t)?, t))),
         "postgres" => Ok(Box::new(DockerDb::new(postgres::Postgres::new(t)?, t))),
-        "refstore" => Err(
-            "--env docker --db refstore is not available yet; run the reference store with --env local or --env netns"
-                .into(),
-        ),
+        "refstore" => Ok(Box::new(DockerDb::new(refstore::RefstoreDb::new(t)?, t))),
         other => Err(format!(
             "--db {other}: expected etcd, redis or postgres in --env docker"
         )),
@@ -92,6 +90,10 @@ pub trait Db: Send + Sync + 'static {
     fn refuses(&self, fault: Fault) -> Option<String>;
     /// Environment for every container (libfaketime, for databases it can fool).
     fn env(&self) -> Vec<String>;
+    /// `host-path:container-path[:ro]` mounts for every container.
+    fn binds(&self) -> Vec<String> {
+        Vec::new()
+    }
     /// The shell script a node's container runs at every start, restarts
     /// after a kill included; `ips` are every node's fixed address.
     fn start_script(&self, node: &str, ips: &BTreeMap<Node, Ipv4Addr>) -> String;
@@ -177,6 +179,7 @@ impl<D: Db> DockerDb<D> {
         let names = self.db.nodes();
         let db = self.db.clone();
         let env = db.env();
+        let binds = db.binds();
         let cluster = DockerCluster::create_with(docker, &self.run, &names, run_dir, |ips| {
             names
                 .iter()
@@ -185,7 +188,7 @@ impl<D: Db> DockerDb<D> {
                     image: tag.clone(),
                     cmd: vec!["sh".into(), "-c".into(), db.start_script(n, ips)],
                     env: env.clone(),
-                    binds: vec![],
+                    binds: binds.clone(),
                 })
                 .collect()
         })

@@ -210,3 +210,36 @@ fn redis_with_sentinel_runs_the_set_workload_through_faults() {
     );
     assert_eq!(leftovers(), 0);
 }
+
+#[test]
+fn the_reference_store_runs_in_docker_through_faults() {
+    need_docker!("the_reference_store_runs_in_docker_through_faults");
+    let store = tempfile::tempdir().unwrap();
+    let r = run(
+        store.path(),
+        &[
+            "--db",
+            "refstore",
+            "--nodes",
+            "3",
+            "--workload",
+            "register",
+            "--nemesis",
+            "partition,kill",
+            "--nemesis-interval",
+            "2",
+            "--time-limit",
+            "8",
+            "--rate",
+            "200",
+            "--seed",
+            "2",
+        ],
+    );
+    assert_eq!(r.results["verdict"], "valid", "{:#}", r.results);
+    assert!(
+        nemesis_ops(&r.dir, "start-partition") + nemesis_ops(&r.dir, "kill") > 0,
+        "no fault was applied"
+    );
+    assert_eq!(leftovers(), 0);
+}

@@ -253,12 +253,17 @@ fn reports_render_in_a_browser() {
             .unwrap_or_else(|| panic!("no {name} in the 100k-op page"))
     };
     let (first, worst) = (attr("data-first-draw-ms"), attr("data-worst-frame-ms"));
+    let (zoomed, total) = (attr("data-zoomed-drawn"), attr("data-total"));
+    // Frame times are figures to read, not to assert (they depend on the
+    // machine's load); what keeps the page responsive is that a zoomed frame
+    // draws only what is in view.
     eprintln!(
-        "100k-op report: {size} bytes; first timeline draw {first} ms, worst zoom frame {worst} ms"
+        "100k-op report: {size} bytes; first timeline draw {first} ms, worst zoom frame {worst} ms; zoomed in, {zoomed} of {total} ops drawn"
     );
+    assert_eq!(total, 100_000.0);
     assert!(
-        worst < 250.0,
-        "zooming the 100k-op timeline takes {worst} ms a frame"
+        zoomed > 0.0 && zoomed < total / 10.0,
+        "a zoomed frame drew {zoomed} of {total} ops"
     );
 }
 

@@ -260,7 +260,8 @@ fn reports_render_in_a_browser() {
     eprintln!(
         "100k-op report: {size} bytes; first timeline draw {first} ms, worst zoom frame {worst} ms; zoomed in, {zoomed} of {total} ops drawn"
     );
-    assert_eq!(total, 100_000.0);
+    // The timeline draws one bar per invocation and its completion.
+    assert_eq!(total, 50_000.0);
     assert!(
         zoomed > 0.0 && zoomed < total / 10.0,
         "a zoomed frame drew {zoomed} of {total} ops"

@@ -343,7 +343,7 @@ pub async fn run<W: Write>(
             op.time = Some(now_ns() as i64);
             op.key = inv.key.clone();
             op.error = d.completion.error;
-            op.node = d.completion.node;
+            op.node = d.completion.node.map(Into::into);
             let crashed = op.is_info() && op.is_client();
             let pos = record(&mut ops, op, out)?;
             if crashed {

@@ -645,7 +645,7 @@ fn from_store(v: &Option<StoreValue>) -> Value {
         Some(StoreValue::Int(i)) => Value::Int(*i),
         Some(StoreValue::Str(s)) => Value::Str(s.as_str().into()),
         Some(StoreValue::List(l)) => Value::List(l.iter().map(|i| Value::Int(*i)).collect()),
-        Some(StoreValue::Set(s)) => Value::set(s.iter().map(|i| Value::Int(*i)).collect()),
+        Some(StoreValue::Set(s)) => Value::set(s.iter().map(|i| Value::Int(*i))),
     }
 }
 
@@ -763,7 +763,7 @@ impl RefstoreClient {
                 }
             }
             ("read", OpResult::Siblings(vs)) => {
-                Value::set(vs.iter().map(|v| from_store(&Some(v.clone()))).collect())
+                Value::set(vs.iter().map(|v| from_store(&Some(v.clone()))))
             }
             ("txn", OpResult::Txn(results)) => {
                 let mops = inv.value.as_list().unwrap_or_default();
@@ -775,10 +775,10 @@ impl RefstoreClient {
                                 if parts.len() == 3 && parts[0].as_str() == Some("r") =>
                             {
                                 let read = match (self.workload, from_store(v)) {
-                                    (WorkloadKind::ListAppend, Value::Nil) => Value::List(vec![]),
+                                    (WorkloadKind::ListAppend, Value::Nil) => Value::list(vec![]),
                                     (_, v) => v,
                                 };
-                                Value::List(vec![parts[0].clone(), parts[1].clone(), read])
+                                Value::list(vec![parts[0].clone(), parts[1].clone(), read])
                             }
                             (other, _) => other.clone(),
                         })

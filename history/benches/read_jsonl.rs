@@ -43,7 +43,7 @@ fn main() {
             let value = match f {
                 "read" => Value::Nil,
                 "write" => Value::Int((x >> 20) as i64 % 5),
-                _ => Value::List(vec![
+                _ => Value::list(vec![
                     Value::Int((x >> 21) as i64 % 5),
                     Value::Int((x >> 22) as i64 % 5),
                 ]),

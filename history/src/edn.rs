@@ -3,7 +3,7 @@
 //! comments, `#_` discards and tagged literals (records such as
 //! `#jepsen.history.Op{...}` read as their map).
 
-use smol_str::SmolStr;
+use crate::text::Text;
 use thiserror::Error;
 
 use crate::value::Value;
@@ -119,7 +119,7 @@ impl<'a> EdnCursor<'a> {
             b'[' | b'(' => {
                 self.pos += 1;
                 let close = if c == b'[' { b']' } else { b')' };
-                Ok(Value::List(self.read_seq(close)?))
+                Ok(Value::list(self.read_seq(close)?))
             }
             b'{' => {
                 self.pos += 1;
@@ -159,7 +159,7 @@ impl<'a> EdnCursor<'a> {
                 if tok.is_empty() {
                     return self.err("an empty keyword");
                 }
-                Ok(Value::Keyword(SmolStr::new(tok)))
+                Ok(Value::Keyword(Text::from(tok)))
             }
             b'\\' => {
                 self.pos += 1;
@@ -178,7 +178,7 @@ impl<'a> EdnCursor<'a> {
                     }
                     t => return self.err(format!("unknown character literal \\{t}")),
                 };
-                Ok(Value::Str(SmolStr::new(ch)))
+                Ok(Value::Str(Text::from(ch)))
             }
             b')' | b']' | b'}' => self.err(format!("unexpected '{}'", c as char)),
             _ => {
@@ -224,7 +224,7 @@ impl<'a> EdnCursor<'a> {
                 problem: "a map with an odd number of forms".into(),
             });
         }
-        let mut entries = Vec::with_capacity(items.len() / 2);
+        let mut entries = thin_vec::ThinVec::with_capacity(items.len() / 2);
         let mut it = items.into_iter();
         while let (Some(k), Some(v)) = (it.next(), it.next()) {
             entries.push((k, v));
@@ -247,7 +247,7 @@ impl<'a> EdnCursor<'a> {
                 b'"' => {
                     out.push_str(self.slice(run_start, self.pos));
                     self.pos += 1;
-                    return Ok(Value::Str(SmolStr::new(out)));
+                    return Ok(Value::Str(Text::from(out)));
                 }
                 b'\\' => {
                     out.push_str(self.slice(run_start, self.pos));
@@ -319,7 +319,7 @@ impl<'a> EdnCursor<'a> {
                 && tok.as_bytes()[1].is_ascii_digit());
         if !numeric {
             // A symbol; histories use them rarely and only as names.
-            return Ok(Value::Str(SmolStr::new(tok)));
+            return Ok(Value::Str(Text::from(tok)));
         }
         let body = tok.strip_suffix('N').unwrap_or(tok);
         if let Ok(i) = body.parse::<i64>() {

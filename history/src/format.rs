@@ -6,7 +6,7 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 use std::path::Path;
 use std::str::FromStr;
 
-use smol_str::SmolStr;
+use crate::text::Text;
 
 use crate::edn::EdnCursor;
 use crate::op::{Op, OpType, Process};
@@ -316,7 +316,7 @@ pub fn op_from_edn(form: Value) -> Result<Op, String> {
             "f" => {
                 op.f = match &v {
                     Value::Str(s) | Value::Keyword(s) => s.clone(),
-                    other => SmolStr::new(other.to_edn()),
+                    other => Text::new(&other.to_edn()),
                 };
                 has_f = true;
             }
@@ -330,7 +330,7 @@ pub fn op_from_edn(form: Value) -> Result<Op, String> {
             "time" => op.time = Some(v.as_int().ok_or("bad :time")?),
             "key" => op.key = Some(v),
             "error" => op.error = Some(v),
-            "node" => op.node = v.as_str().map(SmolStr::new),
+            "node" => op.node = v.as_str().map(Text::new),
             _ => {}
         }
     }
@@ -523,7 +523,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(ops.len(), 2);
-        assert_eq!(ops[0].value, Value::List(vec![1.into(), 2.into()]));
+        assert_eq!(ops[0].value, Value::list(vec![1.into(), 2.into()]));
         assert_eq!(ops[1].kind, OpType::Info);
         assert_eq!(ops[1].error, Some(Value::Keyword("timed-out".into())));
     }

@@ -6,6 +6,7 @@ pub mod edn;
 pub mod format;
 pub mod op;
 pub mod result;
+pub mod text;
 pub mod value;
 
 use std::collections::HashMap;
@@ -19,6 +20,8 @@ pub use op::{Op, OpType, Process};
 pub use result::{
     Budget, CheckError, CheckOptions, CheckOutcome, CheckReport, CheckerDef, Verdict,
 };
+pub use text::Text;
+pub use thin_vec::{thin_vec, ThinVec};
 pub use value::Value;
 
 /// A problem with a history file, named by file and line.

@@ -4,8 +4,8 @@ use std::fmt;
 
 use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use smol_str::SmolStr;
 
+use crate::text::Text;
 use crate::value::Value;
 
 /// Whether an op is an invocation or which way it completed.
@@ -47,7 +47,7 @@ impl OpType {
 pub enum Process {
     Client(u64),
     Nemesis,
-    Named(SmolStr),
+    Named(Text),
 }
 
 impl Process {
@@ -56,7 +56,7 @@ impl Process {
             "nemesis" => Process::Nemesis,
             s => match s.parse::<u64>() {
                 Ok(n) => Process::Client(n),
-                Err(_) => Process::Named(SmolStr::new(s)),
+                Err(_) => Process::Named(Text::new(s)),
             },
         }
     }
@@ -130,7 +130,7 @@ pub struct Op {
     #[serde(rename = "type")]
     pub kind: OpType,
     /// The function: read, write, cas, txn, add, ...
-    pub f: SmolStr,
+    pub f: Text,
     #[serde(default)]
     pub value: Value,
     /// The key, for workloads over independent keys.
@@ -141,7 +141,7 @@ pub struct Op {
     pub error: Option<Value>,
     /// The node the client talked to, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub node: Option<SmolStr>,
+    pub node: Option<Text>,
 }
 
 impl Op {
@@ -151,7 +151,7 @@ impl Op {
             time: None,
             process,
             kind,
-            f: SmolStr::new(f),
+            f: Text::new(f),
             value,
             key: None,
             error: None,

@@ -8,7 +8,9 @@ use std::hash::{Hash, Hasher};
 use serde::de::{self, MapAccess, SeqAccess, Visitor};
 use serde::ser::{SerializeMap, SerializeSeq};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use smol_str::SmolStr;
+use thin_vec::ThinVec;
+
+use crate::text::Text;
 
 /// A value in a history.
 ///
@@ -22,20 +24,42 @@ pub enum Value {
     Bool(bool),
     Int(i64),
     Float(f64),
-    Str(SmolStr),
-    Keyword(SmolStr),
-    List(Vec<Value>),
+    Str(Text),
+    Keyword(Text),
+    List(ThinVec<Value>),
     /// Elements kept sorted and unique so equal sets are equal values.
-    Set(Vec<Value>),
+    Set(ThinVec<Value>),
     /// Entries in the order they were read.
-    Map(Vec<(Value, Value)>),
+    Map(ThinVec<(Value, Value)>),
 }
 
+// Values are most of a history's memory: keep them two words (one-word
+// strings and lists, the tag beside them), and `Option<Value>` the same.
+const _: () = assert!(std::mem::size_of::<Value>() == 16);
+const _: () = assert!(std::mem::size_of::<Option<Value>>() == 16);
+
 impl Value {
-    pub fn set(mut items: Vec<Value>) -> Value {
+    pub fn set(items: impl IntoIterator<Item = Value>) -> Value {
+        let mut items: ThinVec<Value> = items.into_iter().collect();
         items.sort();
         items.dedup();
         Value::Set(items)
+    }
+
+    pub fn list(items: impl Into<ThinVec<Value>>) -> Value {
+        Value::List(items.into())
+    }
+
+    pub fn map(entries: impl Into<ThinVec<(Value, Value)>>) -> Value {
+        Value::Map(entries.into())
+    }
+
+    pub fn str(s: &str) -> Value {
+        Value::Str(Text::new(s))
+    }
+
+    pub fn keyword(s: &str) -> Value {
+        Value::Keyword(Text::new(s))
     }
 
     pub fn is_nil(&self) -> bool {
@@ -121,8 +145,8 @@ impl Ord for Value {
             (Int(a), Float(b)) => (*a as f64).total_cmp(b),
             (Float(a), Int(b)) => a.total_cmp(&(*b as f64)),
             (Str(a) | Keyword(a), Str(b) | Keyword(b)) => a.cmp(b),
-            (List(a), List(b)) | (Set(a), Set(b)) => a.cmp(b),
-            (Map(a), Map(b)) => a.cmp(b),
+            (List(a), List(b)) | (Set(a), Set(b)) => a[..].cmp(&b[..]),
+            (Map(a), Map(b)) => a[..].cmp(&b[..]),
             _ => self.rank().cmp(&other.rank()),
         }
     }
@@ -144,8 +168,8 @@ impl Hash for Value {
                 }
             }
             Value::Str(s) | Value::Keyword(s) => s.hash(state),
-            Value::List(v) | Value::Set(v) => v.hash(state),
-            Value::Map(m) => m.hash(state),
+            Value::List(v) | Value::Set(v) => v[..].hash(state),
+            Value::Map(m) => m[..].hash(state),
         }
     }
 }
@@ -200,7 +224,7 @@ impl Serialize for Value {
             }
             Value::Set(items) => {
                 let mut map = s.serialize_map(Some(1))?;
-                map.serialize_entry(SET_TAG, items)?;
+                map.serialize_entry(SET_TAG, &items[..])?;
                 map.end()
             }
             Value::Map(entries) => {
@@ -268,20 +292,23 @@ impl<'de> Visitor<'de> for ValueVisitor {
         Ok(Value::Float(f))
     }
     fn visit_str<E>(self, s: &str) -> Result<Value, E> {
-        Ok(Value::Str(SmolStr::new(s)))
+        Ok(Value::str(s))
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
-        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+        let mut items = ThinVec::with_capacity(seq.size_hint().unwrap_or(0));
         while let Some(item) = seq.next_element::<Value>()? {
             items.push(item);
         }
+        // A list read element by element has grown by doubling: give back
+        // the slack, which is up to half of every long read in a history.
+        items.shrink_to_fit();
         Ok(Value::List(items))
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
-        let mut entries: Vec<(Value, Value)> = Vec::new();
-        while let Some(key) = map.next_key::<SmolStr>()? {
+        let mut entries: ThinVec<(Value, Value)> = ThinVec::new();
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
             let value: Value = map.next_value()?;
-            entries.push((Value::Str(key), value));
+            entries.push((Value::str(&key), value));
         }
         if entries.len() == 1 {
             let tag = entries[0].0.as_str().unwrap_or_default().to_string();
@@ -293,7 +320,7 @@ impl<'de> Visitor<'de> for ValueVisitor {
                 if is_set {
                     return Ok(Value::set(items));
                 }
-                let mut pairs = Vec::with_capacity(items.len());
+                let mut pairs = ThinVec::with_capacity(items.len());
                 for item in items {
                     match item {
                         Value::List(mut kv) if kv.len() == 2 => {
@@ -333,15 +360,15 @@ mod tests {
 
     #[test]
     fn json_round_trip() {
-        let v = Value::List(vec![
+        let v = Value::list(vec![
             Value::Nil,
             Value::Int(-3),
             Value::set(vec![Value::Int(2), Value::Int(1)]),
-            Value::Map(vec![
+            Value::map(vec![
                 (Value::Int(0), Value::Int(10)),
                 (Value::Int(1), Value::Int(90)),
             ]),
-            Value::Map(vec![(Value::Str("a".into()), Value::Bool(true))]),
+            Value::map(vec![(Value::str("a"), Value::Bool(true))]),
         ]);
         let json = serde_json::to_string(&v).unwrap();
         assert_eq!(

@@ -293,11 +293,15 @@ fn grudge_value(shape: &str, g: &Grudge) -> Value {
         .map(|(k, v)| {
             (
                 Value::Str(k.as_str().into()),
-                Value::set(v.iter().map(|n| Value::Str(n.as_str().into())).collect()),
+                Value::set(
+                    v.iter()
+                        .map(|n| Value::Str(n.as_str().into()))
+                        .collect::<Vec<_>>(),
+                ),
             )
         })
         .collect();
-    Value::Map(vec![
+    Value::map(vec![
         (kw("shape"), kw(shape)),
         (kw("grudge"), Value::Map(entries)),
     ])
@@ -415,7 +419,7 @@ impl<E: Executor> Runner<E> {
                 };
                 self.exec.set_clock_offset(&node, delta).await?;
                 self.skewed.insert(node.clone());
-                Ok(Value::Map(vec![
+                Ok(Value::map(vec![
                     (kw("node"), Value::Str(node.as_str().into())),
                     (kw("delta-ms"), Value::Int(delta)),
                 ]))
@@ -560,7 +564,7 @@ mod tests {
         let grudge = out.value.map_get(&kw("grudge")).unwrap();
         assert!(matches!(grudge, Value::Map(m) if m.len() == 5));
         let killed = block_on(r.invoke("kill", &kw("primaries")));
-        assert_eq!(killed.value, Value::List(vec!["n3".into()]));
+        assert_eq!(killed.value, Value::list(vec!["n3".into()]));
         block_on(r.invoke("pause", &kw("one")));
         block_on(r.invoke("bump-clock", &Value::Int(5000)));
         let errors = block_on(r.heal_all());

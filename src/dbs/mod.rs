@@ -383,7 +383,7 @@ pub(crate) fn txn_value(inv: &Value, reads: Vec<Value>) -> Value {
             .unwrap_or_default()
             .iter()
             .map(|m| match m.as_list() {
-                Some([f, k, _]) if f.as_str() == Some("r") => Value::List(vec![
+                Some([f, k, _]) if f.as_str() == Some("r") => Value::list(vec![
                     f.clone(),
                     k.clone(),
                     reads.next().unwrap_or(Value::Nil),
@@ -405,14 +405,14 @@ mod tests {
 
     #[test]
     fn txns_parse_and_fill_reads_in_order() {
-        let inv = Value::List(vec![
-            Value::List(vec![
+        let inv = Value::list(vec![
+            Value::list(vec![
                 Value::Keyword("append".into()),
                 Value::Int(1),
                 Value::Int(7),
             ]),
-            Value::List(vec![Value::Keyword("r".into()), Value::Int(1), Value::Nil]),
-            Value::List(vec![Value::Keyword("r".into()), Value::Int(2), Value::Nil]),
+            Value::list(vec![Value::Keyword("r".into()), Value::Int(1), Value::Nil]),
+            Value::list(vec![Value::Keyword("r".into()), Value::Int(2), Value::Nil]),
         ]);
         assert_eq!(
             parse_txn(&inv).unwrap(),
@@ -421,7 +421,7 @@ mod tests {
         let done = txn_value(&inv, vec![list_value(&[7]), list_value(&[])]);
         assert_eq!(
             done.as_list().unwrap()[1],
-            Value::List(vec![
+            Value::list(vec![
                 Value::Keyword("r".into()),
                 Value::Int(1),
                 list_value(&[7])
@@ -431,7 +431,7 @@ mod tests {
             done.as_list().unwrap()[2].as_list().unwrap()[2],
             list_value(&[])
         );
-        assert!(parse_txn(&Value::List(vec![Value::Int(3)])).is_err());
+        assert!(parse_txn(&Value::list(vec![Value::Int(3)])).is_err());
     }
 
     #[test]

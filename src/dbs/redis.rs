@@ -390,7 +390,7 @@ impl RedisClient {
                 .query_async::<Vec<i64>>(&mut c)
                 .await
             {
-                Ok(vs) => Completion::ok(Value::set(vs.into_iter().map(Value::Int).collect())),
+                Ok(vs) => Completion::ok(Value::set(vs.into_iter().map(Value::Int))),
                 Err(e) => self.failed(inv, &e, true),
             },
             f => Completion::fail(inv.value.clone(), &format!("set has no '{f}'")),

@@ -208,7 +208,7 @@ pub fn build(kind: WorkloadKind, o: &WorkloadOptions) -> Workload {
                     .map(|_| {
                         let key = keys.pick(rng);
                         if rng.gen_bool(0.5) {
-                            Value::List(vec![
+                            Value::list(vec![
                                 Value::Keyword("r".into()),
                                 Value::Int(key as i64),
                                 Value::Nil,
@@ -218,7 +218,7 @@ pub fn build(kind: WorkloadKind, o: &WorkloadOptions) -> Workload {
                             let v = next_value.entry(key).or_insert(0);
                             *v += 1;
                             let f = if append { "append" } else { "w" };
-                            Value::List(vec![
+                            Value::list(vec![
                                 Value::Keyword(f.into()),
                                 Value::Int(key as i64),
                                 Value::Int(*v),
@@ -226,7 +226,7 @@ pub fn build(kind: WorkloadKind, o: &WorkloadOptions) -> Workload {
                         }
                     })
                     .collect();
-                OpSpec::new("txn", Value::List(mops))
+                OpSpec::new("txn", Value::list(mops))
             });
             let name = if append { "list-append" } else { "rw-register" };
             Workload {
@@ -286,7 +286,7 @@ pub fn build(kind: WorkloadKind, o: &WorkloadOptions) -> Workload {
                     let to = (from + rng.gen_range(1..accounts)) % accounts;
                     OpSpec::new(
                         "transfer",
-                        Value::Map(vec![
+                        Value::map(vec![
                             (Value::Keyword("from".into()), Value::Int(from)),
                             (Value::Keyword("to".into()), Value::Int(to)),
                             (

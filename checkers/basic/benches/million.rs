@@ -101,7 +101,7 @@ fn set_history() -> History {
             (OpType::Ok, v.clone())
         },
         &mut |ops| {
-            let all = Value::List(elements.borrow().clone());
+            let all = Value::list(elements.borrow().clone());
             final_call(ops, 100, "read", None, "n0", all)
         },
     )
@@ -127,7 +127,7 @@ fn set_full_history() -> History {
                 sets[k].push(v.clone());
                 (OpType::Ok, v.clone())
             } else {
-                (OpType::Ok, Value::List(sets[k].clone()))
+                (OpType::Ok, Value::list(sets[k].clone()))
             }
         },
         &mut |_| {},
@@ -167,7 +167,7 @@ fn bank_history() -> History {
         &mut |rng| {
             if rng.below(2) == 0 {
                 let from = rng.below(8) as i64;
-                let v = Value::Map(vec![
+                let v = Value::map(vec![
                     (Value::from("from"), Value::Int(from)),
                     (
                         Value::from("to"),

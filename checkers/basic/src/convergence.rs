@@ -62,7 +62,7 @@ fn normalize(v: &Value, unordered: bool) -> Value {
                 .map(|(k, v)| (k.clone(), normalize(v, unordered)))
                 .collect();
             e.sort();
-            Value::Map(e)
+            Value::map(e)
         }
         v => v.clone(),
     }

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use serde::Serialize;
-use smol_str::SmolStr;
+use splitbrain_history::Text;
 use splitbrain_history::{CheckError, CheckOptions, CheckOutcome, History, OpType, Verdict};
 
 use crate::common::{fault_windows, ms, param, FaultWindow, Phase, Phases, Quantiles};
@@ -41,14 +41,14 @@ fn end_of(h: &History, comp: Option<usize>) -> OpType {
 pub struct StatsResult {
     pub verdict: Verdict,
     pub total: Counts,
-    pub by_f: BTreeMap<SmolStr, Counts>,
+    pub by_f: BTreeMap<Text, Counts>,
     /// Functions with no ok at all.
-    pub never_ok: Vec<SmolStr>,
+    pub never_ok: Vec<Text>,
 }
 
 pub fn check_stats(h: &History, _opts: &CheckOptions) -> Result<StatsResult, CheckError> {
     let mut total = Counts::default();
-    let mut by_f: BTreeMap<SmolStr, Counts> = BTreeMap::new();
+    let mut by_f: BTreeMap<Text, Counts> = BTreeMap::new();
     for (inv, comp) in h.client_pairs() {
         let end = end_of(h, comp);
         total.add(end);
@@ -61,7 +61,7 @@ pub fn check_stats(h: &History, _opts: &CheckOptions) -> Result<StatsResult, Che
             }
         }
     }
-    let never_ok: Vec<SmolStr> = by_f
+    let never_ok: Vec<Text> = by_f
         .iter()
         .filter(|(_, c)| c.ok == 0)
         .map(|(f, _)| f.clone())
@@ -102,7 +102,7 @@ impl CheckOutcome for StatsResult {
             s += &line(f, c);
         }
         if !self.never_ok.is_empty() {
-            let fs: Vec<&str> = self.never_ok.iter().map(SmolStr::as_str).collect();
+            let fs: Vec<&str> = self.never_ok.iter().map(Text::as_str).collect();
             s += &format!("never succeeded: {}\n", fs.join(", "));
         }
         s
@@ -167,7 +167,7 @@ pub struct PerfResult {
     pub verdict: Verdict,
     pub bucket_ms: f64,
     pub overall: PerfGroup,
-    pub by_f: BTreeMap<SmolStr, PerfGroup>,
+    pub by_f: BTreeMap<Text, PerfGroup>,
     pub per_phase: BTreeMap<Phase, PerfGroup>,
     pub windows: Vec<WindowPerf>,
     pub timeline: Vec<Bucket>,
@@ -189,7 +189,7 @@ pub fn check_perf(h: &History, opts: &CheckOptions) -> Result<PerfResult, CheckE
     let windows = fault_windows(h);
     let phases = Phases::new(h, &windows);
     let mut overall = Acc::default();
-    let mut by_f: BTreeMap<SmolStr, Acc> = BTreeMap::new();
+    let mut by_f: BTreeMap<Text, Acc> = BTreeMap::new();
     let mut per_phase: BTreeMap<Phase, Acc> = BTreeMap::new();
     let mut per_window: Vec<Acc> = windows.iter().map(|_| Acc::default()).collect();
     let mut active: Vec<usize> = Vec::new();

@@ -222,7 +222,7 @@ fn bank_read(pairs: &[(&str, i64)]) -> Value {
 }
 
 fn transfer(from: &str, to: &str, amount: i64) -> Value {
-    Value::Map(vec![
+    Value::map(vec![
         (Value::Keyword("from".into()), Value::from(from)),
         (Value::Keyword("to".into()), Value::from(to)),
         (Value::Keyword("amount".into()), v(amount)),

@@ -139,7 +139,7 @@ impl Model for SetModel {
         } else {
             (
                 OpType::Ok,
-                Value::set(self.set.iter().map(|&i| Value::Int(i)).collect()),
+                Value::set(self.set.iter().map(|&i| Value::Int(i))),
             )
         }
     }
@@ -192,7 +192,7 @@ impl Model for BankModel {
         if rng.chance(60) {
             let from = rng.below(ACCOUNTS as u64) as i64;
             let to = (from + 1 + rng.below(ACCOUNTS as u64 - 1) as i64) % ACCOUNTS;
-            let v = Value::Map(vec![
+            let v = Value::map(vec![
                 (Value::from("from"), Value::Int(from)),
                 (Value::from("to"), Value::Int(to)),
                 (Value::from("amount"), Value::Int(1 + rng.below(30) as i64)),
@@ -435,7 +435,7 @@ proptest! {
         let mut items = ops[last].value.as_list().unwrap().to_vec();
         prop_assume!(!items.is_empty());
         items.push(items[0].clone());
-        ops[last].value = Value::List(items);
+        ops[last].value = Value::list(items);
         let full = check_set_full(&history(ops), &CheckOptions::default()).unwrap();
         prop_assert_eq!(full.verdict, Verdict::Invalid);
         prop_assert_eq!(full.duplicated_count, 1);
@@ -536,7 +536,7 @@ fn random_value(rng: &mut Rng) -> Value {
         0 => Value::Nil,
         1 | 2 => Value::Int(rng.below(8) as i64 - 2),
         3 => Value::set(ints(rng)),
-        4 => Value::List(ints(rng)),
+        4 => Value::list(ints(rng)),
         5 => Value::Map(
             ints(rng)
                 .into_iter()

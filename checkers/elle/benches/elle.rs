@@ -193,7 +193,7 @@ fn reverse_chain(txns: usize) {
     let kw = |s: &str| Value::Keyword(s.into());
     let mut ops = Vec::with_capacity(txns * 2 + 2);
     for i in 0..txns as i64 {
-        let v = Value::List(vec![Value::List(vec![
+        let v = Value::list(vec![Value::list(vec![
             kw("append"),
             Value::Int(1),
             Value::Int(i),
@@ -202,7 +202,7 @@ fn reverse_chain(txns: usize) {
         ops.push(Op::new(p.clone(), OpType::Invoke, "txn", v.clone()));
         ops.push(Op::new(p, OpType::Ok, "txn", v));
     }
-    let read = |l: Value| Value::List(vec![Value::List(vec![kw("r"), Value::Int(1), l])]);
+    let read = |l: Value| Value::list(vec![Value::list(vec![kw("r"), Value::Int(1), l])]);
     let all = Value::List((0..txns as i64).rev().map(Value::Int).collect());
     ops.push(Op::new(
         Process::Client(99),

@@ -203,8 +203,8 @@ impl<'h> ListAppend<'h> {
                         format!(
                             "key {}: read {} is not a prefix of read {}",
                             tx.keys[k],
-                            Value::List(elems.to_vec()),
-                            Value::List(full.to_vec())
+                            Value::list(elems.to_vec()),
+                            Value::list(full.to_vec())
                         ),
                     );
                     for e in elems {

@@ -24,7 +24,7 @@ fn parse_value(text: &str) -> Result<Value, String> {
     }
     if let Some(inner) = text.strip_prefix('[').and_then(|t| t.strip_suffix(']')) {
         let items: Result<Vec<Value>, String> = inner.split_whitespace().map(parse_value).collect();
-        return Ok(Value::List(items?));
+        return Ok(Value::list(items?));
     }
     text.parse::<i64>()
         .map(Value::Int)
@@ -98,12 +98,12 @@ fn parse_txn(txn: &str) -> Result<Parsed, String> {
             _ => return Err(format!("unknown micro-op {tok:?}")),
         };
         let invoked = if f == "r" { Value::Nil } else { value.clone() };
-        inv.push(Value::List(vec![kw(f), key.clone(), invoked]));
-        done.push(Value::List(vec![kw(f), key, value]));
+        inv.push(Value::list(vec![kw(f), key.clone(), invoked]));
+        done.push(Value::list(vec![kw(f), key, value]));
     }
-    p.invoke = Value::List(inv);
+    p.invoke = Value::list(inv);
     p.complete = if p.status == OpType::Ok {
-        Value::List(done)
+        Value::list(done)
     } else {
         p.invoke.clone()
     };

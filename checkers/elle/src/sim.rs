@@ -276,7 +276,7 @@ impl Db {
                 Some(vals) => vals.last().map_or(Value::Nil, |&v| Value::Int(v)),
             }
         };
-        Value::List(vec![Value::Keyword(f.into()), Value::Int(m.key as i64), v])
+        Value::list(vec![Value::Keyword(f.into()), Value::Int(m.key as i64), v])
     }
 
     fn txn_value(&self, a: &Active, with_reads: bool) -> Value {

@@ -197,7 +197,7 @@ fn generate(ops: usize, keys: u64, workers: u64, info_per_mille: u64) -> History
                     _ => {
                         next_value += 1;
                         let from = store[key as usize].clone();
-                        ("cas", Value::List(vec![from, Value::Int(next_value)]))
+                        ("cas", Value::list(vec![from, Value::Int(next_value)]))
                     }
                 };
                 out.push(op(process[w], OpType::Invoke, f, key, value.clone()));

@@ -53,7 +53,7 @@ fn random_history(rng: &mut Rng) -> History {
                     1 => ("write", Value::Int(rng.below(3) as i64)),
                     _ => (
                         "cas",
-                        Value::List(vec![
+                        Value::list(vec![
                             Value::Int(rng.below(3) as i64),
                             Value::Int(rng.below(3) as i64),
                         ]),

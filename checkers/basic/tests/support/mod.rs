@@ -13,7 +13,7 @@ pub fn v(i: i64) -> Value {
 }
 
 pub fn set(items: &[i64]) -> Value {
-    Value::set(items.iter().map(|&i| Value::Int(i)).collect())
+    Value::set(items.iter().map(|&i| Value::Int(i)))
 }
 
 pub fn list(items: &[i64]) -> Value {

@@ -295,14 +295,14 @@ impl<'de> Visitor<'de> for ValueVisitor {
         Ok(Value::str(s))
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
-        let mut items = ThinVec::with_capacity(seq.size_hint().unwrap_or(0));
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0));
         while let Some(item) = seq.next_element::<Value>()? {
             items.push(item);
         }
-        // A list read element by element has grown by doubling: give back
-        // the slack, which is up to half of every long read in a history.
-        items.shrink_to_fit();
-        Ok(Value::List(items))
+        // A list read element by element grows by doubling; the value keeps
+        // an exact copy instead (shrinking in place would not help: an
+        // allocator may keep a block that is at most half empty).
+        Ok(Value::List(ThinVec::from(items)))
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
         let mut entries: ThinVec<(Value, Value)> = ThinVec::new();

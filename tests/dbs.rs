@@ -242,4 +242,31 @@ fn the_reference_store_runs_in_docker_through_faults() {
         "no fault was applied"
     );
     assert_eq!(leftovers(), 0);
+    // The nodes ran an image that holds this binary (one image: older
+    // builds' images are removed when a new one is made).
+    let images = Command::new("docker")
+        .args([
+            "images",
+            "--filter",
+            "reference=splitbrain-refstore",
+            "--format",
+            "{{.Repository}}:{{.Tag}}",
+        ])
+        .output()
+        .unwrap();
+    let images: Vec<String> = String::from_utf8_lossy(&images.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(images.len(), 1, "{images:?}");
+    let help = Command::new("docker")
+        .args(["run", "--rm", "--network", "none", &images[0]])
+        .args(["/opt/splitbrain/splitbrain", "store-node", "--help"])
+        .output()
+        .unwrap();
+    assert!(
+        help.status.success() && String::from_utf8_lossy(&help.stdout).contains("--config"),
+        "{}",
+        String::from_utf8_lossy(&help.stderr)
+    );
 }

@@ -32,6 +32,14 @@ fn containers_take_faults_and_leave_nothing_behind() {
         )
         .await
         .expect("base image");
+        // Deriving under a recipe's own name would replace (and prune) its image.
+        let refused = splitbrain::docker::image::derive(&docker, &tag, "base", &[]).await;
+        assert!(
+            refused
+                .as_ref()
+                .is_err_and(|e| e.to_string().contains("belongs to a recipe")),
+            "{refused:?}"
+        );
         let logs = tempfile::tempdir().unwrap();
         let run = format!("t{}", std::process::id());
         let specs: Vec<NodeSpec> = (1..=3)
@@ -44,7 +52,6 @@ fn containers_take_faults_and_leave_nothing_behind() {
                     "echo node up; exec sleep infinity".into(),
                 ],
                 env: faketime_env(),
-                binds: vec![],
             })
             .collect();
         let mut c = DockerCluster::create(docker.clone(), &run, &specs, logs.path())
@@ -63,6 +70,22 @@ fn containers_take_faults_and_leave_nothing_behind() {
                 c.exec("n2", &["true"]).await.is_err(),
                 "a killed container runs nothing"
             );
+            // Files go in and come out through the API, a killed node's too.
+            let note = b"written by the harness\n";
+            c.put_file("n1", "/etc/splitbrain/note.txt", note, 0o644)
+                .await
+                .map_err(|e| e.to_string())?;
+            let back = c
+                .get_file("n1", "/etc/splitbrain/note.txt")
+                .await
+                .map_err(|e| e.to_string())?;
+            assert_eq!(back, note);
+            let hostname = c
+                .get_file("n2", "/etc/hostname")
+                .await
+                .map_err(|e| e.to_string())?;
+            assert_eq!(String::from_utf8_lossy(&hostname).trim(), "n2");
+            assert!(c.get_file("n1", "/no/such/file").await.is_err());
             c.restart(&["n2".to_string()]).await?;
             c.pause(&["n3".to_string()]).await?;
             c.resume(&["n3".to_string()]).await?;

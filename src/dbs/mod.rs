@@ -90,9 +90,16 @@ pub trait Db: Send + Sync + 'static {
     fn refuses(&self, fault: Fault) -> Option<String>;
     /// Environment for every container (libfaketime, for databases it can fool).
     fn env(&self) -> Vec<String>;
-    /// `host-path:container-path[:ro]` mounts for every container.
-    fn binds(&self) -> Vec<String> {
+    /// Files from this host that the image must hold (host path, path in
+    /// the image); when there are any, the nodes run an image derived from
+    /// the recipe's with them added ([`image::derive`]).
+    fn files(&self) -> Vec<(PathBuf, String)> {
         Vec::new()
+    }
+    /// The name of that derived image (`splitbrain-NAME:HASH`); never a
+    /// recipe's own name, whose image it would replace.
+    fn derived_image_name(&self) -> &'static str {
+        "derived"
     }
     /// The shell script a node's container runs at every start, restarts
     /// after a kill included; `ips` are every node's fixed address.
@@ -176,10 +183,20 @@ impl<D: Db> DockerDb<D> {
                     .0
             }
         };
+        let files = self.db.files();
+        let tag = if files.is_empty() {
+            tag
+        } else {
+            let (derived, made) =
+                image::derive(&docker, &tag, self.db.derived_image_name(), &files).await?;
+            if made {
+                eprintln!("made image {derived}: {tag} with this host's files added");
+            }
+            derived
+        };
         let names = self.db.nodes();
         let db = self.db.clone();
         let env = db.env();
-        let binds = db.binds();
         let cluster = DockerCluster::create_with(docker, &self.run, &names, run_dir, |ips| {
             names
                 .iter()
@@ -188,7 +205,6 @@ impl<D: Db> DockerDb<D> {
                     image: tag.clone(),
                     cmd: vec!["sh".into(), "-c".into(), db.start_script(n, ips)],
                     env: env.clone(),
-                    binds: binds.clone(),
                 })
                 .collect()
         })

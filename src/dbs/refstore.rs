@@ -1,7 +1,8 @@
-//! The reference store in Docker: each node a container of the base image
-//! running this very `splitbrain` binary (mounted read-only at
-//! `/opt/splitbrain/splitbrain`) as `store-node`, with its cluster file
-//! written by the start script from the nodes' fixed addresses.
+//! The reference store in Docker: each node a container of an image holding
+//! this very `splitbrain` binary (the base image with the binary copied in at
+//! `/opt/splitbrain/splitbrain`, remade when the binary changes) running
+//! `store-node`, with its cluster file written by the start script from the
+//! nodes' fixed addresses.
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -101,7 +102,7 @@ impl Db for RefstoreDb {
             ),
         };
         format!(
-            "refstore {mode}, {} nodes in Docker (base image, this splitbrain binary mounted read-only)",
+            "refstore {mode}, {} nodes in Docker (the base image with this splitbrain binary added)",
             self.nodes.len()
         )
     }
@@ -120,8 +121,12 @@ impl Db for RefstoreDb {
         Vec::new()
     }
 
-    fn binds(&self) -> Vec<String> {
-        vec![format!("{}:{BINARY}:ro", self.program.display())]
+    fn derived_image_name(&self) -> &'static str {
+        "refstore"
+    }
+
+    fn files(&self) -> Vec<(PathBuf, String)> {
+        vec![(self.program.clone(), BINARY.to_string())]
     }
 
     fn start_script(&self, node: &str, ips: &BTreeMap<Node, Ipv4Addr>) -> String {

@@ -6,7 +6,13 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use bollard::query_parameters::CreateImageOptionsBuilder;
+use std::collections::HashMap;
+
+use bollard::models::{ContainerConfig, ContainerCreateBody};
+use bollard::query_parameters::{
+    CommitContainerOptionsBuilder, CreateContainerOptionsBuilder, CreateImageOptionsBuilder,
+    ListImagesOptionsBuilder, RemoveContainerOptionsBuilder, RemoveImageOptions,
+};
 use bollard::Docker;
 use futures_util::StreamExt;
 
@@ -71,10 +77,7 @@ impl Recipe {
 
     /// `splitbrain-NAME:HASH`.
     pub fn tag(&self) -> String {
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for b in self.fingerprint().bytes() {
-            h = (h ^ b as u64).wrapping_mul(0x0100_0000_01b3);
-        }
+        let h = fnv(&self.fingerprint());
         format!("splitbrain-{}:{:012x}", self.name, h & 0xffff_ffff_ffff)
     }
 }
@@ -211,6 +214,126 @@ pub async fn ensure(
     let result = import(docker, &tar, &tag).await;
     let _ = std::fs::remove_file(&tar);
     result.map(|()| (tag, true))
+}
+
+/// An image of `base` with files from this host added: `splitbrain-NAME:HASH`,
+/// where the hash covers the base and each file's path, size and modification
+/// time, so that a rebuilt binary gets a new image and an unchanged one reuses
+/// its image. Made through the API: a stopped container of `base`, the files
+/// copied in, the container committed. Older images of the same name are
+/// removed (one binary's worth of disk, not one per build). Returns the tag and
+/// whether it was made now.
+pub async fn derive(
+    docker: &Docker,
+    base: &str,
+    name: &str,
+    files: &[(PathBuf, String)],
+) -> Result<(String, bool), DockerError> {
+    let mut fingerprint = format!("v1 {base}");
+    for (host, dest) in files {
+        let meta = std::fs::metadata(host)
+            .map_err(|e| DockerError::Other(format!("cannot read {}: {e}", host.display())))?;
+        let mtime = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_nanos());
+        fingerprint.push_str(&format!(
+            " {} {dest} {} {mtime}",
+            host.display(),
+            meta.len()
+        ));
+    }
+    let repo = format!("splitbrain-{name}");
+    // Deriving under the base's own name would remove the base as an "older" image.
+    if base.split(':').next() == Some(repo.as_str())
+        || Recipe::named(name).is_some_and(|r| r.name == name)
+    {
+        return Err(DockerError::Other(format!(
+            "cannot derive image {repo} from {base}: the name belongs to a recipe's image"
+        )));
+    }
+    let version = format!("{:012x}", fnv(&fingerprint) & 0xffff_ffff_ffff);
+    let tag = format!("{repo}:{version}");
+    if exists(docker, &tag).await {
+        return Ok((tag, false));
+    }
+    let container = format!("sb-image-{name}-{}-{version}", std::process::id());
+    docker
+        .create_container(
+            Some(
+                CreateContainerOptionsBuilder::new()
+                    .name(&container)
+                    .build(),
+            ),
+            ContainerCreateBody {
+                image: Some(base.to_string()),
+                cmd: Some(vec!["true".into()]),
+                labels: Some(super::labels(&format!("image-{name}"))),
+                ..Default::default()
+            },
+        )
+        .await?;
+    let made = async {
+        let copies = files
+            .iter()
+            .map(|(host, dest)| (dest.clone(), super::FileSource::Host(host.clone()), 0o755))
+            .collect();
+        super::copy_in(docker, &container, copies).await?;
+        docker
+            .commit_container(
+                CommitContainerOptionsBuilder::new()
+                    .container(&container)
+                    .repo(&repo)
+                    .tag(&version)
+                    .comment(&format!(
+                        "{base} with {} file(s) from the harness's host",
+                        files.len()
+                    ))
+                    .build(),
+                ContainerConfig::default(),
+            )
+            .await?;
+        Ok::<_, DockerError>(())
+    }
+    .await;
+    let _ = docker
+        .remove_container(
+            &container,
+            Some(RemoveContainerOptionsBuilder::new().force(true).build()),
+        )
+        .await;
+    made?;
+    if !exists(docker, &tag).await {
+        return Err(DockerError::Other(format!(
+            "the engine did not keep the committed image {tag}"
+        )));
+    }
+    let older = docker
+        .list_images(Some(
+            ListImagesOptionsBuilder::new()
+                .filters(&HashMap::from([("reference", vec![repo.as_str()])]))
+                .build(),
+        ))
+        .await
+        .unwrap_or_default();
+    for image in older {
+        for t in image.repo_tags.iter().filter(|t| **t != tag) {
+            // An image still in use by a running test stays.
+            let _ = docker
+                .remove_image(t, None::<RemoveImageOptions>, None)
+                .await;
+        }
+    }
+    Ok((tag, true))
+}
+
+fn fnv(text: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in text.bytes() {
+        h = (h ^ b as u64).wrapping_mul(0x0100_0000_01b3);
+    }
+    h
 }
 
 #[cfg(test)]

@@ -16,8 +16,9 @@ use bollard::models::{
     NetworkCreateRequest, NetworkingConfig,
 };
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, KillContainerOptionsBuilder, ListContainersOptionsBuilder,
-    ListNetworksOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+    CreateContainerOptionsBuilder, DownloadFromContainerOptionsBuilder,
+    KillContainerOptionsBuilder, ListContainersOptionsBuilder, ListNetworksOptionsBuilder,
+    LogsOptionsBuilder, RemoveContainerOptionsBuilder, UploadToContainerOptionsBuilder,
 };
 use bollard::Docker;
 use futures_util::StreamExt;
@@ -64,7 +65,7 @@ fn pid_alive(pid: u32) -> bool {
     unsafe { libc::kill(pid as libc::pid_t, 0) == 0 }
 }
 
-fn labels(run: &str) -> HashMap<String, String> {
+pub(crate) fn labels(run: &str) -> HashMap<String, String> {
     HashMap::from([
         (LABEL_MANAGED.to_string(), "true".to_string()),
         (LABEL_RUN.to_string(), run.to_string()),
@@ -186,6 +187,145 @@ pub async fn managed_by_run(docker: &Docker, run: &str) -> Result<usize, DockerE
     Ok(c.len() + n.len())
 }
 
+/// What goes into a container: a file's bytes, or a file on this host
+/// (streamed, so a big binary is never held in memory).
+pub enum FileSource {
+    Bytes(Vec<u8>),
+    Host(PathBuf),
+}
+
+/// Copy files into a container through the API: one tar archive unpacked
+/// at `/`. `files` are (absolute path in the container, contents, mode);
+/// missing parent directories are made.
+pub async fn copy_in(
+    docker: &Docker,
+    container: &str,
+    files: Vec<(String, FileSource, u32)>,
+) -> Result<(), DockerError> {
+    let archive = tempfile_path("copy-in", "tar");
+    let path = archive.clone();
+    tokio::task::spawn_blocking(move || write_tar(&path, &files))
+        .await
+        .map_err(|e| DockerError::Other(format!("the archive task failed: {e}")))??;
+    let result = async {
+        let file = tokio::fs::File::open(&archive)
+            .await
+            .map_err(|e| DockerError::Other(format!("cannot open {}: {e}", archive.display())))?;
+        let body = tokio_util::io::ReaderStream::with_capacity(file, 1 << 20)
+            .filter_map(|chunk| async move { chunk.ok() });
+        docker
+            .upload_to_container(
+                container,
+                Some(UploadToContainerOptionsBuilder::new().path("/").build()),
+                bollard::body_stream(body),
+            )
+            .await
+            .map_err(DockerError::from)
+    }
+    .await;
+    let _ = std::fs::remove_file(&archive);
+    result
+}
+
+/// Copy one file out of a container through the API.
+pub async fn copy_out(
+    docker: &Docker,
+    container: &str,
+    path: &str,
+) -> Result<Vec<u8>, DockerError> {
+    let mut stream = docker.download_from_container(
+        container,
+        Some(
+            DownloadFromContainerOptionsBuilder::new()
+                .path(path)
+                .build(),
+        ),
+    );
+    let mut archive = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        archive.extend_from_slice(&chunk?);
+    }
+    let mut entries = tar::Archive::new(archive.as_slice());
+    let bad =
+        |e: std::io::Error| DockerError::Other(format!("reading {path} from {container}: {e}"));
+    for entry in entries.entries().map_err(bad)? {
+        let mut entry = entry.map_err(bad)?;
+        if entry.header().entry_type().is_file() {
+            let mut out = Vec::new();
+            std::io::Read::read_to_end(&mut entry, &mut out).map_err(bad)?;
+            return Ok(out);
+        }
+    }
+    Err(DockerError::Other(format!(
+        "{path} in {container} is not a file"
+    )))
+}
+
+fn tempfile_path(what: &str, ext: &str) -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    std::env::temp_dir().join(format!(
+        "splitbrain-{what}-{}-{n}.{ext}",
+        std::process::id()
+    ))
+}
+
+fn write_tar(path: &Path, files: &[(String, FileSource, u32)]) -> Result<(), DockerError> {
+    let io = |e: std::io::Error| DockerError::Other(format!("writing {}: {e}", path.display()));
+    let out = std::fs::File::create(path).map_err(io)?;
+    let mut tar = tar::Builder::new(std::io::BufWriter::new(out));
+    let mut dirs = BTreeSet::new();
+    for (dest, source, mode) in files {
+        let rel = dest.trim_start_matches('/');
+        if rel.is_empty() || rel.split('/').any(|c| c.is_empty() || c == "..") {
+            return Err(DockerError::Other(format!(
+                "cannot copy to {dest:?}: expected an absolute file path"
+            )));
+        }
+        // Parent directories first, each once, so the engine makes them.
+        let mut parent = String::new();
+        for comp in rel
+            .split('/')
+            .collect::<Vec<_>>()
+            .split_last()
+            .map_or(&[][..], |(_, d)| d)
+        {
+            parent = if parent.is_empty() {
+                comp.to_string()
+            } else {
+                format!("{parent}/{comp}")
+            };
+            if dirs.insert(parent.clone()) {
+                let mut h = tar::Header::new_gnu();
+                h.set_entry_type(tar::EntryType::Directory);
+                h.set_mode(0o755);
+                h.set_size(0);
+                tar.append_data(&mut h, format!("{parent}/"), std::io::empty())
+                    .map_err(io)?;
+            }
+        }
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_mode(*mode);
+        match source {
+            FileSource::Bytes(b) => {
+                h.set_size(b.len() as u64);
+                tar.append_data(&mut h, rel, b.as_slice()).map_err(io)?;
+            }
+            FileSource::Host(p) => {
+                let f = std::fs::File::open(p)
+                    .map_err(|e| DockerError::Other(format!("cannot open {}: {e}", p.display())))?;
+                let len = f.metadata().map_err(io)?.len();
+                h.set_size(len);
+                tar.append_data(&mut h, rel, f).map_err(io)?;
+            }
+        }
+    }
+    tar.into_inner()
+        .and_then(|mut w| std::io::Write::flush(&mut w))
+        .map_err(io)
+}
+
 /// How to start one node's container.
 #[derive(Debug, Clone)]
 pub struct NodeSpec {
@@ -193,8 +333,6 @@ pub struct NodeSpec {
     pub image: String,
     pub cmd: Vec<String>,
     pub env: Vec<String>,
-    /// `host-path:container-path[:ro]`.
-    pub binds: Vec<String>,
 }
 
 /// A cluster of containers on a network of its own.
@@ -331,11 +469,6 @@ impl DockerCluster {
                 host_config: Some(HostConfig {
                     network_mode: Some(self.network.clone()),
                     cap_add: Some(vec!["NET_ADMIN".into()]),
-                    binds: if s.binds.is_empty() {
-                        None
-                    } else {
-                        Some(s.binds.clone())
-                    },
                     init: Some(true),
                     ..Default::default()
                 }),
@@ -477,6 +610,29 @@ impl DockerCluster {
             });
         }
         Ok(output)
+    }
+
+    /// Write a file into a node's container (through the API, not a shell).
+    pub async fn put_file(
+        &self,
+        node: &str,
+        path: &str,
+        contents: &[u8],
+        mode: u32,
+    ) -> Result<(), DockerError> {
+        let container = self.container(node)?;
+        copy_in(
+            &self.docker,
+            container,
+            vec![(path.to_string(), FileSource::Bytes(contents.to_vec()), mode)],
+        )
+        .await
+    }
+
+    /// Read a file from a node's container (through the API); works on a
+    /// stopped container too, so a killed node's files can still be collected.
+    pub async fn get_file(&self, node: &str, path: &str) -> Result<Vec<u8>, DockerError> {
+        copy_out(&self.docker, self.container(node)?, path).await
     }
 
     pub async fn kill_node(&mut self, node: &str) -> Result<(), DockerError> {

@@ -142,11 +142,12 @@ struct TestArgs {
     #[arg(long, default_value_t = 5.0)]
     nemesis_interval: f64,
     /// Partition shapes to draw from: one, primaries, majority, majorities-ring, bridge, random-halves
-    /// (default: one,majority,majorities-ring,bridge,primaries; primaries,majority for redis).
+    /// (default: primaries,majority for leader-based databases (single-leader refstore, etcd,
+    /// redis); one,majority,majorities-ring,bridge,primaries otherwise).
     #[arg(long, value_delimiter = ',')]
     partitions: Option<Vec<String>>,
     /// Whom kill and pause hit, drawn from: one, minority, majority, primaries, all
-    /// (default: one,minority,primaries; primaries,one for redis).
+    /// (default: primaries,one for leader-based databases; one,minority,primaries otherwise).
     #[arg(long, value_delimiter = ',')]
     nemesis_targets: Option<Vec<String>>,
     /// Largest clock bump, in ms, either direction.
@@ -756,18 +757,21 @@ fn test(args: TestArgs) -> Result<u8, Failure> {
     });
     let workload: WorkloadKind = workload_name.parse().map_err(bad)?;
     let faults = parse_faults(&args.nemesis).map_err(bad)?;
-    // Redis loses writes when its primary is cut off or stopped: aim there by default.
-    let redis = args.db == "redis";
+    // A leader-based database loses or keeps acknowledged writes when its
+    // leader is cut off, stopped or killed: aim there by default (as Jepsen's
+    // tests of such databases do); the other shapes stay a flag away.
+    let leader_based = matches!(args.db.as_str(), "redis" | "etcd")
+        || (args.db == "refstore" && args.replication == "single-leader");
     let default_list = |list: &str| list.split(',').map(str::to_string).collect::<Vec<_>>();
     let partition_names = args.partitions.clone().unwrap_or_else(|| {
-        default_list(if redis {
+        default_list(if leader_based {
             "primaries,majority"
         } else {
             "one,majority,majorities-ring,bridge,primaries"
         })
     });
     let target_names = args.nemesis_targets.clone().unwrap_or_else(|| {
-        default_list(if redis {
+        default_list(if leader_based {
             "primaries,one"
         } else {
             "one,minority,primaries"

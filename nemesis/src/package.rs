@@ -337,6 +337,23 @@ impl<E: Executor> Runner<E> {
         }
     }
 
+    /// The leaders now. Just after a fault there may be none for a moment
+    /// (an election is under way), so ask again for a few seconds before
+    /// saying there are none.
+    async fn current_primaries(&mut self) -> Vec<Node> {
+        const ASKS: u32 = 12;
+        for attempt in 0..ASKS {
+            if attempt > 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+            let primaries = self.exec.primaries().await;
+            if !primaries.is_empty() {
+                return primaries;
+            }
+        }
+        Vec::new()
+    }
+
     async fn pick(&mut self, spec: &Value) -> Result<Vec<Node>, String> {
         let name = spec.as_str().unwrap_or("one");
         if name == "all" {
@@ -344,7 +361,7 @@ impl<E: Executor> Runner<E> {
         }
         let t: TargetSpec = name.parse()?;
         let primaries = if t == TargetSpec::Primaries {
-            self.exec.primaries().await
+            self.current_primaries().await
         } else {
             Vec::new()
         };
@@ -372,7 +389,7 @@ impl<E: Executor> Runner<E> {
             "start-partition" => {
                 let shape: PartitionShape = value.as_str().unwrap_or("majority").parse()?;
                 let primaries = if shape == PartitionShape::Primaries {
-                    self.exec.primaries().await
+                    self.current_primaries().await
                 } else {
                     Vec::new()
                 };

@@ -205,31 +205,26 @@ save \"\"
 
     async fn primaries(&self, ips: &BTreeMap<Node, Ipv4Addr>) -> Vec<Node> {
         let node_of = |ip: Ipv4Addr| ips.iter().find(|(_, a)| **a == ip).map(|(n, _)| n.clone());
-        // The Sentinels' majority view: what most of them name. A busy
-        // machine can make every ask of one round time out, so a few rounds.
-        for round in 0..3 {
-            if round > 0 {
-                tokio::time::sleep(Duration::from_millis(300)).await;
-            }
-            let asks = ips
-                .values()
-                .take(SENTINELS)
-                .map(|s| ask_sentinel(*s, Duration::from_millis(800)));
-            let mut votes: BTreeMap<Ipv4Addr, usize> = BTreeMap::new();
-            for ip in futures_util::future::join_all(asks)
-                .await
-                .into_iter()
-                .flatten()
-            {
-                *votes.entry(ip).or_default() += 1;
-            }
-            if let Some(node) = votes
-                .into_iter()
-                .max_by_key(|(_, v)| *v)
-                .and_then(|(ip, _)| node_of(ip))
-            {
-                return vec![node];
-            }
+        // The Sentinels' majority view: what most of them name. (The nemesis
+        // asks again a few times when nobody is named.)
+        let asks = ips
+            .values()
+            .take(SENTINELS)
+            .map(|s| ask_sentinel(*s, Duration::from_millis(800)));
+        let mut votes: BTreeMap<Ipv4Addr, usize> = BTreeMap::new();
+        for ip in futures_util::future::join_all(asks)
+            .await
+            .into_iter()
+            .flatten()
+        {
+            *votes.entry(ip).or_default() += 1;
+        }
+        if let Some(node) = votes
+            .into_iter()
+            .max_by_key(|(_, v)| *v)
+            .and_then(|(ip, _)| node_of(ip))
+        {
+            return vec![node];
         }
         // No Sentinel answers (they share containers with the servers, so a
         // fault can silence them): the servers that say they are primaries.

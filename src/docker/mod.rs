@@ -196,7 +196,7 @@ pub enum FileSource {
 
 /// Copy files into a container through the API: one tar archive unpacked
 /// at `/`. `files` are (absolute path in the container, contents, mode);
-/// missing parent directories are made.
+/// the engine makes missing parent directories.
 pub async fn copy_in(
     docker: &Docker,
     container: &str,
@@ -274,7 +274,6 @@ fn write_tar(path: &Path, files: &[(String, FileSource, u32)]) -> Result<(), Doc
     let io = |e: std::io::Error| DockerError::Other(format!("writing {}: {e}", path.display()));
     let out = std::fs::File::create(path).map_err(io)?;
     let mut tar = tar::Builder::new(std::io::BufWriter::new(out));
-    let mut dirs = BTreeSet::new();
     for (dest, source, mode) in files {
         let rel = dest.trim_start_matches('/');
         if rel.is_empty() || rel.split('/').any(|c| c.is_empty() || c == "..") {
@@ -282,28 +281,8 @@ fn write_tar(path: &Path, files: &[(String, FileSource, u32)]) -> Result<(), Doc
                 "cannot copy to {dest:?}: expected an absolute file path"
             )));
         }
-        // Parent directories first, each once, so the engine makes them.
-        let mut parent = String::new();
-        for comp in rel
-            .split('/')
-            .collect::<Vec<_>>()
-            .split_last()
-            .map_or(&[][..], |(_, d)| d)
-        {
-            parent = if parent.is_empty() {
-                comp.to_string()
-            } else {
-                format!("{parent}/{comp}")
-            };
-            if dirs.insert(parent.clone()) {
-                let mut h = tar::Header::new_gnu();
-                h.set_entry_type(tar::EntryType::Directory);
-                h.set_mode(0o755);
-                h.set_size(0);
-                tar.append_data(&mut h, format!("{parent}/"), std::io::empty())
-                    .map_err(io)?;
-            }
-        }
+        // No directory entries: the engine makes missing parents (0755), and
+        // an entry for an existing one (/tmp, say) would reset its mode.
         let mut h = tar::Header::new_gnu();
         h.set_entry_type(tar::EntryType::Regular);
         h.set_mode(*mode);

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use splitbrain_history::Value;
@@ -27,15 +27,44 @@ use crate::controller::Cluster;
 use crate::interpreter::{Client, ClientFactory, Completion};
 use crate::supervisor::{proc_state, NodeCommand, Supervisor};
 
-/// Free loopback ports, found by binding to port 0.
+/// Free loopback ports below the kernel's ephemeral range. A port from that
+/// range can be taken, while its node is killed, as the local end of some
+/// outgoing connection (a peer link redialling, a client), and then the node
+/// cannot listen on it again when it restarts.
 fn free_ports(n: usize) -> std::io::Result<Vec<u16>> {
-    let listeners: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0"))
-        .collect::<Result<_, _>>()?;
-    listeners
-        .iter()
-        .map(|l| l.local_addr().map(|a| a.port()))
-        .collect()
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32768);
+    let (low, high) = (10_000u32, ephemeral_low.clamp(10_001, 65_536));
+    let span = high - low;
+    // Start somewhere different per process, so concurrent runs rarely probe the same ports.
+    let mut next = low
+        + (std::process::id().wrapping_mul(2_654_435_761).wrapping_add(
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos()),
+        ) % span);
+    let mut ports = Vec::with_capacity(n);
+    // Hold each port while choosing the rest, so none is picked twice.
+    let mut held = Vec::with_capacity(n);
+    for _ in 0..span {
+        if ports.len() == n {
+            break;
+        }
+        if let Ok(l) = TcpListener::bind(("127.0.0.1", next as u16)) {
+            ports.push(next as u16);
+            held.push(l);
+        }
+        next = if next + 1 >= high { low } else { next + 1 };
+    }
+    if ports.len() < n {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::AddrNotAvailable,
+            format!("only {} free loopback ports below {high}", ports.len()),
+        ));
+    }
+    Ok(ports)
 }
 
 /// A cluster file for `nodes` local nodes; every other setting comes from `base`.
@@ -531,6 +560,11 @@ impl Executor for LocalExecutor {
         let deadline = Instant::now() + Duration::from_secs(10);
         for n in nodes {
             while self.admin(n, "status").await.is_err() {
+                // A node that died on its way up will not answer: say why now.
+                self.with_supervisor(|s| {
+                    s.check_alive(n)
+                        .map_err(|e| format!("{n} did not come back after restart: {e}"))
+                })?;
                 if Instant::now() > deadline {
                     return Err(format!("{n} did not come back after restart"));
                 }

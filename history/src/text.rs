@@ -180,11 +180,6 @@ impl From<smol_str::SmolStr> for Text {
         Text::new(&s)
     }
 }
-impl From<&smol_str::SmolStr> for Text {
-    fn from(s: &smol_str::SmolStr) -> Text {
-        Text::new(s)
-    }
-}
 
 impl serde::Serialize for Text {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {

@@ -58,10 +58,6 @@ impl Value {
         Value::Str(Text::new(s))
     }
 
-    pub fn keyword(s: &str) -> Value {
-        Value::Keyword(Text::new(s))
-    }
-
     pub fn is_nil(&self) -> bool {
         matches!(self, Value::Nil)
     }

@@ -79,6 +79,14 @@ fn unsupported_workload(db: &str, w: WorkloadKind, supported: &[WorkloadKind]) -
     )
 }
 
+/// An image made from a recipe's by adding files from this host.
+pub struct DerivedImage {
+    /// `splitbrain-NAME:HASH`; never a recipe's own name, whose image it would replace.
+    pub name: &'static str,
+    /// (host path, path in the image).
+    pub files: Vec<(PathBuf, String)>,
+}
+
 /// A database's half of a docker cluster.
 #[async_trait]
 pub trait Db: Send + Sync + 'static {
@@ -90,16 +98,10 @@ pub trait Db: Send + Sync + 'static {
     fn refuses(&self, fault: Fault) -> Option<String>;
     /// Environment for every container (libfaketime, for databases it can fool).
     fn env(&self) -> Vec<String>;
-    /// Files from this host that the image must hold (host path, path in
-    /// the image); when there are any, the nodes run an image derived from
-    /// the recipe's with them added ([`image::derive`]).
-    fn files(&self) -> Vec<(PathBuf, String)> {
-        Vec::new()
-    }
-    /// The name of that derived image (`splitbrain-NAME:HASH`); never a
-    /// recipe's own name, whose image it would replace.
-    fn derived_image_name(&self) -> &'static str {
-        "derived"
+    /// Files from this host the nodes' image must hold, when it is the
+    /// recipe's image with them added ([`image::derive`]).
+    fn derived_image(&self) -> Option<DerivedImage> {
+        None
     }
     /// The shell script a node's container runs at every start, restarts
     /// after a kill included; `ips` are every node's fixed address.
@@ -183,16 +185,15 @@ impl<D: Db> DockerDb<D> {
                     .0
             }
         };
-        let files = self.db.files();
-        let tag = if files.is_empty() {
-            tag
-        } else {
-            let (derived, made) =
-                image::derive(&docker, &tag, self.db.derived_image_name(), &files).await?;
-            if made {
-                eprintln!("made image {derived}: {tag} with this host's files added");
+        let tag = match self.db.derived_image() {
+            None => tag,
+            Some(d) => {
+                let (derived, made) = image::derive(&docker, &tag, d.name, &d.files).await?;
+                if made {
+                    eprintln!("made image {derived}: {tag} with this host's files added");
+                }
+                derived
             }
-            derived
         };
         let names = self.db.nodes();
         let db = self.db.clone();

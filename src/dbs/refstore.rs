@@ -17,7 +17,7 @@ use splitbrain_store::config::{ClusterConfig, Mode, NodeAddrs};
 use splitbrain_store::node::admin_call;
 use splitbrain_workloads::WorkloadKind;
 
-use super::{Db, DockerTest};
+use super::{Db, DerivedImage, DockerTest};
 use crate::interpreter::ClientFactory;
 
 /// Ports every node listens on in its own container.
@@ -121,12 +121,11 @@ impl Db for RefstoreDb {
         Vec::new()
     }
 
-    fn derived_image_name(&self) -> &'static str {
-        "refstore"
-    }
-
-    fn files(&self) -> Vec<(PathBuf, String)> {
-        vec![(self.program.clone(), BINARY.to_string())]
+    fn derived_image(&self) -> Option<DerivedImage> {
+        Some(DerivedImage {
+            name: "refstore",
+            files: vec![(self.program.clone(), BINARY.to_string())],
+        })
     }
 
     fn start_script(&self, node: &str, ips: &BTreeMap<Node, Ipv4Addr>) -> String {

@@ -3,10 +3,9 @@
 //! the engine as an image. The tag carries a hash of the recipe, so an image
 //! is built once and rebuilt only when its recipe changes.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-
-use std::collections::HashMap;
 
 use bollard::models::{ContainerConfig, ContainerCreateBody};
 use bollard::query_parameters::{
@@ -77,8 +76,11 @@ impl Recipe {
 
     /// `splitbrain-NAME:HASH`.
     pub fn tag(&self) -> String {
-        let h = fnv(&self.fingerprint());
-        format!("splitbrain-{}:{:012x}", self.name, h & 0xffff_ffff_ffff)
+        format!(
+            "splitbrain-{}:{}",
+            self.name,
+            short_hash(&self.fingerprint())
+        )
     }
 }
 
@@ -173,11 +175,7 @@ fn which(program: &str) -> Option<PathBuf> {
 /// Import a root filesystem tar as `tag`.
 pub async fn import(docker: &Docker, tar: &Path, tag: &str) -> Result<(), DockerError> {
     let (repo, version) = tag.split_once(':').unwrap_or((tag, "latest"));
-    let file = tokio::fs::File::open(tar)
-        .await
-        .map_err(|e| DockerError::Other(format!("cannot open {}: {e}", tar.display())))?;
-    let body = tokio_util::io::ReaderStream::with_capacity(file, 1 << 20)
-        .filter_map(|chunk| async move { chunk.ok() });
+    let body = super::file_body(tar).await?;
     let opts = CreateImageOptionsBuilder::new()
         .from_src("-")
         .repo(repo)
@@ -229,6 +227,15 @@ pub async fn derive(
     name: &str,
     files: &[(PathBuf, String)],
 ) -> Result<(String, bool), DockerError> {
+    let repo = format!("splitbrain-{name}");
+    // Deriving under the base's own name would remove the base as an "older" image.
+    if base.split(':').next() == Some(repo.as_str())
+        || Recipe::named(name).is_some_and(|r| r.name == name)
+    {
+        return Err(DockerError::Other(format!(
+            "cannot derive image {repo} from {base}: the name belongs to a recipe's image"
+        )));
+    }
     let mut fingerprint = format!("v1 {base}");
     for (host, dest) in files {
         let meta = std::fs::metadata(host)
@@ -244,16 +251,7 @@ pub async fn derive(
             meta.len()
         ));
     }
-    let repo = format!("splitbrain-{name}");
-    // Deriving under the base's own name would remove the base as an "older" image.
-    if base.split(':').next() == Some(repo.as_str())
-        || Recipe::named(name).is_some_and(|r| r.name == name)
-    {
-        return Err(DockerError::Other(format!(
-            "cannot derive image {repo} from {base}: the name belongs to a recipe's image"
-        )));
-    }
-    let version = format!("{:012x}", fnv(&fingerprint) & 0xffff_ffff_ffff);
+    let version = short_hash(&fingerprint);
     let tag = format!("{repo}:{version}");
     if exists(docker, &tag).await {
         return Ok((tag, false));
@@ -328,12 +326,13 @@ pub async fn derive(
     Ok((tag, true))
 }
 
-fn fnv(text: &str) -> u64 {
+/// 12 hex digits of FNV-1a: an image tag that changes with `text`.
+fn short_hash(text: &str) -> String {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in text.bytes() {
         h = (h ^ b as u64).wrapping_mul(0x0100_0000_01b3);
     }
-    h
+    format!("{:012x}", h & 0xffff_ffff_ffff)
 }
 
 #[cfg(test)]

@@ -208,11 +208,7 @@ pub async fn copy_in(
         .await
         .map_err(|e| DockerError::Other(format!("the archive task failed: {e}")))??;
     let result = async {
-        let file = tokio::fs::File::open(&archive)
-            .await
-            .map_err(|e| DockerError::Other(format!("cannot open {}: {e}", archive.display())))?;
-        let body = tokio_util::io::ReaderStream::with_capacity(file, 1 << 20)
-            .filter_map(|chunk| async move { chunk.ok() });
+        let body = file_body(&archive).await?;
         docker
             .upload_to_container(
                 container,
@@ -225,6 +221,20 @@ pub async fn copy_in(
     .await;
     let _ = std::fs::remove_file(&archive);
     result
+}
+
+/// A file on this host as a request body's chunks, streamed in 1 MiB chunks (image
+/// imports and copies can be hundreds of megabytes).
+pub(crate) async fn file_body(
+    path: &Path,
+) -> Result<impl futures_util::Stream<Item = tokio_util::bytes::Bytes> + Send + 'static, DockerError>
+{
+    let file = tokio::fs::File::open(path)
+        .await
+        .map_err(|e| DockerError::Other(format!("cannot open {}: {e}", path.display())))?;
+    let chunks = tokio_util::io::ReaderStream::with_capacity(file, 1 << 20)
+        .filter_map(|chunk| async move { chunk.ok() });
+    Ok(chunks)
 }
 
 /// Copy one file out of a container through the API.

@@ -93,6 +93,11 @@ impl Graph {
         self.targets.len()
     }
 
+    /// How many edges carry at least one of the `kinds`.
+    pub fn count_edges(&self, kinds: u8) -> usize {
+        self.masks.iter().filter(|&&m| m & kinds != 0).count()
+    }
+
     #[inline]
     fn edges(&self, v: u32) -> std::ops::Range<usize> {
         self.offsets[v as usize] as usize..self.offsets[v as usize + 1] as usize
@@ -230,11 +235,11 @@ pub enum CycleClass {
     G0,
     /// Circular information flow: ww and wr edges, at least one wr.
     G1c,
-    /// Exactly one anti-dependency (rw) edge ("read skew").
-    GSingle,
-    /// Several rw edges, no two adjacent.
-    GNonadjacent,
-    /// Several rw edges on items ("write skew").
+    /// Exactly one item anti-dependency (rw) edge ("read skew").
+    GSingleItem,
+    /// Several item rw edges, no two adjacent.
+    GNonadjacentItem,
+    /// Several item rw edges, two of them adjacent ("write skew").
     G2Item,
 }
 
@@ -242,22 +247,24 @@ impl CycleClass {
     pub const ALL: [CycleClass; 5] = [
         CycleClass::G0,
         CycleClass::G1c,
-        CycleClass::GSingle,
-        CycleClass::GNonadjacent,
+        CycleClass::GSingleItem,
+        CycleClass::GNonadjacentItem,
         CycleClass::G2Item,
     ];
 
+    /// Elle's name for the class (without a variant suffix).
     pub fn name(self) -> &'static str {
         match self {
             CycleClass::G0 => "G0",
             CycleClass::G1c => "G1c",
-            CycleClass::GSingle => "G-single",
-            CycleClass::GNonadjacent => "G-nonadjacent",
+            CycleClass::GSingleItem => "G-single-item",
+            CycleClass::GNonadjacentItem => "G-nonadjacent-item",
             CycleClass::G2Item => "G2-item",
         }
     }
 
-    fn data_kinds(self) -> u8 {
+    /// The data edge kinds a cycle of this class may use.
+    pub(crate) fn data_kinds(self) -> u8 {
         match self {
             CycleClass::G0 => WW,
             CycleClass::G1c => WW | WR,
@@ -285,7 +292,8 @@ impl Variant {
         }
     }
 
-    fn order_kinds(self) -> u8 {
+    /// The order edge kinds a cycle of this variant may use.
+    pub(crate) fn order_kinds(self) -> u8 {
         match self {
             Variant::Base => 0,
             Variant::Process => PROCESS,
@@ -545,8 +553,8 @@ pub(crate) fn classify(kinds: &[u8]) -> (CycleClass, Variant) {
     let class = match rw {
         0 if kinds.contains(&WR) => CycleClass::G1c,
         0 => CycleClass::G0,
-        1 => CycleClass::GSingle,
-        _ if !adjacent => CycleClass::GNonadjacent,
+        1 => CycleClass::GSingleItem,
+        _ if !adjacent => CycleClass::GNonadjacentItem,
         _ => CycleClass::G2Item,
     };
     let variant = if kinds.contains(&REALTIME) {
@@ -578,9 +586,9 @@ impl Closer<'_> {
         }
         if kind == RW {
             match self.class {
-                CycleClass::GSingle => None,
-                CycleClass::GNonadjacent if flags & PREV_RW != 0 => None,
-                CycleClass::GNonadjacent => Some(flags | HAS_RW | PREV_RW),
+                CycleClass::GSingleItem => None,
+                CycleClass::GNonadjacentItem if flags & PREV_RW != 0 => None,
+                CycleClass::GNonadjacentItem => Some(flags | HAS_RW | PREV_RW),
                 _ => Some(flags | HAS_RW),
             }
         } else {
@@ -600,7 +608,7 @@ impl Closer<'_> {
             || (self.variant == Variant::Base || flags & HAS_REQ != 0)
                 && (self.class != CycleClass::G1c || flags & HAS_WR != 0)
                 && match self.class {
-                    CycleClass::GNonadjacent => flags & HAS_RW != 0 && flags & PREV_RW == 0,
+                    CycleClass::GNonadjacentItem => flags & HAS_RW != 0 && flags & PREV_RW == 0,
                     CycleClass::G2Item => flags & HAS_RW != 0,
                     _ => true,
                 }
@@ -621,7 +629,7 @@ impl Closer<'_> {
         // The anchor is the cycle's first edge. An rw anchor does not count
         // toward "another rw", but forbids an adjacent one.
         let start = if anchor_kind == RW {
-            if self.class == CycleClass::GNonadjacent {
+            if self.class == CycleClass::GNonadjacentItem {
                 PREV_RW
             } else {
                 0
@@ -730,16 +738,16 @@ mod tests {
         assert_eq!(classify(&[WW, WR]), (CycleClass::G1c, Variant::Base));
         assert_eq!(
             classify(&[RW, WR, PROCESS]),
-            (CycleClass::GSingle, Variant::Process)
+            (CycleClass::GSingleItem, Variant::Process)
         );
         assert_eq!(
             classify(&[RW, WR, RW, WW]),
-            (CycleClass::GNonadjacent, Variant::Base)
+            (CycleClass::GNonadjacentItem, Variant::Base)
         );
         assert_eq!(classify(&[RW, RW]), (CycleClass::G2Item, Variant::Base));
         assert_eq!(
             classify(&[WR, RW, WR, RW]),
-            (CycleClass::GNonadjacent, Variant::Base)
+            (CycleClass::GNonadjacentItem, Variant::Base)
         );
         assert_eq!(
             classify(&[WW, REALTIME, PROCESS]),
@@ -770,7 +778,7 @@ mod tests {
         let single = find_cycle(
             &g,
             &comp,
-            CycleClass::GSingle,
+            CycleClass::GSingleItem,
             Variant::Base,
             &mut local,
             &mut budget,
@@ -797,6 +805,6 @@ mod tests {
         );
         assert!(g0.cycle.is_none());
         let any = find_any_cycle(&g, &comp, &mut local, &mut budget).expect("a cycle");
-        assert_eq!((any.0, any.2.txns.len()), (CycleClass::GSingle, 2));
+        assert_eq!((any.0, any.2.txns.len()), (CycleClass::GSingleItem, 2));
     }
 }

@@ -17,8 +17,17 @@
 //! which orders of a key's versions to trust besides the initial state.
 //!
 //! Adya's G2 also covers predicate anti-dependencies; these workloads have
-//! only item reads, so every G2 cycle found is reported as G-single,
-//! G-nonadjacent or G2-item (each of which implies G2 in [`models`]).
+//! only item reads, so every cycle with rw edges is reported as
+//! G-single-item, G-nonadjacent-item or G2-item, as Elle names them (each
+//! implies its predicate-free parent and G2 in [`models`]).
+//!
+//! Only the cycle classes the checked model forbids are searched, most
+//! severe first, so a class the model allows can never turn a decidable
+//! verdict into unknown. When a search runs out of work, a strongly
+//! connected component of a subgraph whose every cycle the model forbids
+//! still proves the model false (Elle's `*-cycle-exists`); otherwise the
+//! result is unknown with `cycle-search-timeout`. A history with no
+//! dependency edges at all is unknown with `empty-transaction-graph`.
 
 mod fx;
 mod graph;
@@ -29,7 +38,7 @@ pub mod shorthand;
 pub mod sim;
 mod txn;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
@@ -141,8 +150,14 @@ pub struct ElleResult {
     /// The model checked against.
     pub consistency_model: String,
     pub verdict: Verdict,
-    /// Anomaly classes found, most severe first.
+    /// The anomalies found that the model forbids, most severe first, plus
+    /// `empty-transaction-graph` or `cycle-search-timeout` when the check
+    /// could not decide: Elle's `:anomaly-types` for the same model.
     pub anomaly_types: Vec<String>,
+    /// Anomalies found that the model allows (not searched for beyond what
+    /// inference shows; lost updates under read committed, say).
+    #[serde(default)]
+    pub allowed_anomaly_types: Vec<String>,
     /// How many of each class were found.
     pub anomaly_counts: BTreeMap<String, usize>,
     /// The weakest models the history rules out.
@@ -299,9 +314,25 @@ fn check(
     order_edges(&tx, &mut edges);
     let n = tx.txns.len();
     let g = Graph::build(n, edges);
+    let prohibited = models::prohibited(&model);
+    // Only classes the model forbids are searched: a class it allows can
+    // neither make the history invalid nor, by running out of work, unknown.
+    let searches: Vec<(CycleClass, Variant, String)> = Variant::ALL
+        .into_iter()
+        .flat_map(|v| CycleClass::ALL.into_iter().map(move |c| (c, v)))
+        .map(|(c, v)| (c, v, format!("{}{}", c.name(), v.suffix())))
+        .filter(|(_, _, name)| prohibited.contains(name))
+        .collect();
+    let kinds = searches
+        .iter()
+        .fold(0u8, |k, (c, v, _)| k | c.data_kinds() | v.order_kinds());
     let mut local = LocalIndex::new(n);
     let mut budget = SearchBudget::new(opts.budget.deadline);
-    let components = g.sccs(None, WW | WR | RW | PROCESS | REALTIME, &mut local);
+    let components = if kinds == 0 {
+        Vec::new()
+    } else {
+        g.sccs(None, kinds, &mut local)
+    };
     let mut stats = GraphStats {
         txns: n,
         edges: g.edge_count(),
@@ -310,40 +341,44 @@ fn check(
     };
     let mut cycles = Vec::new();
     let mut cycle_counts: BTreeMap<String, usize> = BTreeMap::new();
+    let mut record = |kinds: &[u8], c: &graph::FoundCycle, cycles: &mut Vec<CycleAnomaly>| {
+        let (class, variant) = graph::classify(kinds);
+        let name = format!("{}{}", class.name(), variant.suffix());
+        let count = cycle_counts.entry(name.clone()).or_insert(0);
+        *count += 1;
+        if *count <= EXAMPLES_PER_CLASS {
+            cycles.push(render_cycle(history, &tx, &inference, &name, c));
+        }
+        name
+    };
     let mut exhausted = Vec::new();
     'components: for comp in &components {
-        let mut have: Vec<CycleClass> = Vec::new();
-        for variant in Variant::ALL {
-            for class in CycleClass::ALL {
-                // A base cycle is trivially also its -process and -realtime variant.
-                if have.contains(&class) {
-                    continue;
-                }
-                let s = graph::find_cycle(&g, comp, class, variant, &mut local, &mut budget);
-                if s.exhausted {
-                    exhausted.push(format!("{}{}", class.name(), variant.suffix()));
-                }
-                if let Some(c) = s.cycle {
-                    have.push(class);
-                    let name = format!("{}{}", class.name(), variant.suffix());
-                    *cycle_counts.entry(name.clone()).or_insert(0) += 1;
-                    if cycle_counts[&name] <= EXAMPLES_PER_CLASS {
-                        cycles.push(render_cycle(history, &tx, &inference, &name, &c));
-                    }
-                }
-                if budget.cut_short {
-                    break 'components;
-                }
+        // Anomalies found here and all they imply: no need to search for those.
+        let mut have: BTreeSet<String> = BTreeSet::new();
+        let mut exhausted_here = false;
+        for (class, variant, name) in &searches {
+            if have.contains(name) {
+                continue;
+            }
+            let s = graph::find_cycle(&g, comp, *class, *variant, &mut local, &mut budget);
+            if s.exhausted {
+                exhausted_here = true;
+                exhausted.push(name.clone());
+            }
+            if let Some(c) = s.cycle {
+                let found = record(&c.kinds, &c, &mut cycles);
+                have.extend(models::implied_anomalies([found.as_str()]));
+            }
+            if budget.cut_short {
+                break 'components;
             }
         }
-        if have.is_empty() {
-            if let Some((class, variant, c)) =
-                graph::find_any_cycle(&g, comp, &mut local, &mut budget)
-            {
-                let name = format!("{}{}", class.name(), variant.suffix());
-                *cycle_counts.entry(name.clone()).or_insert(0) += 1;
-                if cycle_counts[&name] <= EXAMPLES_PER_CLASS {
-                    cycles.push(render_cycle(history, &tx, &inference, &name, &c));
+        if have.is_empty() && exhausted_here {
+            // Some cycle is there: show one, if it is one the model forbids.
+            if let Some((_, _, c)) = graph::find_any_cycle(&g, comp, &mut local, &mut budget) {
+                let (class, variant) = graph::classify(&c.kinds);
+                if prohibited.contains(&format!("{}{}", class.name(), variant.suffix())) {
+                    record(&c.kinds, &c, &mut cycles);
                 }
             }
         }
@@ -352,6 +387,39 @@ fn check(
     let mut counts: BTreeMap<String, usize> = cycle_counts;
     for (c, k) in &found.counts {
         counts.insert(c.to_string(), *k);
+    }
+    let mut ruled_out = counts.keys().any(|a| prohibited.contains(a));
+    let searched_all = !budget.cut_short && exhausted.is_empty();
+    if !ruled_out && !searched_all {
+        // A strongly connected component of a subgraph every cycle of which
+        // the model forbids proves a forbidden cycle without naming it.
+        for (_, name, sub_kinds) in models::CYCLE_EXISTS {
+            if prohibited.contains(*name) && !g.sccs(None, *sub_kinds, &mut local).is_empty() {
+                counts.insert(name.to_string(), 1);
+                ruled_out = true;
+                break;
+            }
+        }
+    }
+    let cut_short = if searched_all {
+        None
+    } else if budget.cut_short {
+        Some("the cycle search ran out of time; later components were not searched".to_string())
+    } else {
+        exhausted.sort();
+        exhausted.dedup();
+        Some(format!(
+            "the cycle search hit its work limit in a large component for: {}",
+            exhausted.join(", ")
+        ))
+    };
+    if !ruled_out && cut_short.is_some() {
+        counts.insert("cycle-search-timeout".to_string(), 1);
+    }
+    if tx.txns.iter().all(|t| t.status == Status::Fail)
+        || g.count_edges(WW | WR | RW | kinds) == 0
+    {
+        counts.insert("empty-transaction-graph".to_string(), 1);
     }
     let anomalies = found
         .raw
@@ -367,28 +435,24 @@ fn check(
             detail: detail.clone(),
         })
         .collect();
-    let mut anomaly_types: Vec<String> = counts.keys().cloned().collect();
+    let reportable = |a: &str| prohibited.contains(a) || models::UNKNOWN_ANOMALIES.contains(&a);
+    let mut anomaly_types: Vec<String> = counts.keys().filter(|a| reportable(a)).cloned().collect();
     anomaly_types.sort_by_key(|a| (severity(a), a.clone()));
-    let (not, also_not) = models::boundary(anomaly_types.iter().map(String::as_str));
-    let ruled_out = not.iter().chain(&also_not).any(|m| *m == model);
-    let cut_short = if budget.cut_short {
-        Some("the cycle search ran out of time; later components were not searched".to_string())
-    } else if !exhausted.is_empty() {
-        exhausted.sort();
-        exhausted.dedup();
-        Some(format!(
-            "the cycle search hit its work limit in a large component for: {}",
-            exhausted.join(", ")
-        ))
-    } else {
-        None
-    };
+    let mut allowed_anomaly_types: Vec<String> =
+        counts.keys().filter(|a| !reportable(a)).cloned().collect();
+    allowed_anomaly_types.sort_by_key(|a| (severity(a), a.clone()));
+    let (not, also_not) = models::boundary(
+        counts
+            .keys()
+            .map(String::as_str)
+            .filter(|a| !models::UNKNOWN_ANOMALIES.contains(a)),
+    );
     let verdict = if ruled_out {
         Verdict::Invalid
-    } else if cut_short.is_some() && !components.is_empty() {
-        Verdict::Unknown
-    } else {
+    } else if anomaly_types.is_empty() {
         Verdict::Valid
+    } else {
+        Verdict::Unknown
     };
     Ok(ElleResult {
         checker: match workload {
@@ -399,6 +463,7 @@ fn check(
         consistency_model: model,
         verdict,
         anomaly_types,
+        allowed_anomaly_types,
         anomaly_counts: counts,
         not,
         also_not,
@@ -423,19 +488,19 @@ fn severity(a: &str) -> usize {
         "cyclic-versions",
         "incompatible-order",
         "dirty-update",
-        "G-single",
-        "G-nonadjacent",
+        "G-single-item",
+        "G-nonadjacent-item",
         "lost-update",
         "G2-item",
         "G0-process",
         "G1c-process",
-        "G-single-process",
-        "G-nonadjacent-process",
+        "G-single-item-process",
+        "G-nonadjacent-item-process",
         "G2-item-process",
         "G0-realtime",
         "G1c-realtime",
-        "G-single-realtime",
-        "G-nonadjacent-realtime",
+        "G-single-item-realtime",
+        "G-nonadjacent-item-realtime",
         "G2-item-realtime",
     ];
     order.iter().position(|x| *x == a).unwrap_or(order.len())

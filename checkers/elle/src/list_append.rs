@@ -177,6 +177,9 @@ impl<'h> ListAppend<'h> {
             pos,
         };
         // Reads: wr and rw edges, and the anomalies a single read shows.
+        // Readers that saw every observed append of a key (no later writer
+        // is known to them), for the unread appends below.
+        let mut tail_readers: Vec<Vec<u32>> = vec![Vec::new(); nkeys];
         let mut lost: FxMap<(u32, u32), u32> = FxMap::default();
         for (t, txn) in tx.txns.iter().enumerate() {
             let t = t as u32;
@@ -282,12 +285,10 @@ impl<'h> ListAppend<'h> {
                 if !m.ext_read {
                     continue;
                 }
-                let mut last_txn = NONE;
                 if n > 0 {
                     let w = la.order[k][n - 1];
                     if w != NONE && status(w) != Status::Fail {
                         let wt = tx.mop_txn[w as usize];
-                        last_txn = wt;
                         if wt != t {
                             if !tx.mops[w as usize].final_write {
                                 found.add(
@@ -304,8 +305,9 @@ impl<'h> ListAppend<'h> {
                         }
                     }
                 }
-                if let Some(next) = la.next_writer(tx, k, n, last_txn) {
-                    edges.add(t, next, RW);
+                match la.next_writer(tx, k, n) {
+                    Some(next) => edges.add(t, next, RW),
+                    None => tail_readers[k].push(t),
                 }
                 // Lost update: two committed txns read the same version and both append.
                 let appends_later = (i + 1..range.end).any(|j| {
@@ -329,24 +331,73 @@ impl<'h> ListAppend<'h> {
             }
             internal_check(tx, t, found);
         }
+        la.unread_appends(tx, &tail_readers, edges);
         Ok(la)
     }
 
     /// The first txn after position `n` of key `k`'s order whose append a
-    /// reader of the first `n` elements did not see (skipping the rest of the
-    /// last-seen writer's own appends and aborted or unknown elements).
-    fn next_writer(&self, tx: &Txns, k: usize, n: usize, last_txn: u32) -> Option<u32> {
-        for &w in &self.order[k][n.min(self.order[k].len())..] {
-            if w == NONE {
+    /// reader of the first `n` elements did not see (skipping elements
+    /// nobody appended and aborted appends).
+    fn next_writer(&self, tx: &Txns, k: usize, n: usize) -> Option<u32> {
+        self.order[k][n.min(self.order[k].len())..]
+            .iter()
+            .filter(|&&w| w != NONE)
+            .map(|&w| tx.mop_txn[w as usize])
+            .find(|&wt| tx.txns[wt as usize].status != Status::Fail)
+    }
+
+    /// The last txn in key `k`'s observed order that may have committed.
+    fn last_writer(&self, tx: &Txns, k: usize) -> Option<u32> {
+        self.order[k]
+            .iter()
+            .rev()
+            .filter(|&&w| w != NONE)
+            .map(|&w| tx.mop_txn[w as usize])
+            .find(|&wt| tx.txns[wt as usize].status != Status::Fail)
+    }
+
+    /// Elle's rule for appends no read shows (Kingsbury & Alvaro 2020 §5.1;
+    /// Elle's `previously-appended-element`): every read of a key is a prefix
+    /// of the key's final list, and an append that committed (or may have) is
+    /// in it, so an unread append follows every observed element: a ww edge
+    /// from the last observed writer, and an rw edge from every reader that
+    /// saw all observed elements (the initial empty list when none is).
+    /// Unread appends stay unordered among themselves.
+    fn unread_appends(&self, tx: &Txns, tail_readers: &[Vec<u32>], edges: &mut EdgeList) {
+        for (j, m) in tx.mops.iter().enumerate() {
+            if m.kind != MopKind::Append || self.pos[j] != NONE {
                 continue;
             }
-            let wt = tx.mop_txn[w as usize];
-            if wt == last_txn || tx.txns[wt as usize].status == Status::Fail {
+            let u = tx.mop_txn[j];
+            if tx.txns[u as usize].status == Status::Fail {
                 continue;
             }
-            return Some(wt);
+            // A txn's several unread appends to one key share their edges: take its last.
+            let later_unread = (j + 1..tx.mops_of(u).end).any(|i| {
+                let o = &tx.mops[i];
+                o.kind == MopKind::Append && o.key == m.key && self.pos[i] == NONE
+            });
+            if later_unread {
+                continue;
+            }
+            let k = m.key as usize;
+            if let Some(w) = self.last_writer(tx, k) {
+                edges.add(w, u, WW);
+            }
+            for &r in &tail_readers[k] {
+                edges.add(r, u, RW);
+            }
         }
-        None
+    }
+
+    /// The value of `t`'s append to key `k` that no read shows, if any.
+    fn unread_append_of<'t>(&self, tx: &Txns<'t>, t: u32, k: u32) -> Option<&'t Value> {
+        tx.mops_of(t)
+            .find(|&j| {
+                let m = &tx.mops[j];
+                m.kind == MopKind::Append && m.key == k && self.pos[j] == NONE
+            })
+            .map(|j| tx.mops[j].value)
     }
 
     /// Why `a` precedes `b` by an edge of `kind`, for the explanation.
@@ -361,6 +412,20 @@ impl<'h> ListAppend<'h> {
     ) -> Option<String> {
         match kind {
             WW => {
+                for j in tx.mops_of(b) {
+                    let m = &tx.mops[j];
+                    let k = m.key as usize;
+                    if m.kind == MopKind::Append
+                        && self.pos[j] == NONE
+                        && self.last_writer(tx, k) == Some(a)
+                    {
+                        let last = self.longest[k].last().map_or(String::new(), |v| v.to_string());
+                        return Some(format!(
+                            "{nb}'s append of {} to key {} was never read; every read of {} is a prefix of its final value, so {} follows {}, which {na} appended",
+                            m.value, tx.keys[k], tx.keys[k], m.value, last
+                        ));
+                    }
+                }
                 for j in tx.mops_of(b) {
                     let m = &tx.mops[j];
                     if m.kind != MopKind::Append || self.pos[j] == NONE {
@@ -415,21 +480,31 @@ impl<'h> ListAppend<'h> {
                     let k = m.key as usize;
                     let n = read_list(m.value).map_or(0, |l| l.len());
                     let ord = &self.order[k];
-                    let last = if n > 0 && n <= ord.len() && ord[n - 1] != NONE {
-                        tx.mop_txn[ord[n - 1] as usize]
-                    } else {
-                        NONE
-                    };
-                    if self.next_writer(tx, k, n, last) == Some(b) {
-                        let v = ord[n..]
-                            .iter()
-                            .find(|&&w| w != NONE && tx.mop_txn[w as usize] == b)
-                            .map(|&w| tx.mops[w as usize].value.to_string())
-                            .unwrap_or_default();
-                        return Some(format!(
-                            "{na} read key {} = {} and did not see {nb}'s append of {v}",
-                            tx.keys[k], m.value
-                        ));
+                    match self.next_writer(tx, k, n) {
+                        Some(w) if w == b => {
+                            let v = ord[n..]
+                                .iter()
+                                .find(|&&w| w != NONE && tx.mop_txn[w as usize] == b)
+                                .map(|&w| tx.mops[w as usize].value.to_string())
+                                .unwrap_or_default();
+                            return Some(format!(
+                                "{na} read key {} = {} and did not see {nb}'s append of {v}",
+                                tx.keys[k], m.value
+                            ));
+                        }
+                        Some(_) => {}
+                        None => {
+                            if let Some(v) = self.unread_append_of(tx, b, m.key) {
+                                let seen = match read_list(m.value).and_then(|l| l.last()) {
+                                    Some(last) => format!("{last}, which {na} read"),
+                                    None => format!("the initial empty list, which {na} read"),
+                                };
+                                return Some(format!(
+                                    "{na} read key {} = {}; {nb}'s append of {v} to key {} was never read; every read of {} is a prefix of its final value, so {v} follows {seen}",
+                                    tx.keys[k], m.value, tx.keys[k], tx.keys[k]
+                                ));
+                            }
+                        }
                     }
                 }
                 None

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use splitbrain_elle::{check_list_append, cycle_dots_from_json, shorthand, CHECKERS};
-use splitbrain_history::{Budget, CheckOptions, Format, History, Verdict};
+use splitbrain_history::{Budget, CheckOptions, CheckOutcome, Format, History, Verdict};
 
 const EDN: &str = r#"
 {:type :invoke, :f :txn, :value [[:r 1 nil] [:append 2 1]], :time 1, :process 0, :index 0}
@@ -55,7 +55,17 @@ fn expired_budget_reports_a_cut_short_search() {
     };
     let r = check_list_append(&h, &opts).unwrap();
     assert!(r.cut_short.is_some());
-    assert_eq!(r.verdict, Verdict::Unknown);
+    // The search named no cycle, but a strongly connected ww/wr/rw component proves one.
+    assert_eq!(r.verdict, Verdict::Invalid, "{}", r.explain());
+    assert_eq!(r.anomaly_types, vec!["PL-3-cycle-exists".to_string()]);
+    // Snapshot isolation allows some such cycles: nothing decides, so unknown.
+    let si = CheckOptions {
+        consistency_model: Some("snapshot-isolation".into()),
+        ..opts.clone()
+    };
+    let r = check_list_append(&h, &si).unwrap();
+    assert_eq!(r.verdict, Verdict::Unknown, "{}", r.explain());
+    assert_eq!(r.anomaly_types, vec!["cycle-search-timeout".to_string()]);
     // Non-cycle anomalies still make it invalid.
     let h = shorthand::history(&[
         "fail a1:1",

@@ -50,13 +50,13 @@ fn variants(base: &[&str]) -> Vec<String> {
 /// (allowed anomaly classes, classes that must appear over a few seeds).
 fn expectations(iso: Isolation, workload: SimWorkload) -> (Vec<String>, Vec<&'static str>) {
     let la = workload == SimWorkload::ListAppend;
-    let rw_cycles = ["G-single", "G-nonadjacent", "G2-item"];
+    let rw_cycles = ["G-single-item", "G-nonadjacent-item", "G2-item"];
     match iso {
         Isolation::StrictSerializable => (vec![], vec![]),
         Isolation::Serializable => (
             rw_cycles.iter().map(|c| format!("{c}-realtime")).collect(),
             if la {
-                vec!["G-single-realtime"]
+                vec!["G-single-item-realtime"]
             } else {
                 vec![]
             },
@@ -66,16 +66,16 @@ fn expectations(iso: Isolation, workload: SimWorkload) -> (Vec<String>, Vec<&'st
             let mut a = variants(&rw_cycles);
             a.extend(["lost-update".to_string(), "internal".to_string()]);
             let must = if iso == Isolation::LostUpdate {
-                vec!["lost-update", "G-single"]
+                vec!["lost-update", "G-single-item"]
             } else if la {
-                vec!["G-single", "G2-item", "lost-update"]
+                vec!["G-single-item", "G2-item", "lost-update"]
             } else {
-                vec!["G-single", "G2-item"]
+                vec!["G-single-item", "G2-item"]
             };
             (a, must)
         }
         Isolation::ReadUncommitted => {
-            let mut a = variants(&["G1c", "G-single", "G-nonadjacent", "G2-item"]);
+            let mut a = variants(&["G1c", "G-single-item", "G-nonadjacent-item", "G2-item"]);
             for x in [
                 "G1a",
                 "G1b",
@@ -86,13 +86,18 @@ fn expectations(iso: Isolation, workload: SimWorkload) -> (Vec<String>, Vec<&'st
             ] {
                 a.push(x.to_string());
             }
-            (a, vec!["G1a", "G1b", "G1c", "G-single"])
+            (a, vec!["G1a", "G1b", "G1c", "G-single-item"])
         }
         Isolation::AbortedRead => (
             vec!["G1a".into(), "dirty-update".into()],
             vec!["G1a", "dirty-update"],
         ),
-        Isolation::IntermediateRead => (vec!["G1b".into()], vec!["G1b"]),
+        // A reader of an intermediate state also precedes its writer's final
+        // append: Elle reports that cycle too.
+        Isolation::IntermediateRead => (
+            vec!["G1b".into(), "G-single-item".into()],
+            vec!["G1b"],
+        ),
     }
 }
 
@@ -112,8 +117,8 @@ fn assert_well_formed(r: &ElleResult) {
                 "{kinds:?}"
             ),
             "G1c" => assert!(rw == 0 && kinds.contains(&"wr"), "{kinds:?}"),
-            "G-single" => assert_eq!(rw, 1, "{kinds:?}"),
-            "G-nonadjacent" => {
+            "G-single-item" => assert_eq!(rw, 1, "{kinds:?}"),
+            "G-nonadjacent-item" => {
                 assert!(rw >= 2, "{kinds:?}");
                 for i in 0..n {
                     assert!(

@@ -59,6 +59,19 @@ impl Format {
             if t.starts_with("{\"") || t.starts_with("{ \"") {
                 return Some(Format::Jsonl);
             }
+            if t.starts_with('[') {
+                // `[{"` opens a JSON array of ops, `[{:` an EDN vector of them.
+                let line_start = line.as_ptr() as usize - text.as_ptr() as usize;
+                let after: String = text[line_start..]
+                    .chars()
+                    .filter(|c| !c.is_whitespace())
+                    .skip(1)
+                    .take(2)
+                    .collect();
+                if after == "{\"" || after.starts_with(']') {
+                    return Some(Format::Jsonl);
+                }
+            }
             if t.starts_with(['{', '[', '(', '#']) {
                 return Some(Format::Edn);
             }
@@ -89,6 +102,11 @@ pub fn read_ops(
         }
     };
     match format {
+        Format::Jsonl if starts_array(&mut reader).map_err(io_err)? => {
+            let mut text = String::new();
+            reader.read_to_string(&mut text).map_err(io_err)?;
+            read_json_array(&name, &text, &mut sink)?;
+        }
         Format::Jsonl => read_jsonl(&name, reader, &mut sink)?,
         Format::JepsenLog => read_log(&name, reader, &mut sink)?,
         Format::Edn => {
@@ -163,6 +181,86 @@ fn read_jsonl(
         }
         first_line += lines.len() as u32;
         buf.drain(..cut);
+    }
+    Ok(())
+}
+
+/// Whether the text opens with `[`: one JSON array of ops, not JSON Lines.
+fn starts_array(reader: &mut impl BufRead) -> io::Result<bool> {
+    let head = reader.fill_buf()?;
+    Ok(head
+        .iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|&b| b == b'['))
+}
+
+/// A file holding one JSON array of op objects (as elle-cli writes them).
+fn read_json_array(
+    name: &str,
+    text: &str,
+    sink: &mut impl FnMut(Op, u32) -> Result<(), HistoryError>,
+) -> Result<(), HistoryError> {
+    let line_at = |pos: usize| 1 + text.as_bytes()[..pos].iter().filter(|&&b| b == b'\n').count() as u32;
+    let skip_ws = |mut pos: usize| {
+        while text.as_bytes().get(pos).is_some_and(|b| b.is_ascii_whitespace()) {
+            pos += 1;
+        }
+        pos
+    };
+    // Count lines incrementally: `line_at` from the start each time would be quadratic.
+    let (mut line, mut counted) = (1u32, 0usize);
+    let mut pos = skip_ws(text.find('[').map_or(text.len(), |i| i + 1));
+    let mut first = true;
+    loop {
+        match text.as_bytes().get(pos) {
+            None => {
+                return Err(HistoryError::new(
+                    name,
+                    Some(line_at(pos)),
+                    "the array of ops is never closed",
+                ))
+            }
+            Some(b']') => break,
+            Some(b',') if !first => pos = skip_ws(pos + 1),
+            Some(_) if first => {}
+            Some(_) => {
+                return Err(HistoryError::new(
+                    name,
+                    Some(line_at(pos)),
+                    "expected , or ] between ops",
+                ))
+            }
+        }
+        first = false;
+        line += text.as_bytes()[counted..pos].iter().filter(|&&b| b == b'\n').count() as u32;
+        counted = pos;
+        let mut ops = serde_json::Deserializer::from_str(&text[pos..]).into_iter::<Op>();
+        let op = match ops.next() {
+            Some(Ok(op)) => op,
+            Some(Err(e)) => {
+                return Err(HistoryError::new(
+                    name,
+                    Some(line + e.line() as u32 - 1),
+                    format!("not a valid op: {e}"),
+                ))
+            }
+            None => {
+                return Err(HistoryError::new(
+                    name,
+                    Some(line),
+                    "the array of ops is never closed",
+                ))
+            }
+        };
+        pos = skip_ws(pos + ops.byte_offset());
+        sink(op, line)?;
+    }
+    if skip_ws(pos + 1) < text.len() {
+        return Err(HistoryError::new(
+            name,
+            Some(line_at(pos)),
+            "unexpected text after the array of ops",
+        ));
     }
     Ok(())
 }
@@ -290,8 +388,13 @@ pub fn op_from_edn(form: Value) -> Result<Op, String> {
     let Value::Map(entries) = form else {
         return Err(format!("expected an op map, found {}", short(&form)));
     };
-    let mut op = Op::new(Process::Nemesis, OpType::Invoke, "", Value::Nil);
-    let (mut has_process, mut has_type, mut has_f) = (false, false, false);
+    let mut op = Op::new(
+        Process::unspecified(),
+        OpType::Invoke,
+        crate::op::DEFAULT_F,
+        Value::Nil,
+    );
+    let mut has_type = false;
     for (k, v) in entries {
         let Some(key) = k.as_str() else { continue };
         match key {
@@ -301,7 +404,6 @@ pub fn op_from_edn(form: Value) -> Result<Op, String> {
                     Value::Str(s) | Value::Keyword(s) => Process::from_name(s),
                     other => return Err(format!("bad :process {}", short(other))),
                 };
-                has_process = true;
             }
             "type" => {
                 let t = v.as_str().unwrap_or_default();
@@ -316,9 +418,9 @@ pub fn op_from_edn(form: Value) -> Result<Op, String> {
             "f" => {
                 op.f = match &v {
                     Value::Str(s) | Value::Keyword(s) => s.clone(),
+                    Value::Nil => Text::new(crate::op::DEFAULT_F),
                     other => Text::new(&other.to_edn()),
                 };
-                has_f = true;
             }
             "value" => op.value = v,
             "index" => {
@@ -334,14 +436,8 @@ pub fn op_from_edn(form: Value) -> Result<Op, String> {
             _ => {}
         }
     }
-    if !has_process {
-        return Err("an op without :process".into());
-    }
     if !has_type {
         return Err("an op without :type".into());
-    }
-    if !has_f {
-        return Err("an op without :f".into());
     }
     Ok(op)
 }
@@ -552,7 +648,7 @@ mod tests {
         assert!(e.problem.contains("unknown op type"), "{e}");
         let e = read_str("[{:process 0 :type :invoke :f :read}", None).unwrap_err();
         assert!(e.problem.contains("never closed"), "{e}");
-        let e = read_str("[{:type :invoke :f :read}]", None).unwrap_err();
-        assert!(e.problem.contains("without :process"), "{e}");
+        let e = read_str("[{:process 0 :f :read}]", None).unwrap_err();
+        assert!(e.problem.contains("without :type"), "{e}");
     }
 }

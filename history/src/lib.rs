@@ -99,6 +99,67 @@ impl<'a> ProcessTable<'a> {
     }
 }
 
+/// Elle's completion-only histories: ops that name no process each get a
+/// client process of their own, and when no client op is an invocation,
+/// each completion gets one. An invocation goes right after its process's
+/// previous op (at the start for a process's first op), so process order
+/// and the real-time order of completions stand and nothing more is claimed.
+fn complete_only_to_pairs(mut ops: Vec<Op>, lines: Vec<u32>) -> (Vec<Op>, Vec<u32>) {
+    let unspecified = Process::unspecified();
+    if ops.iter().any(|o| o.process == unspecified) {
+        let mut next = ops
+            .iter()
+            .filter_map(|o| o.process.client_id())
+            .filter(|&p| p != op::UNSPECIFIED_PROCESS)
+            .max()
+            .map_or(0, |m| m + 1);
+        for o in ops.iter_mut().filter(|o| o.process == unspecified) {
+            o.process = Process::Client(next);
+            next += 1;
+        }
+    }
+    let clients = || ops.iter().filter(|o| o.is_client());
+    if clients().next().is_none() || clients().any(|o| o.is_invoke()) {
+        return (ops, lines);
+    }
+    // after[i]: the completions whose invocation follows op i (NONE: the start).
+    let mut last: ProcessTable = ProcessTable::default();
+    let mut after: Vec<(u32, u32)> = Vec::new();
+    for (i, o) in ops.iter().enumerate() {
+        if o.is_client() {
+            after.push((last.get(&o.process).copied().unwrap_or(NONE), i as u32));
+            last.insert(&o.process, i as u32);
+        }
+    }
+    after.sort_by_key(|&(a, c)| (a.wrapping_add(1), c));
+    let invocation = |c: &Op| Op {
+        kind: OpType::Invoke,
+        ..c.clone()
+    };
+    let mut out = Vec::with_capacity(ops.len() + after.len());
+    let mut out_lines = Vec::with_capacity(ops.len() + after.len());
+    let mut k = 0;
+    while k < after.len() && after[k].0 == NONE {
+        out.push(invocation(&ops[after[k].1 as usize]));
+        out_lines.push(lines[after[k].1 as usize]);
+        k += 1;
+    }
+    for (i, o) in ops.iter().enumerate() {
+        out.push(o.clone());
+        out_lines.push(lines[i]);
+        while k < after.len() && after[k].0 == i as u32 {
+            out.push(invocation(&ops[after[k].1 as usize]));
+            out_lines.push(lines[after[k].1 as usize]);
+            k += 1;
+        }
+    }
+    // The file's indices no longer count up: number by position.
+    for o in out.iter_mut() {
+        o.index = 0;
+    }
+    (out, out_lines)
+}
+
 /// A validated history: ops in order, each invocation paired with its completion.
 #[derive(Debug, Clone, Default)]
 pub struct History {
@@ -133,10 +194,11 @@ impl History {
         History::build(ops, lines, "history")
     }
 
-    fn build(mut ops: Vec<Op>, lines: Vec<u32>, source: &str) -> Result<History, HistoryError> {
+    fn build(ops: Vec<Op>, lines: Vec<u32>, source: &str) -> Result<History, HistoryError> {
         if ops.len() >= NONE as usize {
             return Err(HistoryError::new(source, None, "more than 4 billion ops"));
         }
+        let (mut ops, lines) = complete_only_to_pairs(ops, lines);
         // Keep the file's own indices when it gave them all; otherwise number by position.
         let given = ops
             .iter()
@@ -325,11 +387,20 @@ mod tests {
 
     #[test]
     fn rejects_unpaired_completion() {
-        let e = History::from_ops(vec![op(0, OpType::Ok, "read", 1.into())]).unwrap_err();
+        let e = History::from_ops(vec![
+            op(0, OpType::Invoke, "read", Value::Nil),
+            op(0, OpType::Ok, "read", 1.into()),
+            op(1, OpType::Ok, "read", 1.into()),
+        ])
+        .unwrap_err();
         assert_eq!(
             e.to_string(),
-            "history:1: ok of read by process 0 has no invocation"
+            "history:3: ok of read by process 1 has no invocation"
         );
+        // With no invocation at all it is a completion-only history: each gets one.
+        let h = History::from_ops(vec![op(0, OpType::Ok, "read", 1.into())]).unwrap();
+        assert_eq!(h.len(), 2);
+        assert_eq!(h.completion(0), Some(1));
     }
 
     #[test]

@@ -42,6 +42,8 @@ impl OpType {
     }
 }
 
+pub(crate) const UNSPECIFIED_PROCESS: u64 = u64::MAX;
+
 /// Who performed an op: a numbered client process, the nemesis, or another named actor.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Process {
@@ -50,7 +52,24 @@ pub enum Process {
     Named(Text),
 }
 
+/// What an op without a function does.
+pub const DEFAULT_F: &str = "txn";
+
+fn default_f() -> Text {
+    Text::new(DEFAULT_F)
+}
+
+fn f_or_txn<'de, D: Deserializer<'de>>(d: D) -> Result<Text, D::Error> {
+    Ok(Option::<Text>::deserialize(d)?.unwrap_or_else(default_f))
+}
+
 impl Process {
+    /// A stand-in for an op that names no process; a history gives each
+    /// such op a fresh client process of its own (as Elle does).
+    pub fn unspecified() -> Process {
+        Process::Client(UNSPECIFIED_PROCESS)
+    }
+
     pub fn from_name(s: &str) -> Process {
         match s {
             "nemesis" => Process::Nemesis,
@@ -126,10 +145,14 @@ pub struct Op {
     /// Nanoseconds since the start of the test, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub time: Option<i64>,
+    /// Missing in completion-only histories: each such op becomes a process of its own.
+    #[serde(default = "Process::unspecified")]
     pub process: Process,
     #[serde(rename = "type")]
     pub kind: OpType,
-    /// The function: read, write, cas, txn, add, ...
+    /// The function: read, write, cas, txn, add, ... Elle's transactional
+    /// histories leave it out (or null): it is then `txn`.
+    #[serde(default = "default_f", deserialize_with = "f_or_txn")]
     pub f: Text,
     #[serde(default)]
     pub value: Value,

@@ -12,9 +12,13 @@
 //! Options: `consistency_model` (default strict-serializable), `budget`
 //! (a deadline stops the cycle search; the result says so and is unknown
 //! unless something invalid was already found), and for rw-register the
-//! parameters `wfr-keys` (default true), `sequential-keys` and
-//! `linearizable-keys` (default false), as Elle's options of those names:
+//! parameters `wfr-keys`, `sequential-keys` and `linearizable-keys`, as
+//! Elle's `:wfr-keys?`, `:sequential-keys?` and `:linearizable-keys?`:
 //! which orders of a key's versions to trust besides the initial state.
+//! `wfr-keys` defaults to true for models at or above read committed (there
+//! the other order would be a G1c cycle, so assuming it hides nothing) and
+//! to false below; the other two are claims about the database and default
+//! to false. For list-append every order is inferred from the reads.
 //!
 //! Adya's G2 also covers predicate anti-dependencies; these workloads have
 //! only item reads, so every cycle with rw edges is reported as
@@ -303,8 +307,12 @@ fn check(
                     ))),
                 }
             };
+            // A txn's write follows the version it read unless the database
+            // lets it read uncommitted data: any model at or above read
+            // committed forbids the G1c cycle the other order would make.
+            let wfr_sound = models::weaker_or_equal(&model).contains("read-committed");
             let sources = rw_register::VersionSources {
-                writes_follow_reads: flag("wfr-keys", true)?,
+                writes_follow_reads: flag("wfr-keys", wfr_sound)?,
                 sequential_keys: flag("sequential-keys", false)?,
                 linearizable_keys: flag("linearizable-keys", false)?,
             };

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use splitbrain_elle::check_list_append;
-use splitbrain_elle::sim::{generate, Isolation, SimOptions, SimWorkload};
+use splitbrain_elle::sim::{generate, Isolation, KeyDistribution, SimOptions, SimWorkload};
 use splitbrain_history::{CheckOptions, Format, History, OpWriter, Verdict};
 
 /// Counts live heap bytes and their peak, so the checker's own memory can be
@@ -72,6 +72,8 @@ fn run(txns: usize, parse: bool, isolation: Isolation, keys: usize) {
         min_ops: 1,
         max_ops: 5,
         max_writes_per_key: 32,
+        key_distribution: KeyDistribution::Uniform,
+        info_rate: 0.0,
     };
     eprintln!(
         "sizes: Op {} B, Value {} B",
@@ -171,6 +173,8 @@ fn stress(txns: usize) {
         min_ops: 1,
         max_ops: 5,
         max_writes_per_key: usize::MAX,
+        key_distribution: KeyDistribution::Uniform,
+        info_rate: 0.0,
     };
     let history = History::from_ops(generate(&opts)).expect("pairs");
     let t = Instant::now();

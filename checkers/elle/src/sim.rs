@@ -3,9 +3,13 @@
 //! chosen isolation level, or a deliberately broken one, and it records the
 //! history. The same options and seed always give the same history.
 //!
-//! Keys rotate as Elle's generator does: `keys` keys are active at a time,
-//! and a key that has taken `max_writes_per_key` writes is replaced by a
-//! fresh one, which keeps reads short in long histories.
+//! Keys rotate as Elle's generator does: `keys` keys are active at a time
+//! (by default ten, each half as likely as the one before), and a key that
+//! has taken `max_writes_per_key` writes is retired for a fresh one, which
+//! keeps reads short in long histories. As in real tests there are no final
+//! reads, so the last appends to a key are never read, and some clients
+//! crash (`info`) with their txn committed or not. Ops carry their index and
+//! a simulated time.
 
 use std::fmt;
 use std::str::FromStr;
@@ -106,6 +110,15 @@ impl FromStr for SimWorkload {
     }
 }
 
+/// How txns pick among the active keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum KeyDistribution {
+    Uniform,
+    /// Each active key is half as likely as the one before it, as in Elle's
+    /// generator: a few hot keys take most txns, so conflicts are common.
+    Exponential,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct SimOptions {
     pub workload: SimWorkload,
@@ -118,6 +131,11 @@ pub struct SimOptions {
     pub min_ops: usize,
     pub max_ops: usize,
     pub max_writes_per_key: usize,
+    pub key_distribution: KeyDistribution,
+    /// The share of txns whose client crashes before learning the outcome:
+    /// recorded as `info`, half of them committed. The process is then
+    /// replaced by a fresh one, as in Jepsen.
+    pub info_rate: f64,
 }
 
 impl Default for SimOptions {
@@ -128,10 +146,12 @@ impl Default for SimOptions {
             txns: 1000,
             seed: 0,
             processes: 10,
-            keys: 1000,
+            keys: 10,
             min_ops: 1,
-            max_ops: 5,
+            max_ops: 4,
             max_writes_per_key: 32,
+            key_distribution: KeyDistribution::Exponential,
+            info_rate: 0.02,
         }
     }
 }
@@ -179,6 +199,8 @@ struct Db {
     next_value: Vec<i64>,
     /// Per process: the latest commit/snapshot it has seen (session floor).
     floor: Vec<u64>,
+    /// Per process slot: the process id it runs as now.
+    process_ids: Vec<u64>,
     ops: Vec<Op>,
 }
 
@@ -199,7 +221,16 @@ impl Db {
             .gen_range(self.opts.min_ops..=self.opts.max_ops.max(self.opts.min_ops));
         let mut mops: Vec<GenMop> = Vec::with_capacity(n + 1);
         for _ in 0..n {
-            let slot = self.rng.gen_range(0..self.pool.len());
+            let slot = match self.opts.key_distribution {
+                KeyDistribution::Uniform => self.rng.gen_range(0..self.pool.len()),
+                KeyDistribution::Exponential => {
+                    let mut i = 0;
+                    while i + 1 < self.pool.len() && self.rng.gen_bool(0.5) {
+                        i += 1;
+                    }
+                    i
+                }
+            };
             let key = self.pool[slot];
             let mut write = self.rng.gen_bool(0.5);
             if self.opts.isolation == Isolation::LostUpdate
@@ -290,8 +321,25 @@ impl Db {
     }
 
     fn emit(&mut self, p: usize, kind: OpType, value: Value) {
-        self.ops
-            .push(Op::new(Process::Client(p as u64), kind, "txn", value));
+        let mut op = Op::new(Process::Client(self.process_ids[p]), kind, "txn", value);
+        op.index = self.ops.len() as u64;
+        // A simulated clock: a quarter millisecond between events.
+        op.time = Some((self.ops.len() as i64 + 1) * 250_000);
+        self.ops.push(op);
+        if kind == OpType::Info {
+            // A crashed process never invokes again; its slot gets a new one.
+            self.process_ids[p] += self.process_ids.len() as u64;
+        }
+    }
+
+    /// Whether this completion is lost to a client crash, and if so whether
+    /// the txn still commits.
+    fn crash(&mut self) -> Option<bool> {
+        if self.opts.info_rate > 0.0 && self.rng.gen_bool(self.opts.info_rate.min(1.0)) {
+            Some(self.rng.gen_bool(0.5))
+        } else {
+            None
+        }
     }
 
     fn commit_writes(&mut self, a: &Active, seq: u64) {
@@ -400,6 +448,14 @@ impl Db {
                         return Some(a);
                     }
                 }
+                if let Some(commits) = self.crash() {
+                    if commits {
+                        self.commit_writes(&a, seq);
+                    }
+                    let v = self.txn_value(&a, false);
+                    self.emit(p, OpType::Info, v);
+                    return None;
+                }
                 self.commit_writes(&a, seq);
                 self.floor[p] = self.floor[p].max(if writes { seq } else { snapshot });
                 let failed = iso == AbortedRead && writes && self.rng.gen_bool(0.2);
@@ -441,16 +497,27 @@ impl Db {
                 }
                 self.seq += 1;
                 let seq = self.seq;
+                let crash = self.crash();
+                let outcome = if crash == Some(false) {
+                    EntryState::Aborted
+                } else {
+                    EntryState::Committed(seq)
+                };
                 for &k in &a.locks {
                     for e in self.entries[k].iter_mut() {
                         if e.txn == a.id && e.state == EntryState::Pending {
-                            e.state = EntryState::Committed(seq);
+                            e.state = outcome;
                         }
                     }
                 }
                 self.release(&a);
-                let v = self.txn_value(&a, true);
-                self.emit(p, OpType::Ok, v);
+                if crash.is_some() {
+                    let v = self.txn_value(&a, false);
+                    self.emit(p, OpType::Info, v);
+                } else {
+                    let v = self.txn_value(&a, true);
+                    self.emit(p, OpType::Ok, v);
+                }
                 None
             }
         }
@@ -469,6 +536,7 @@ pub fn generate(opts: &SimOptions) -> Vec<Op> {
         key_writes: Vec::new(),
         next_value: Vec::new(),
         floor: vec![0; opts.processes.max(1)],
+        process_ids: (0..opts.processes.max(1) as u64).collect(),
         ops: Vec::with_capacity(opts.txns * 2),
     };
     for _ in 0..opts.keys.max(1) {

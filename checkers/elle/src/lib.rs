@@ -228,11 +228,22 @@ fn kind_name(kind: u8) -> &'static str {
     }
 }
 
-/// Process order (each ok txn precedes its process's next txn) and real-time
+/// Process order (each ok txn precedes its process's next txn) or real-time
 /// order as a transitive reduction: a txn invoked after others completed gets
 /// edges only from the "frontier" of completed txns not already followed by a
-/// txn that began after they completed.
-fn order_edges(tx: &Txns, edges: &mut EdgeList) {
+/// txn that began after they completed. As in Elle, only the one the model
+/// needs: real time when it forbids real-time cycles (processes are
+/// sequential, so it covers their order too), else process order when it
+/// forbids session cycles, else neither.
+fn order_edges(tx: &Txns, edges: &mut EdgeList, kind: u8) {
+    if kind == PROCESS {
+        process_edges(tx, edges);
+    } else if kind == REALTIME {
+        realtime_edges(tx, edges);
+    }
+}
+
+fn process_edges(tx: &Txns, edges: &mut EdgeList) {
     let mut last_ok = vec![NONE; tx.processes.len()];
     for (t, txn) in tx.txns.iter().enumerate() {
         if txn.status == Status::Fail {
@@ -248,6 +259,9 @@ fn order_edges(tx: &Txns, edges: &mut EdgeList) {
             NONE
         };
     }
+}
+
+fn realtime_edges(tx: &Txns, edges: &mut EdgeList) {
     let mut completions: Vec<u32> = (0..tx.txns.len() as u32)
         .filter(|&t| tx.txns[t as usize].status == Status::Ok)
         .collect();
@@ -319,10 +333,17 @@ fn check(
             Inference::RwRegister(RwRegister::infer(&tx, &mut edges, &mut found, sources)?)
         }
     };
-    order_edges(&tx, &mut edges);
+    let prohibited = models::prohibited(&model);
+    let order_kind = if prohibited.iter().any(|a| a.ends_with("-realtime")) {
+        REALTIME
+    } else if prohibited.iter().any(|a| a.ends_with("-process")) {
+        PROCESS
+    } else {
+        0
+    };
+    order_edges(&tx, &mut edges, order_kind);
     let n = tx.txns.len();
     let g = Graph::build(n, edges);
-    let prohibited = models::prohibited(&model);
     // Only classes the model forbids are searched: a class it allows can
     // neither make the history invalid nor, by running out of work, unknown.
     let searches: Vec<(CycleClass, Variant, String)> = Variant::ALL

@@ -238,7 +238,7 @@ impl<'h> ListAppend<'h> {
                         .and_then(|e| la.writer.get(&(m.key, Elem::of(e))))
                     {
                         let wt = tx.mop_txn[w as usize];
-                        if m.ext_read && status(w) != Status::Fail {
+                        if status(w) != Status::Fail {
                             edges.add(wt, t, WR);
                         }
                     }
@@ -282,9 +282,9 @@ impl<'h> ListAppend<'h> {
                         );
                     }
                 }
-                if !m.ext_read {
-                    continue;
-                }
+                // Every read orders its txn, a later one too (Elle's wr and rw
+                // graphs take all reads): a txn that reads a key twice and sees a
+                // newer version the second time read both versions.
                 if n > 0 {
                     let w = la.order[k][n - 1];
                     if w != NONE && status(w) != Status::Fail {
@@ -308,6 +308,9 @@ impl<'h> ListAppend<'h> {
                 match la.next_writer(tx, k, n) {
                     Some(next) => edges.add(t, next, RW),
                     None => tail_readers[k].push(t),
+                }
+                if !m.ext_read {
+                    continue;
                 }
                 // Lost update: two committed txns read the same version and both append.
                 let appends_later = (i + 1..range.end).any(|j| {
@@ -454,7 +457,7 @@ impl<'h> ListAppend<'h> {
             WR => {
                 for j in tx.mops_of(b) {
                     let m = &tx.mops[j];
-                    if m.kind != MopKind::Read || !m.ext_read {
+                    if m.kind != MopKind::Read {
                         continue;
                     }
                     let Some(last) = read_list(m.value).and_then(|l| l.last()) else {
@@ -474,7 +477,7 @@ impl<'h> ListAppend<'h> {
             RW => {
                 for j in tx.mops_of(a) {
                     let m = &tx.mops[j];
-                    if m.kind != MopKind::Read || !m.ext_read {
+                    if m.kind != MopKind::Read {
                         continue;
                     }
                     let k = m.key as usize;

@@ -13,8 +13,8 @@ use async_trait::async_trait;
 use splitbrain::controller::Cluster;
 use splitbrain::interpreter::{run, Client, ClientFactory, Completion, InterpreterOptions};
 use splitbrain::refstore::LocalRefstore;
+use splitbrain_generators::{limit, Invocation};
 use splitbrain_history::{Format, OpWriter, Value};
-use splitbrain_workloads::generator::{limit, Invocation};
 use splitbrain_workloads::{build, WorkloadKind, WorkloadOptions};
 
 struct Noop;

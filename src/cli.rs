@@ -12,6 +12,7 @@ use splitbrain_history::{
 };
 
 use crate::exit;
+use splitbrain::docker::DockerError;
 use splitbrain::{controller, registry, report, run_store};
 use splitbrain_workloads::{self as workloads, WorkloadKind, WorkloadOptions};
 
@@ -74,8 +75,23 @@ struct GenHistoryArgs {
     #[arg(long, default_value_t = 10)]
     processes: usize,
     /// Keys in use at once.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 10)]
     keys: usize,
+    /// How txns pick among the keys in use: exponential (each key half as
+    /// likely as the one before, as Elle's generator) or uniform.
+    #[arg(long, default_value = "exponential")]
+    key_dist: String,
+    /// Writes a key takes before a fresh key replaces it.
+    #[arg(long, default_value_t = 32)]
+    max_writes_per_key: usize,
+    /// Micro-ops per txn, at least and at most.
+    #[arg(long, default_value_t = 1)]
+    min_txn_length: usize,
+    #[arg(long, default_value_t = 4)]
+    max_txn_length: usize,
+    /// The share of txns whose client crashes (recorded as info; half commit).
+    #[arg(long, default_value_t = 0.02)]
+    info_rate: f64,
     /// Where to write the history (.jsonl or .edn).
     out: PathBuf,
 }
@@ -207,6 +223,10 @@ enum ImageAction {
         /// Where to build root filesystems.
         #[arg(long, default_value = "/var/tmp/splitbrain-images")]
         work_dir: PathBuf,
+        /// The Debian mirror to fetch packages from (default: the first
+        /// Debian archive in this machine's apt sources).
+        #[arg(long, value_name = "URL")]
+        mirror: Option<String>,
     },
 }
 
@@ -248,6 +268,19 @@ struct CheckArgs {
     /// Stale reads are violations, not just measurements (set-full).
     #[arg(long)]
     linearizable: bool,
+    /// rw-register: a txn's write follows the version it read of the same
+    /// key (Elle's :wfr-keys?). Default: true for models at or above read
+    /// committed, where the other order would be a G1c cycle; false below.
+    #[arg(long, value_name = "BOOL", action = clap::ArgAction::Set)]
+    wfr_keys: Option<bool>,
+    /// rw-register: trust that each key is sequentially consistent, so a
+    /// process's later txn sees no older version (Elle's :sequential-keys?).
+    #[arg(long)]
+    sequential_keys: bool,
+    /// rw-register: trust that each key is linearizable, so versions follow
+    /// real time across processes (Elle's :linearizable-keys?).
+    #[arg(long)]
+    linearizable_keys: bool,
     /// Checker-specific settings, e.g. --param total=100.
     #[arg(long = "param", value_name = "KEY=VALUE")]
     params: Vec<String>,
@@ -370,6 +403,15 @@ fn check(args: CheckArgs) -> Result<u8, Failure> {
             .split_once('=')
             .ok_or_else(|| Failure::bad_input(format!("--param '{p}' is not KEY=VALUE")))?;
         params.insert(k.to_string(), v.to_string());
+    }
+    if let Some(wfr) = args.wfr_keys {
+        params.insert("wfr-keys".into(), wfr.to_string());
+    }
+    if args.sequential_keys {
+        params.insert("sequential-keys".into(), "true".into());
+    }
+    if args.linearizable_keys {
+        params.insert("linearizable-keys".into(), "true".into());
     }
     if let Some(t) = args.timeout {
         if !(t > 0.0 && t.is_finite()) {
@@ -619,7 +661,12 @@ fn image(args: ImageArgs) -> Result<u8, Failure> {
         names,
         force,
         work_dir,
+        mirror,
     } = args.action;
+    if let Some(m) = &mirror {
+        splitbrain::docker::image::check_mirror(m)
+            .map_err(|e| Failure::bad_input(e.to_string()))?;
+    }
     let names = if names.is_empty() {
         vec![
             "base".to_string(),
@@ -632,11 +679,12 @@ fn image(args: ImageArgs) -> Result<u8, Failure> {
     };
     let mut recipes = Vec::new();
     for n in &names {
-        recipes.push(splitbrain::docker::image::Recipe::named(n).ok_or_else(|| {
+        let recipe = splitbrain::docker::image::Recipe::named(n).ok_or_else(|| {
             Failure::bad_input(format!(
                 "unknown image '{n}' (expected base, etcd, redis or postgres)"
             ))
-        })?);
+        })?;
+        recipes.push(recipe.with_mirror(mirror.clone()));
     }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -650,7 +698,13 @@ fn image(args: ImageArgs) -> Result<u8, Failure> {
             eprintln!("image {}: {}", r.name, r.tag());
             let (tag, built) = splitbrain::docker::image::ensure(&docker, r, &work_dir, force)
                 .await
-                .map_err(|e| Failure::from(anyhow::anyhow!("building {}: {e}", r.name)))?;
+                .map_err(|e| match e {
+                    // Nothing to build from: the operator's to give.
+                    DockerError::NoMirror | DockerError::BadMirror(_) => {
+                        Failure::bad_input(e.to_string())
+                    }
+                    e => Failure::from(anyhow::anyhow!("building {}: {e}", r.name)),
+                })?;
             println!("{tag} {}", if built { "built" } else { "reused" });
         }
         Ok::<(), Failure>(())
@@ -669,7 +723,7 @@ fn store_node(args: StoreNodeArgs) -> Result<u8, Failure> {
 }
 
 fn gen_history(args: GenHistoryArgs) -> Result<u8, Failure> {
-    use splitbrain_elle::sim::{generate, Isolation, SimOptions, SimWorkload};
+    use splitbrain_elle::sim::{generate, Isolation, KeyDistribution, SimOptions, SimWorkload};
     let workload: SimWorkload = args
         .workload
         .parse()
@@ -684,6 +738,27 @@ fn gen_history(args: GenHistoryArgs) -> Result<u8, Failure> {
             args.out.display()
         ))
     })?;
+    let key_distribution = match args.key_dist.as_str() {
+        "exponential" => KeyDistribution::Exponential,
+        "uniform" => KeyDistribution::Uniform,
+        other => {
+            return Err(Failure::bad_input(format!(
+                "--key-dist {other}: expected exponential or uniform"
+            )))
+        }
+    };
+    if !(0.0..=1.0).contains(&args.info_rate) {
+        return Err(Failure::bad_input(format!(
+            "--info-rate {} must be between 0 and 1",
+            args.info_rate
+        )));
+    }
+    if args.min_txn_length == 0 || args.min_txn_length > args.max_txn_length {
+        return Err(Failure::bad_input(format!(
+            "--min-txn-length {} and --max-txn-length {}: need 1 <= min <= max",
+            args.min_txn_length, args.max_txn_length
+        )));
+    }
     let opts = SimOptions {
         workload,
         isolation,
@@ -691,7 +766,11 @@ fn gen_history(args: GenHistoryArgs) -> Result<u8, Failure> {
         seed: args.seed,
         processes: args.processes.max(1),
         keys: args.keys.max(1),
-        ..SimOptions::default()
+        min_ops: args.min_txn_length,
+        max_ops: args.max_txn_length,
+        max_writes_per_key: args.max_writes_per_key.max(1),
+        key_distribution,
+        info_rate: args.info_rate,
     };
     let ops = generate(&opts);
     let file = std::fs::File::create(&args.out)

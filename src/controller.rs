@@ -9,11 +9,11 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use serde::Serialize;
-use splitbrain_history::{CheckOptions, Format, History, Op, OpWriter, Value, Verdict};
-use splitbrain_nemesis::package::{self, Executor, NemesisOptions, Runner};
-use splitbrain_workloads::generator::{
+use splitbrain_generators::{
     clients, clients_and_nemesis, concat, nemesis, phases, rate, sleep, time_limit, Gen, Invocation,
 };
+use splitbrain_history::{CheckOptions, Format, History, Op, OpWriter, Value, Verdict};
+use splitbrain_nemesis::package::{self, Executor, NemesisOptions, Runner};
 use splitbrain_workloads::{build, CheckerUse, WorkloadKind, WorkloadOptions};
 
 use crate::interpreter::{self, ClientFactory, Completion, InterpreterOptions, NemesisRunner};

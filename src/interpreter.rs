@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use futures_util::FutureExt;
 use smol_str::SmolStr;
+use splitbrain_generators::{Context, Gen, Invocation, Poll, Thread};
 use splitbrain_history::{Op, OpType, OpWriter, Process, Value};
-use splitbrain_workloads::generator::{Context, Gen, Invocation, Poll, Thread};
 use tokio::sync::mpsc;
 
 /// How an op ended, as the client saw it.

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
+use splitbrain_generators::Invocation;
 use splitbrain_history::Value;
 use splitbrain_nemesis::netns::NetnsCluster;
 use splitbrain_nemesis::package::{Executor, Fault};
@@ -20,7 +21,6 @@ use splitbrain_store::msg::{
     Op as StoreOp, OpResult, Refusal, RequestOptions, Value as StoreValue,
 };
 use splitbrain_store::node::admin_call;
-use splitbrain_workloads::generator::Invocation;
 use splitbrain_workloads::{WorkloadKind, WorkloadOptions};
 
 use crate::controller::Cluster;

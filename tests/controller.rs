@@ -9,10 +9,10 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use splitbrain::controller::{run_test, Cluster, TestOptions};
 use splitbrain::interpreter::{Client, ClientFactory, Completion};
+use splitbrain_generators::Invocation;
 use splitbrain_history::{History, Process, Value};
 use splitbrain_nemesis::package::{parse_faults, Executor, Fault, NemesisOptions};
 use splitbrain_nemesis::Grudge;
-use splitbrain_workloads::generator::Invocation;
 use splitbrain_workloads::{WorkloadKind, WorkloadOptions};
 
 type Store = Arc<Mutex<HashMap<Value, i64>>>;

@@ -11,10 +11,10 @@ use async_trait::async_trait;
 use splitbrain::interpreter::{
     run, Client, ClientFactory, Completion, InterpreterOptions, NemesisRunner,
 };
-use splitbrain_history::{Format, History, OpType, OpWriter, Process, Value};
-use splitbrain_workloads::generator::{
+use splitbrain_generators::{
     clients_and_nemesis, limit, start_stop_cycle, time_limit, Invocation, OpSpec,
 };
+use splitbrain_history::{Format, History, OpType, OpWriter, Process, Value};
 use splitbrain_workloads::{build, WorkloadKind, WorkloadOptions};
 
 /// Every 7th op hangs past the timeout, every 5th fails, the rest succeed.

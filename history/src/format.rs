@@ -200,9 +200,18 @@ fn read_json_array(
     text: &str,
     sink: &mut impl FnMut(Op, u32) -> Result<(), HistoryError>,
 ) -> Result<(), HistoryError> {
-    let line_at = |pos: usize| 1 + text.as_bytes()[..pos].iter().filter(|&&b| b == b'\n').count() as u32;
+    let line_at = |pos: usize| {
+        1 + text.as_bytes()[..pos]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count() as u32
+    };
     let skip_ws = |mut pos: usize| {
-        while text.as_bytes().get(pos).is_some_and(|b| b.is_ascii_whitespace()) {
+        while text
+            .as_bytes()
+            .get(pos)
+            .is_some_and(|b| b.is_ascii_whitespace())
+        {
             pos += 1;
         }
         pos
@@ -232,7 +241,10 @@ fn read_json_array(
             }
         }
         first = false;
-        line += text.as_bytes()[counted..pos].iter().filter(|&&b| b == b'\n').count() as u32;
+        line += text.as_bytes()[counted..pos]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count() as u32;
         counted = pos;
         let mut ops = serde_json::Deserializer::from_str(&text[pos..]).into_iter::<Op>();
         let op = match ops.next() {

@@ -107,15 +107,18 @@ impl<'a> ProcessTable<'a> {
 fn complete_only_to_pairs(mut ops: Vec<Op>, lines: Vec<u32>) -> (Vec<Op>, Vec<u32>) {
     let unspecified = Process::unspecified();
     if ops.iter().any(|o| o.process == unspecified) {
-        let mut next = ops
+        let first_free = ops
             .iter()
             .filter_map(|o| o.process.client_id())
             .filter(|&p| p != op::UNSPECIFIED_PROCESS)
             .max()
             .map_or(0, |m| m + 1);
-        for o in ops.iter_mut().filter(|o| o.process == unspecified) {
-            o.process = Process::Client(next);
-            next += 1;
+        for (o, id) in ops
+            .iter_mut()
+            .filter(|o| o.process == unspecified)
+            .zip(first_free..)
+        {
+            o.process = Process::Client(id);
         }
     }
     reincarnate_crashed(&mut ops);

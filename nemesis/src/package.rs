@@ -13,8 +13,8 @@ use std::str::FromStr;
 use async_trait::async_trait;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
+use splitbrain_generators::{concat, once, repeat, rng_for, sleep, Gen, OpSpec};
 use splitbrain_history::{OpType, Value};
-use splitbrain_workloads::generator::{concat, once, repeat, rng_for, sleep, Gen, OpSpec};
 
 use crate::shape::{grudge, targets, Grudge, Node, PartitionShape, TargetSpec};
 
@@ -485,7 +485,7 @@ impl<E: Executor> Runner<E> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use splitbrain_workloads::generator::{time_limit, Context, Poll, Thread};
+    use splitbrain_generators::{time_limit, Context, Poll, Thread};
 
     #[derive(Default)]
     struct Recorder {

@@ -1,19 +1,33 @@
 //! etcd (Debian's `etcd-server`, 3.4): a cluster of members with fixed
 //! addresses, `register` with linearizable reads and CAS by transaction, and
 //! `list-append` / `rw-register` as optimistic multi-key transactions.
+//! The client speaks etcd's gRPC-JSON gateway (HTTP/1.1 on the client
+//! port, keys and values in base64), so building needs no protocol compiler.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::str::FromStr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use etcd_client::{Client as Etcd3, Compare, CompareOp, ConnectOptions, Txn, TxnOp, TxnOpResponse};
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::client::conn::http1::SendRequest;
+use hyper::header::{CONTENT_TYPE, HOST};
+use hyper::Request;
+use hyper_util::rt::TokioIo;
+use serde::de::{DeserializeOwned, Deserializer, Error as _, IgnoredAny};
+use serde::Deserialize;
+use serde_json::json;
+use splitbrain_generators::Invocation;
 use splitbrain_history::Value;
 use splitbrain_nemesis::package::Fault;
 use splitbrain_nemesis::shape::Node;
-use splitbrain_workloads::generator::Invocation;
 use splitbrain_workloads::WorkloadKind;
+use tokio::net::TcpStream;
 
 use super::{
     key_name, list_value, parse_txn, txn_value, unsupported_workload, Db, DockerTest, Mop,
@@ -49,20 +63,312 @@ impl Etcd {
     }
 }
 
-fn endpoint(ip: &Ipv4Addr) -> String {
-    format!("http://{ip}:2379")
+/// A member's client port, where etcd serves gRPC and, beside it, the
+/// gRPC-JSON gateway this client speaks (`POST /v3/kv/range` and so on).
+fn endpoint(ip: &Ipv4Addr) -> SocketAddr {
+    SocketAddr::from((*ip, 2379))
 }
 
-async fn connect(endpoint: &str, timeout: Duration) -> Result<Etcd3, String> {
-    let opts = ConnectOptions::new()
-        .with_connect_timeout(Duration::from_millis(500).min(timeout))
-        .with_timeout(timeout)
-        // A member cut off from the leader says so at once instead of
-        // waiting out the timeout: a definite failure.
-        .with_require_leader(true);
-    Etcd3::connect([endpoint], Some(opts))
+/// How long connecting to a member may take: past it the member is down or
+/// cut off, and the request was never sent.
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// Why a request to etcd's gateway went wrong.
+#[derive(Debug, thiserror::Error)]
+enum EtcdError {
+    /// No connection to send the request on: it was never sent.
+    #[error("connect error: {0}")]
+    Connect(String),
+    /// Sent, and no answer within the request's timeout.
+    #[error("request timed out after {0:?}")]
+    Timeout(Duration),
+    /// Sent, then the connection failed.
+    #[error("connection error after sending: {0}")]
+    Transport(String),
+    /// etcd's answer was an error (a gRPC status, as the gateway writes it).
+    #[error("etcd answered {status}: {message}")]
+    Status { status: u16, message: String },
+    /// An answer that is not what the gateway writes.
+    #[error("unexpected response: {0}")]
+    Decode(String),
+}
+
+impl EtcdError {
+    /// Whether the error proves the request was not carried out: it was
+    /// never sent, or the member refused it before proposing it (no leader).
+    fn definitely_not_done(&self) -> bool {
+        match self {
+            EtcdError::Connect(_) => true,
+            EtcdError::Status { message, .. } => message.contains("no leader"),
+            EtcdError::Timeout(_) | EtcdError::Transport(_) | EtcdError::Decode(_) => false,
+        }
+    }
+}
+
+/// An int64 or uint64 field: the gateway writes them as JSON strings
+/// (and takes either).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct Int<T>(T);
+
+impl<'de, T: FromStr + Deserialize<'de>> Deserialize<'de> for Int<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Repr<T> {
+            Num(T),
+            Str(String),
+        }
+        match Repr::<T>::deserialize(d)? {
+            Repr::Num(n) => Ok(Int(n)),
+            Repr::Str(s) => s
+                .parse()
+                .map(Int)
+                .map_err(|_| D::Error::custom(format!("not an integer: {s:?}"))),
+        }
+    }
+}
+
+// The gateway's JSON: proto field names, fields at their default left out.
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct ResponseHeader {
+    #[serde(alias = "memberId")]
+    member_id: Option<Int<u64>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct KeyValue {
+    /// Base64.
+    value: String,
+    #[serde(alias = "modRevision")]
+    mod_revision: Int<i64>,
+}
+
+impl KeyValue {
+    fn value(&self) -> Result<Vec<u8>, EtcdError> {
+        BASE64
+            .decode(&self.value)
+            .map_err(|e| EtcdError::Decode(format!("a value that is not base64: {e}")))
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RangeResponse {
+    kvs: Vec<KeyValue>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct ResponseOp {
+    #[serde(alias = "responseRange")]
+    response_range: Option<RangeResponse>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct TxnResponse {
+    succeeded: bool,
+    responses: Vec<ResponseOp>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct StatusResponse {
+    header: Option<ResponseHeader>,
+    leader: Option<Int<u64>>,
+}
+
+/// The body of an error answer.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct ErrorBody {
+    message: Option<String>,
+    error: Option<String>,
+}
+
+fn b64(bytes: impl AsRef<[u8]>) -> String {
+    BASE64.encode(bytes)
+}
+
+/// A compare of a txn: `key`'s value (absent keys never match) or mod
+/// revision (absent keys have mod revision 0) equals the given one.
+fn compare_value(key: &str, value: &str) -> serde_json::Value {
+    json!({"key": b64(key), "target": "VALUE", "result": "EQUAL", "value": b64(value)})
+}
+
+fn compare_mod_revision(key: &str, rev: i64) -> serde_json::Value {
+    // The oneof must be there even for 0: a compare without it matches anything.
+    json!({"key": b64(key), "target": "MOD", "result": "EQUAL", "mod_revision": rev.to_string()})
+}
+
+fn request_put(key: &str, value: &str) -> serde_json::Value {
+    json!({"request_put": {"key": b64(key), "value": b64(value)}})
+}
+
+fn request_range(key: &str) -> serde_json::Value {
+    json!({"request_range": {"key": b64(key)}})
+}
+
+/// An HTTP/1.1 connection and the task that drives it, ended with it.
+struct Conn {
+    sender: SendRequest<Full<Bytes>>,
+    task: tokio::task::AbortHandle,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// One member's gateway over one kept-alive connection, made again after
+/// it fails. Every request has its own timeout.
+struct Gateway {
+    addr: Option<SocketAddr>,
+    timeout: Duration,
+    conn: Option<Conn>,
+}
+
+impl Gateway {
+    fn new(addr: Option<SocketAddr>, timeout: Duration) -> Gateway {
+        Gateway {
+            addr,
+            timeout,
+            conn: None,
+        }
+    }
+
+    async fn connect(&self, addr: SocketAddr) -> Result<Conn, EtcdError> {
+        let limit = CONNECT_TIMEOUT.min(self.timeout);
+        let stream = match tokio::time::timeout(limit, TcpStream::connect(addr)).await {
+            Err(_) => {
+                return Err(EtcdError::Connect(format!(
+                    "no connection to {addr} within {limit:?}"
+                )))
+            }
+            Ok(Err(e)) => return Err(EtcdError::Connect(format!("{addr}: {e}"))),
+            Ok(Ok(s)) => s,
+        };
+        let _ = stream.set_nodelay(true);
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| EtcdError::Connect(format!("{addr}: {e}")))?;
+        let task = tokio::spawn(async move {
+            let _ = conn.await;
+        })
+        .abort_handle();
+        Ok(Conn { sender, task })
+    }
+
+    /// POST `body` to `path` and decode the answer.
+    async fn call<T: DeserializeOwned>(
+        &mut self,
+        path: &str,
+        body: serde_json::Value,
+    ) -> Result<T, EtcdError> {
+        let deadline = Instant::now() + self.timeout;
+        let addr = self
+            .addr
+            .ok_or_else(|| EtcdError::Connect("no member to talk to".into()))?;
+        if self.conn.as_ref().is_none_or(|c| c.sender.is_closed()) {
+            self.conn = None;
+            self.conn = Some(self.connect(addr).await?);
+        }
+        let Some(conn) = self.conn.as_mut() else {
+            return Err(EtcdError::Connect("no connection".into()));
+        };
+        // A connection that closed while idle takes no request: not sent.
+        let ready = deadline.saturating_duration_since(Instant::now());
+        if let Err(why) = match tokio::time::timeout(ready, conn.sender.ready()).await {
+            Ok(r) => r.map_err(|e| e.to_string()),
+            Err(_) => Err(format!("the connection was not ready within {ready:?}")),
+        } {
+            self.conn = None;
+            return Err(EtcdError::Connect(why));
+        }
+        let req = Request::post(path)
+            .header(HOST, addr.to_string())
+            .header(CONTENT_TYPE, "application/json")
+            // etcd's WithRequireLeader: a member cut off from the leader
+            // says so at once instead of waiting out the timeout, a
+            // definite failure.
+            .header("grpc-metadata-hasleader", "true")
+            .body(Full::new(Bytes::from(body.to_string())))
+            .map_err(|e| EtcdError::Connect(format!("cannot make the request: {e}")))?;
+        let exchange = async {
+            let resp = conn
+                .sender
+                .send_request(req)
+                .await
+                .map_err(|e| EtcdError::Transport(e.to_string()))?;
+            let status = resp.status();
+            let body = resp
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| EtcdError::Transport(e.to_string()))?
+                .to_bytes();
+            Ok::<_, EtcdError>((status, body))
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        let (status, body) = match tokio::time::timeout(left, exchange).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(e)) => {
+                self.conn = None;
+                return Err(e);
+            }
+            Err(_) => {
+                // The answer may still come: on another connection, the
+                // next request cannot read this one's.
+                self.conn = None;
+                return Err(EtcdError::Timeout(self.timeout));
+            }
+        };
+        if !status.is_success() {
+            let e: ErrorBody = serde_json::from_slice(&body).unwrap_or_default();
+            let message = e
+                .message
+                .or(e.error)
+                .unwrap_or_else(|| String::from_utf8_lossy(&body).chars().take(200).collect());
+            return Err(EtcdError::Status {
+                status: status.as_u16(),
+                message,
+            });
+        }
+        serde_json::from_slice(&body).map_err(|e| EtcdError::Decode(format!("{path}: {e}")))
+    }
+
+    /// A linearizable read of one key.
+    async fn get(&mut self, key: &str) -> Result<Option<KeyValue>, EtcdError> {
+        let r: RangeResponse = self.call("/v3/kv/range", json!({"key": b64(key)})).await?;
+        Ok(r.kvs.into_iter().next())
+    }
+
+    async fn put(&mut self, key: &str, value: &str) -> Result<(), EtcdError> {
+        let _: IgnoredAny = self
+            .call("/v3/kv/put", json!({"key": b64(key), "value": b64(value)}))
+            .await?;
+        Ok(())
+    }
+
+    async fn txn(
+        &mut self,
+        compare: Vec<serde_json::Value>,
+        success: Vec<serde_json::Value>,
+    ) -> Result<TxnResponse, EtcdError> {
+        self.call(
+            "/v3/kv/txn",
+            json!({"compare": compare, "success": success}),
+        )
         .await
-        .map_err(|e| e.to_string())
+    }
+
+    async fn status(&mut self) -> Result<StatusResponse, EtcdError> {
+        self.call("/v3/maintenance/status", json!({})).await
+    }
 }
 
 #[async_trait]
@@ -113,10 +419,8 @@ impl Db for Etcd {
     async fn ready(&self, ips: &BTreeMap<Node, Ipv4Addr>) -> Result<(), String> {
         // Every member serves a linearizable read (which needs a leader and a quorum).
         for (n, ip) in ips {
-            let mut c = connect(&endpoint(ip), Duration::from_secs(2))
-                .await
-                .map_err(|e| format!("{n}: {e}"))?;
-            c.get("splitbrain-ready", None)
+            Gateway::new(Some(endpoint(ip)), Duration::from_secs(2))
+                .get("splitbrain-ready")
                 .await
                 .map_err(|e| format!("{n}: {e}"))?;
         }
@@ -125,12 +429,12 @@ impl Db for Etcd {
 
     async fn primaries(&self, ips: &BTreeMap<Node, Ipv4Addr>) -> Vec<Node> {
         let asks = ips.iter().map(|(n, ip)| async move {
-            let mut c = connect(&endpoint(ip), Duration::from_millis(800))
+            let s = Gateway::new(Some(endpoint(ip)), Duration::from_millis(800))
+                .status()
                 .await
                 .ok()?;
-            let s = c.status().await.ok()?;
-            let me = s.header()?.member_id();
-            (me == s.leader()).then(|| n.clone())
+            let me = s.header?.member_id?;
+            (Some(me) == s.leader).then(|| n.clone())
         });
         futures_util::future::join_all(asks)
             .await
@@ -156,7 +460,7 @@ impl Db for Etcd {
 }
 
 struct EtcdClients {
-    endpoints: Vec<String>,
+    endpoints: Vec<SocketAddr>,
     workload: WorkloadKind,
     timeout: Duration,
 }
@@ -167,33 +471,15 @@ impl ClientFactory for EtcdClients {
         // on a member then show up in the ops of the processes talking to it.
         let i = (process % self.endpoints.len().max(1) as u64) as usize;
         Box::new(EtcdClient {
-            endpoint: self.endpoints.get(i).cloned().unwrap_or_default(),
+            gateway: Gateway::new(self.endpoints.get(i).copied(), self.timeout),
             workload: self.workload,
-            timeout: self.timeout,
-            conn: None,
         })
     }
 }
 
 struct EtcdClient {
-    endpoint: String,
+    gateway: Gateway,
     workload: WorkloadKind,
-    timeout: Duration,
-    conn: Option<Etcd3>,
-}
-
-/// Whether an error proves the request was not carried out: it was never
-/// sent, or the member refused it before proposing it (no leader).
-fn definitely_not_done(e: &etcd_client::Error) -> bool {
-    let s = e.to_string();
-    s.contains("connect error")
-        || s.contains("Connection refused")
-        || s.contains("no leader")
-        || s.contains("error trying to connect")
-}
-
-fn etcd_error(e: &etcd_client::Error) -> Value {
-    Value::Str(e.to_string().into())
 }
 
 fn parse_int(bytes: &[u8]) -> Value {
@@ -220,44 +506,34 @@ enum Cell {
 }
 
 impl EtcdClient {
-    async fn conn(&mut self) -> Result<Etcd3, String> {
-        if let Some(c) = &self.conn {
-            return Ok(c.clone());
-        }
-        let c = connect(&self.endpoint, self.timeout).await?;
-        self.conn = Some(c.clone());
-        Ok(c)
-    }
-
     /// The completion of a failed request: `fail` if it certainly did not
     /// happen (or only read), `info` otherwise.
-    fn failed(&self, inv: &Invocation, e: &etcd_client::Error, read_only: bool) -> Completion {
-        let mut c = if read_only || definitely_not_done(e) {
+    fn failed(&self, inv: &Invocation, e: &EtcdError, read_only: bool) -> Completion {
+        let mut c = if read_only || e.definitely_not_done() {
             Completion::fail(inv.value.clone(), "etcd-error")
         } else {
             Completion::info(inv.value.clone(), "etcd-error")
         };
-        c.error = Some(etcd_error(e));
+        c.error = Some(Value::Str(e.to_string().into()));
         c
     }
 
-    async fn register(&mut self, mut c: Etcd3, inv: &Invocation) -> Completion {
+    async fn register(&mut self, inv: &Invocation) -> Completion {
         let key = format!("register/{}", key_name(inv.key.as_ref()));
         match inv.f.as_str() {
-            "read" => match c.get(key, None).await {
-                Ok(r) => Completion::ok(
-                    r.kvs()
-                        .first()
-                        .map_or(Value::Nil, |kv| parse_int(kv.value())),
-                ),
+            "read" => match self.gateway.get(&key).await {
+                Ok(kv) => match kv.map(|kv| kv.value()).transpose() {
+                    Ok(v) => Completion::ok(v.map_or(Value::Nil, |v| parse_int(&v))),
+                    Err(e) => self.failed(inv, &e, true),
+                },
                 Err(e) => self.failed(inv, &e, true),
             },
             "write" => {
                 let Some(v) = inv.value.as_int() else {
                     return Completion::fail(inv.value.clone(), "write needs an integer");
                 };
-                match c.put(key, v.to_string(), None).await {
-                    Ok(_) => Completion::ok(inv.value.clone()),
+                match self.gateway.put(&key, &v.to_string()).await {
+                    Ok(()) => Completion::ok(inv.value.clone()),
                     Err(e) => self.failed(inv, &e, false),
                 }
             }
@@ -268,15 +544,12 @@ impl EtcdClient {
                 let (Some(from), Some(to)) = (from.as_int(), to.as_int()) else {
                     return Completion::fail(inv.value.clone(), "cas needs integers");
                 };
-                let txn = Txn::new()
-                    .when([Compare::value(
-                        key.clone(),
-                        CompareOp::Equal,
-                        from.to_string(),
-                    )])
-                    .and_then([TxnOp::put(key, to.to_string(), None)]);
-                match c.txn(txn).await {
-                    Ok(r) if r.succeeded() => Completion::ok(inv.value.clone()),
+                let txn = self.gateway.txn(
+                    vec![compare_value(&key, &from.to_string())],
+                    vec![request_put(&key, &to.to_string())],
+                );
+                match txn.await {
+                    Ok(r) if r.succeeded => Completion::ok(inv.value.clone()),
                     Ok(_) => Completion::fail(inv.value.clone(), "precondition-failed"),
                     Err(e) => self.failed(inv, &e, false),
                 }
@@ -290,7 +563,7 @@ impl EtcdClient {
     /// only if none of those keys has changed since (mod revisions compared
     /// in one etcd txn). Every key it read or wrote is unchanged from the
     /// snapshot to the commit, so it is serializable at the commit's revision.
-    async fn txn(&mut self, mut c: Etcd3, inv: &Invocation) -> Completion {
+    async fn txn(&mut self, inv: &Invocation) -> Completion {
         let mops = match parse_txn(&inv.value) {
             Ok(m) => m,
             Err(why) => return Completion::fail(inv.value.clone(), &why),
@@ -300,35 +573,38 @@ impl EtcdClient {
         let name = |k: i64| format!("{}/{k}", if append { "list" } else { "rw" });
         let read_only = mops.iter().all(|m| matches!(m, Mop::Read(_)));
         for _ in 0..TXN_ATTEMPTS {
-            let snapshot = Txn::new().and_then(
-                keys.iter()
-                    .map(|k| TxnOp::get(name(*k), None))
-                    .collect::<Vec<_>>(),
-            );
-            let resp = match c.txn(snapshot).await {
+            let snapshot = keys.iter().map(|k| request_range(&name(*k))).collect();
+            let resp = match self.gateway.txn(Vec::new(), snapshot).await {
                 Ok(r) => r,
                 // Nothing was written yet.
                 Err(e) => return self.failed(inv, &e, true),
             };
+            if resp.responses.len() != keys.len() {
+                return Completion::fail(inv.value.clone(), "unexpected txn response");
+            }
             let mut state: BTreeMap<i64, (Cell, i64)> = BTreeMap::new();
-            for (k, r) in keys.iter().zip(resp.op_responses()) {
-                let TxnOpResponse::Get(g) = r else {
+            for (k, r) in keys.iter().zip(resp.responses) {
+                let Some(g) = r.response_range else {
                     return Completion::fail(inv.value.clone(), "unexpected txn response");
                 };
-                let kv = g.kvs().first();
-                let cell = match (append, kv) {
-                    (true, kv) => {
-                        Cell::List(kv.map(|kv| parse_list(kv.value())).unwrap_or_default())
-                    }
-                    (false, kv) => Cell::Reg(kv.and_then(|kv| parse_int(kv.value()).as_int())),
+                let kv = g.kvs.first();
+                let bytes = match kv.map(KeyValue::value).transpose() {
+                    Ok(b) => b,
+                    Err(e) => return self.failed(inv, &e, true),
+                };
+                let cell = match (append, bytes) {
+                    (true, b) => Cell::List(b.map(|b| parse_list(&b)).unwrap_or_default()),
+                    (false, b) => Cell::Reg(b.and_then(|b| parse_int(&b).as_int())),
                 };
                 // An absent key compares as mod revision 0.
-                state.insert(*k, (cell, kv.map_or(0, |kv| kv.mod_revision())));
+                state.insert(*k, (cell, kv.map_or(0, |kv| kv.mod_revision.0)));
             }
             let mut reads = Vec::new();
             let mut written = BTreeSet::new();
             for m in &mops {
-                let (cell, _) = state.get_mut(&m.key()).expect("every key was read");
+                let Some((cell, _)) = state.get_mut(&m.key()) else {
+                    return Completion::fail(inv.value.clone(), "unexpected txn response");
+                };
                 match (m, cell) {
                     (Mop::Read(_), Cell::List(l)) => reads.push(list_value(l)),
                     (Mop::Read(_), Cell::Reg(v)) => reads.push(v.map_or(Value::Nil, Value::Int)),
@@ -351,22 +627,22 @@ impl EtcdClient {
             if read_only {
                 return Completion::ok(txn_value(&inv.value, reads));
             }
-            let guards: Vec<Compare> = state
+            let guards = state
                 .iter()
-                .map(|(k, (_, rev))| Compare::mod_revision(name(*k), CompareOp::Equal, *rev))
+                .map(|(k, (_, rev))| compare_mod_revision(&name(*k), *rev))
                 .collect();
-            let puts: Vec<TxnOp> = written
+            let puts = written
                 .iter()
-                .map(|k| {
-                    let v = match &state[k].0 {
+                .filter_map(|k| {
+                    let v = match &state.get(k)?.0 {
                         Cell::List(l) => l.iter().map(i64::to_string).collect::<Vec<_>>().join(","),
                         Cell::Reg(r) => r.map(|v| v.to_string()).unwrap_or_default(),
                     };
-                    TxnOp::put(name(*k), v, None)
+                    Some(request_put(&name(*k), &v))
                 })
                 .collect();
-            match c.txn(Txn::new().when(guards).and_then(puts)).await {
-                Ok(r) if r.succeeded() => return Completion::ok(txn_value(&inv.value, reads)),
+            match self.gateway.txn(guards, puts).await {
+                Ok(r) if r.succeeded => return Completion::ok(txn_value(&inv.value, reads)),
                 // Another transaction got in between: nothing was written; try again.
                 Ok(_) => continue,
                 Err(e) => return self.failed(inv, &e, false),
@@ -379,18 +655,72 @@ impl EtcdClient {
 #[async_trait]
 impl Client for EtcdClient {
     async fn invoke(&mut self, inv: &Invocation) -> Completion {
-        let c = match self.conn().await {
-            Ok(c) => c,
-            Err(why) => {
-                return Completion {
-                    error: Some(Value::Str(why.into())),
-                    ..Completion::fail(inv.value.clone(), "connect")
-                }
-            }
-        };
         match self.workload {
-            WorkloadKind::Register => self.register(c, inv).await,
-            _ => self.txn(c, inv).await,
+            WorkloadKind::Register => self.register(inv).await,
+            _ => self.txn(inv).await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gateway_json_decodes_with_strings_for_int64_and_defaults_left_out() {
+        let r: TxnResponse = serde_json::from_str(
+            r#"{"header":{"cluster_id":"1","member_id":"18446744073709551615","revision":"9"},
+                "succeeded":true,
+                "responses":[{"response_range":{"header":{},"kvs":[{"key":"bGlzdC8x",
+                  "create_revision":"3","mod_revision":"7","version":"2","value":"MSwy"}],"count":"1"}},
+                  {"response_range":{"header":{}}}]}"#,
+        )
+        .unwrap();
+        assert!(r.succeeded);
+        let kv = &r.responses[0].response_range.as_ref().unwrap().kvs[0];
+        assert_eq!(kv.mod_revision, Int(7));
+        assert_eq!(parse_list(&kv.value().unwrap()), vec![1, 2]);
+        assert!(r.responses[1]
+            .response_range
+            .as_ref()
+            .unwrap()
+            .kvs
+            .is_empty());
+        // A failed compare leaves `succeeded` out.
+        let r: TxnResponse = serde_json::from_str(r#"{"header":{"revision":"9"}}"#).unwrap();
+        assert!(!r.succeeded);
+        let s: StatusResponse = serde_json::from_str(
+            r#"{"header":{"member_id":"18446744073709551615"},"leader":"18446744073709551615"}"#,
+        )
+        .unwrap();
+        assert_eq!(s.header.unwrap().member_id, s.leader);
+        assert!(serde_json::from_str::<StatusResponse>(r#"{"leader":"x"}"#).is_err());
+        let bad = KeyValue {
+            value: "not base64!".into(),
+            mod_revision: Int(1),
+        };
+        assert!(matches!(bad.value(), Err(EtcdError::Decode(_))));
+    }
+
+    #[test]
+    fn only_unsent_or_leaderless_requests_certainly_did_not_happen() {
+        let status = |m: &str| EtcdError::Status {
+            status: 503,
+            message: m.into(),
+        };
+        assert!(EtcdError::Connect("refused".into()).definitely_not_done());
+        assert!(status("etcdserver: no leader").definitely_not_done());
+        assert!(!status("etcdserver: request timed out").definitely_not_done());
+        assert!(!EtcdError::Timeout(Duration::from_secs(1)).definitely_not_done());
+        assert!(!EtcdError::Transport("reset".into()).definitely_not_done());
+        assert!(!EtcdError::Decode("?".into()).definitely_not_done());
+    }
+
+    #[test]
+    fn compares_always_name_their_target() {
+        let c = compare_mod_revision("rw/1", 0);
+        assert_eq!(c["mod_revision"], "0");
+        assert_eq!(c["target"], "MOD");
+        assert_eq!(compare_value("k", "5")["value"], b64("5"));
     }
 }

@@ -8,10 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use splitbrain_generators::Invocation;
 use splitbrain_history::Value;
 use splitbrain_nemesis::package::Fault;
 use splitbrain_nemesis::shape::Node;
-use splitbrain_workloads::generator::Invocation;
 use splitbrain_workloads::WorkloadKind;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{IsolationLevel, NoTls};

@@ -13,10 +13,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use redis::aio::MultiplexedConnection;
 use redis::AsyncConnectionConfig;
+use splitbrain_generators::Invocation;
 use splitbrain_history::Value;
 use splitbrain_nemesis::package::Fault;
 use splitbrain_nemesis::shape::Node;
-use splitbrain_workloads::generator::Invocation;
 use splitbrain_workloads::WorkloadKind;
 
 use super::{key_name, unsupported_workload, Db, DockerTest};

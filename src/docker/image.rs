@@ -2,6 +2,10 @@
 //! debootstrap from the Debian packages this machine reaches, imported into
 //! the engine as an image. The tag carries a hash of the recipe, so an image
 //! is built once and rebuilt only when its recipe changes.
+//!
+//! The packages come from the Debian mirror that `splitbrain image build
+//! --mirror URL` names or, without one, the first Debian archive in this
+//! machine's own apt sources: the harness names no mirror of its own.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -23,7 +27,10 @@ pub struct Recipe {
     /// `etcd`, `redis`, `postgres`, `base`, ...
     pub name: &'static str,
     pub suite: &'static str,
-    pub mirror: &'static str,
+    /// Where debootstrap fetches the packages; `None`: the first Debian
+    /// archive in this machine's apt sources ([`mirror`]). Where packages
+    /// come from is not what the image holds, so it is not in the tag.
+    pub mirror: Option<String>,
     /// Debian packages on top of minbase.
     pub packages: Vec<&'static str>,
 }
@@ -48,9 +55,15 @@ impl Recipe {
         Recipe {
             name,
             suite: "bookworm",
-            mirror: "http://deb.debian.org/debian",
+            mirror: None,
             packages,
         }
+    }
+
+    /// The recipe, fetching its packages from `mirror`.
+    pub fn with_mirror(mut self, mirror: Option<String>) -> Recipe {
+        self.mirror = mirror;
+        self
     }
 
     /// The recipes the harness knows.
@@ -66,12 +79,7 @@ impl Recipe {
 
     /// Text that changes whenever the image would.
     fn fingerprint(&self) -> String {
-        format!(
-            "v1 {} {} {}",
-            self.suite,
-            self.mirror,
-            self.packages.join(",")
-        )
+        format!("v2 {} {}", self.suite, self.packages.join(","))
     }
 
     /// `splitbrain-NAME:HASH`.
@@ -118,6 +126,7 @@ pub fn build_rootfs_tar(recipe: &Recipe, work: &Path) -> Result<PathBuf, DockerE
             "debootstrap is not installed (apt-get -o DPkg::Lock::Timeout=600 install -y debootstrap)".into(),
         ));
     }
+    let mirror = mirror(recipe.mirror.as_deref(), recipe.suite)?;
     let root = work.join(format!("rootfs-{}", recipe.name));
     if root.exists() {
         std::fs::remove_dir_all(&root)
@@ -131,7 +140,7 @@ pub fn build_rootfs_tar(recipe: &Recipe, work: &Path) -> Result<PathBuf, DockerE
             .arg(format!("--include={}", recipe.packages.join(",")))
             .arg(recipe.suite)
             .arg(&root)
-            .arg(recipe.mirror),
+            .arg(&mirror),
         "debootstrap",
     )?;
     // Packages' caches are dead weight in an image.
@@ -161,6 +170,161 @@ pub fn build_rootfs_tar(recipe: &Recipe, work: &Path) -> Result<PathBuf, DockerE
     )?;
     let _ = std::fs::remove_dir_all(&root);
     Ok(tar)
+}
+
+/// Where apt reads its sources, in apt's order: the main file, then the
+/// directory's `.list` (one-line) and `.sources` (deb822) files by name.
+const APT_SOURCES: &str = "/etc/apt/sources.list";
+const APT_SOURCES_DIR: &str = "/etc/apt/sources.list.d";
+
+/// The mirror to build from: `chosen` (`--mirror`) when given, else the
+/// first Debian archive in this machine's apt sources.
+pub fn mirror(chosen: Option<&str>, suite: &str) -> Result<String, DockerError> {
+    if let Some(m) = chosen {
+        return check_mirror(m).map(str::to_string);
+    }
+    let mut files = Vec::new();
+    if let Ok(text) = std::fs::read_to_string(APT_SOURCES) {
+        files.push((PathBuf::from(APT_SOURCES), text));
+    }
+    let mut names: Vec<PathBuf> = std::fs::read_dir(APT_SOURCES_DIR)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    names.sort();
+    for p in names {
+        if matches!(
+            p.extension().and_then(|e| e.to_str()),
+            Some("list" | "sources")
+        ) {
+            if let Ok(text) = std::fs::read_to_string(&p) {
+                files.push((p, text));
+            }
+        }
+    }
+    debian_archive(&files, suite).ok_or(DockerError::NoMirror)
+}
+
+/// A `--mirror` URL debootstrap can fetch from, or why not.
+pub fn check_mirror(m: &str) -> Result<&str, DockerError> {
+    let scheme_ok = ["http://", "https://", "file:/"]
+        .iter()
+        .any(|s| m.starts_with(s));
+    if scheme_ok && !m.contains(char::is_whitespace) && m.len() > "file:/".len() {
+        Ok(m)
+    } else {
+        Err(DockerError::BadMirror(m.to_string()))
+    }
+}
+
+/// One `deb` source: an archive and what it is asked for.
+#[derive(Debug, Clone, PartialEq)]
+struct AptSource {
+    uri: String,
+    suites: Vec<String>,
+    components: Vec<String>,
+}
+
+impl AptSource {
+    /// Debian's own archive (not its security archive, nor a third party's):
+    /// a `main` component, and a URI ending in `/debian` or the recipe's suite.
+    fn is_debian_archive(&self, suite: &str) -> bool {
+        let fetchable = ["http://", "https://", "file:/"]
+            .iter()
+            .any(|s| self.uri.starts_with(s));
+        let path_is_debian = self.uri.trim_end_matches('/').rsplit('/').next() == Some("debian");
+        fetchable
+            && self.components.iter().any(|c| c == "main")
+            && (path_is_debian || self.suites.iter().any(|s| s == suite))
+    }
+}
+
+/// The first Debian archive among apt source files, (path, text) in apt's
+/// order; a file is deb822 when its path ends in `.sources`.
+fn debian_archive(files: &[(PathBuf, String)], suite: &str) -> Option<String> {
+    files
+        .iter()
+        .flat_map(|(path, text)| {
+            if path.extension().and_then(|e| e.to_str()) == Some("sources") {
+                deb822_sources(text)
+            } else {
+                one_line_sources(text)
+            }
+        })
+        .find(|s| s.is_debian_archive(suite))
+        .map(|s| s.uri.trim_end_matches('/').to_string())
+}
+
+/// `deb [options] URI SUITE [COMPONENT...]` lines (`deb-src` and comments skipped).
+fn one_line_sources(text: &str) -> Vec<AptSource> {
+    text.lines()
+        .filter_map(|line| {
+            let line = line.split('#').next().unwrap_or("");
+            let mut words = line.split_whitespace();
+            if words.next() != Some("deb") {
+                return None;
+            }
+            let mut word = words.next()?;
+            if word.starts_with('[') {
+                // Options, which may hold spaces: up to the word that closes them.
+                while !word.ends_with(']') {
+                    word = words.next()?;
+                }
+                word = words.next()?;
+            }
+            Some(AptSource {
+                uri: word.to_string(),
+                suites: vec![words.next()?.to_string()],
+                components: words.map(str::to_string).collect(),
+            })
+        })
+        .collect()
+}
+
+/// deb822 stanzas (`Types:`, `URIs:`, `Suites:`, `Components:`,
+/// `Enabled:`), one source per URI of an enabled stanza of type `deb`.
+fn deb822_sources(text: &str) -> Vec<AptSource> {
+    let mut out = Vec::new();
+    let mut stanza: Vec<(String, String)> = Vec::new();
+    let mut flush = |stanza: &mut Vec<(String, String)>| {
+        let field = |name: &str| {
+            stanza
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map_or("", |(_, v)| v.as_str())
+        };
+        let words = |name: &str| -> Vec<String> {
+            field(name).split_whitespace().map(str::to_string).collect()
+        };
+        let enabled = !field("Enabled").trim().eq_ignore_ascii_case("no");
+        if enabled && words("Types").iter().any(|t| t == "deb") {
+            for uri in words("URIs") {
+                out.push(AptSource {
+                    uri,
+                    suites: words("Suites"),
+                    components: words("Components"),
+                });
+            }
+        }
+        stanza.clear();
+    };
+    for line in text.lines() {
+        if line.starts_with('#') {
+            continue;
+        }
+        if line.trim().is_empty() {
+            flush(&mut stanza);
+        } else if line.starts_with([' ', '\t']) {
+            // A continuation of the field before.
+            if let Some((_, v)) = stanza.last_mut() {
+                v.push(' ');
+                v.push_str(line.trim());
+            }
+        } else if let Some((k, v)) = line.split_once(':') {
+            stanza.push((k.trim().to_string(), v.trim().to_string()));
+        }
+    }
+    flush(&mut stanza);
+    out
 }
 
 fn which(program: &str) -> Option<PathBuf> {
@@ -352,5 +516,129 @@ mod tests {
         );
         assert!(a.packages.contains(&"iptables") && a.packages.contains(&"etcd-server"));
         assert!(Recipe::named("oracle").is_none());
+    }
+
+    #[test]
+    fn tags_do_not_depend_on_the_mirror() {
+        let a = Recipe::named("etcd").unwrap();
+        let b = a
+            .clone()
+            .with_mirror(Some("http://mirror.example/debian".into()));
+        assert_eq!(a.tag(), b.tag());
+    }
+
+    #[test]
+    fn the_mirror_is_the_first_debian_archive_in_the_apt_sources() {
+        let list = "\
+# deb http://commented.example/debian bookworm main
+deb-src http://src.example/debian bookworm main
+deb [arch=amd64 signed-by=/usr/share/keyrings/x.gpg] http://thirdparty.example/apt cloud-sdk main
+deb [ arch=amd64 ] http://mirror.example/debian/ bookworm main contrib # the archive
+deb http://second.example/debian bookworm main
+";
+        let sources = one_line_sources(list);
+        assert_eq!(sources.len(), 3, "{sources:?}");
+        assert_eq!(sources[1].suites, vec!["bookworm".to_string()]);
+        assert_eq!(sources[1].components, vec!["main", "contrib"]);
+        let one = |name: &str, text: &str| vec![(PathBuf::from(name), text.to_string())];
+        assert_eq!(
+            debian_archive(&one("/etc/apt/sources.list", list), "bookworm").as_deref(),
+            Some("http://mirror.example/debian")
+        );
+
+        let deb822 = "\
+Types: deb-src
+URIs: http://src.example/debian
+Suites: bookworm
+Components: main
+
+# A disabled stanza, then one whose fields run over two lines.
+Types: deb
+URIs: http://disabled.example/debian
+Suites: bookworm
+Components: main
+Enabled: no
+
+Types: deb
+URIs: http://mirror.example/debian-security
+Suites: bookworm-security
+Components: main
+
+types: deb deb-src
+URIs: http://mirror.example/debian
+  http://second.example/debian
+Suites: bookworm bookworm-updates
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+";
+        let sources = deb822_sources(deb822);
+        assert_eq!(
+            sources.iter().map(|s| s.uri.as_str()).collect::<Vec<_>>(),
+            vec![
+                "http://mirror.example/debian-security",
+                "http://mirror.example/debian",
+                "http://second.example/debian"
+            ]
+        );
+        assert_eq!(
+            debian_archive(
+                &one("/etc/apt/sources.list.d/debian.sources", deb822),
+                "bookworm"
+            )
+            .as_deref(),
+            Some("http://mirror.example/debian")
+        );
+
+        // A suite-named archive elsewhere than /debian counts; third parties
+        // (no `main`) and other distributions' suites do not.
+        let other = "\
+deb http://thirdparty.example/linux/debian bookworm stable
+deb http://other.example/ubuntu jammy main
+deb http://mirror.example/pub/archive bookworm main
+";
+        assert_eq!(
+            debian_archive(&one("a.list", other), "bookworm").as_deref(),
+            Some("http://mirror.example/pub/archive")
+        );
+        // In apt's order: the first file's archive wins.
+        let both = [
+            (PathBuf::from("a.list"), list.to_string()),
+            (PathBuf::from("b.sources"), deb822.to_string()),
+        ];
+        assert_eq!(
+            debian_archive(&both, "bookworm").as_deref(),
+            Some("http://mirror.example/debian")
+        );
+        assert_eq!(
+            debian_archive(
+                &one("c.list", "deb http://other.example/ubuntu jammy main\n"),
+                "bookworm"
+            ),
+            None
+        );
+        assert_eq!(debian_archive(&[], "bookworm"), None);
+    }
+
+    #[test]
+    fn a_chosen_mirror_must_be_a_url() {
+        assert_eq!(
+            mirror(Some("http://mirror.example/debian"), "bookworm").unwrap(),
+            "http://mirror.example/debian"
+        );
+        assert!(mirror(Some("file:///srv/debian"), "bookworm").is_ok());
+        for bad in [
+            "mirror.example/debian",
+            "ftp://mirror.example/debian",
+            "http://a b",
+            "",
+        ] {
+            assert!(
+                matches!(
+                    mirror(Some(bad), "bookworm"),
+                    Err(DockerError::BadMirror(_))
+                ),
+                "{bad}"
+            );
+        }
     }
 }

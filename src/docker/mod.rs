@@ -47,6 +47,10 @@ pub enum DockerError {
     },
     #[error("the fault did not take effect: {0}")]
     NotInEffect(String),
+    #[error("no Debian mirror to build images from: this machine's apt sources (/etc/apt/sources.list, /etc/apt/sources.list.d/) name no Debian archive; give one with `splitbrain image build --mirror URL`")]
+    NoMirror,
+    #[error("--mirror {0}: expected an http://, https:// or file:/ URL of a Debian archive")]
+    BadMirror(String),
     #[error("{0}")]
     Other(String),
 }

@@ -2,7 +2,6 @@
 //! the checkers that fit it. Only the interpreter (in the `splitbrain`
 //! binary) owns threads and clocks.
 
-pub mod generator;
 pub mod workload;
 
 pub use workload::{build, CheckerUse, Workload, WorkloadKind, WorkloadOptions};

@@ -9,7 +9,7 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use splitbrain_history::Value;
 
-use crate::generator::{each_thread, from_fn, once, Gen, OpSpec};
+use splitbrain_generators::{each_thread, from_fn, once, Gen, OpSpec};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -351,7 +351,7 @@ pub fn build(kind: WorkloadKind, o: &WorkloadOptions) -> Workload {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::generator::{limit, Context, Poll, Thread};
+    use splitbrain_generators::{limit, Context, Poll, Thread};
 
     fn take(mut g: Gen, n: usize) -> Vec<OpSpec> {
         let threads = vec![Thread::Client(0)];

@@ -445,8 +445,7 @@ fn check(
     if !ruled_out && cut_short.is_some() {
         counts.insert("cycle-search-timeout".to_string(), 1);
     }
-    if tx.txns.iter().all(|t| t.status == Status::Fail)
-        || g.count_edges(WW | WR | RW | kinds) == 0
+    if tx.txns.iter().all(|t| t.status == Status::Fail) || g.count_edges(WW | WR | RW | kinds) == 0
     {
         counts.insert("empty-transaction-graph".to_string(), 1);
     }

@@ -422,7 +422,9 @@ impl<'h> ListAppend<'h> {
                         && self.pos[j] == NONE
                         && self.last_writer(tx, k) == Some(a)
                     {
-                        let last = self.longest[k].last().map_or(String::new(), |v| v.to_string());
+                        let last = self.longest[k]
+                            .last()
+                            .map_or(String::new(), |v| v.to_string());
                         return Some(format!(
                             "{nb}'s append of {} to key {} was never read; every read of {} is a prefix of its final value, so {} follows {}, which {na} appended",
                             m.value, tx.keys[k], tx.keys[k], m.value, last

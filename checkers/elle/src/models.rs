@@ -69,7 +69,11 @@ pub const IMPLIES: &[(&str, &[&str], &str)] = &[
         &["forward-consistent-view"],
         "Adya §4.2 (PL-3U ⊂ PL-FCV)",
     ),
-    ("monotonic-atomic-view", &["read-committed"], "Bailis §5.1.2"),
+    (
+        "monotonic-atomic-view",
+        &["read-committed"],
+        "Bailis §5.1.2",
+    ),
     ("monotonic-view", &["read-committed"], "Adya §4.2 (PL-2L)"),
     (
         "monotonic-snapshot-read",
@@ -352,14 +356,22 @@ pub const ANOMALY_IMPLIES: &[(&str, &[&str], &str)] = &[
     ),
     ("G-nonadjacent-realtime", &["G2-realtime"], "Elle"),
     ("G2", &["G2-process"], "Elle (trivially)"),
-    ("G2-item", &["G2", "G2-item-process"], "Adya §4.1 (G2-item ⊂ G2)"),
+    (
+        "G2-item",
+        &["G2", "G2-item-process"],
+        "Adya §4.1 (G2-item ⊂ G2)",
+    ),
     (
         "G2-item-process",
         &["G2-process", "G2-item-realtime"],
         "Elle",
     ),
     ("G2-item-realtime", &["G2-realtime"], "Elle"),
-    ("G2-process", &["G2-realtime"], "Elle (processes are sequential)"),
+    (
+        "G2-process",
+        &["G2-realtime"],
+        "Elle (processes are sequential)",
+    ),
     ("G-SIa", &["G-SI"], "Adya §4.4"),
     ("G-SIb", &["G-SI"], "Adya §4.4"),
     (
@@ -622,7 +634,14 @@ mod tests {
     #[test]
     fn snapshot_isolation_allows_write_skew_and_forbids_nonadjacent_cycles() {
         let si = prohibited("snapshot-isolation");
-        for a in ["G0", "G1a", "G1b", "G1c", "G-single-item", "G-nonadjacent-item"] {
+        for a in [
+            "G0",
+            "G1a",
+            "G1b",
+            "G1c",
+            "G-single-item",
+            "G-nonadjacent-item",
+        ] {
             assert!(si.contains(a), "{a}");
         }
         assert!(si.contains("lost-update"), "through cursor-stability");
@@ -633,7 +652,13 @@ mod tests {
         assert!(!ser.contains("G2-item-process"));
         let strict = prohibited("strict-serializable");
         for v in ["", "-process", "-realtime"] {
-            for c in ["G0", "G1c", "G-single-item", "G-nonadjacent-item", "G2-item"] {
+            for c in [
+                "G0",
+                "G1c",
+                "G-single-item",
+                "G-nonadjacent-item",
+                "G2-item",
+            ] {
                 assert!(strict.contains(&format!("{c}{v}")), "{c}{v}");
             }
         }

@@ -128,7 +128,10 @@ fn g2_item_write_skew() {
 
 #[test]
 fn g_single_process() {
-    let r = la_under(&["p1 a1:1", "p1 r1:nil", "r1:[1]"], "strong-session-snapshot-isolation");
+    let r = la_under(
+        &["p1 a1:1", "p1 r1:nil", "r1:[1]"],
+        "strong-session-snapshot-isolation",
+    );
     assert_cycle(&r, "G-single-item-process", 2);
     assert!(
         r.explain().contains("process 1 executed T"),
@@ -407,7 +410,8 @@ fn write_skew_with_no_final_reads() {
     let why = reasons_of(&r, "G2-item");
     assert!(why.iter().all(|s| s.contains(RULE)), "{why:?}");
     assert!(
-        why.iter().any(|s| s.contains("follows the initial empty list")),
+        why.iter()
+            .any(|s| s.contains("follows the initial empty list")),
         "{why:?}"
     );
     assert_eq!(la_under(&h, "snapshot-isolation").verdict, Verdict::Valid);
@@ -436,8 +440,16 @@ fn read_skew_through_an_unread_append_rules_out_repeatable_read() {
     for model in ["repeatable-read", "consistent-view", "snapshot-isolation"] {
         let r = la_under(&h, model);
         assert_cycle(&r, "G-single-item", 2);
-        assert_eq!(r.anomaly_types, vec!["G-single-item".to_string()], "{model}");
-        assert!(r.not.contains(&"repeatable-read".to_string()), "{:?}", r.not);
+        assert_eq!(
+            r.anomaly_types,
+            vec!["G-single-item".to_string()],
+            "{model}"
+        );
+        assert!(
+            r.not.contains(&"repeatable-read".to_string()),
+            "{:?}",
+            r.not
+        );
         let why = reasons_of(&r, "G-single-item");
         assert!(why.iter().any(|s| s.contains(RULE)), "{why:?}");
     }
@@ -447,7 +459,11 @@ fn read_skew_through_an_unread_append_rules_out_repeatable_read() {
 #[test]
 fn g_nonadjacent_through_unread_appends() {
     // Four txns, two rw edges separated by wr edges; the rw edges point at appends nobody read.
-    let h = ["a1:1 | a3:1", "r1:[1] a2:1 | r3:[1] a4:1", "r2:[1] r3:[] | r4:[1] r1:[]"];
+    let h = [
+        "a1:1 | a3:1",
+        "r1:[1] a2:1 | r3:[1] a4:1",
+        "r2:[1] r3:[] | r4:[1] r1:[]",
+    ];
     let r = la_under(&h, "snapshot-isolation");
     assert_eq!(r.verdict, Verdict::Invalid, "{}", r.explain());
     assert!(
@@ -502,6 +518,9 @@ fn under_real_time_models_session_order_is_real_time_order() {
     let r = la(&["p1 a1:1", "p1 r1:nil", "r1:[1]"]);
     assert!(has(&r, "G-single-item-realtime"), "{:?}", r.anomaly_types);
     assert!(!has(&r, "G-single-item-process"), "{:?}", r.anomaly_types);
-    let r = la_under(&["p1 a1:1", "p1 r1:nil", "r1:[1]"], "strong-session-serializable");
+    let r = la_under(
+        &["p1 a1:1", "p1 r1:nil", "r1:[1]"],
+        "strong-session-serializable",
+    );
     assert_eq!(r.anomaly_types, vec!["G-single-item-process".to_string()]);
 }

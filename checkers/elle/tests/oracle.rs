@@ -28,7 +28,9 @@ use std::collections::HashSet;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use splitbrain_elle::check_list_append;
-use splitbrain_history::{CheckOptions, CheckOutcome, History, Op, OpType, Process, Value, Verdict};
+use splitbrain_history::{
+    CheckOptions, CheckOutcome, History, Op, OpType, Process, Value, Verdict,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Status {
@@ -52,7 +54,9 @@ struct Txn {
 
 impl Txn {
     fn writes(&self, k: usize) -> bool {
-        self.mops.iter().any(|m| matches!(m, Mop::Append(x, _) if *x == k))
+        self.mops
+            .iter()
+            .any(|m| matches!(m, Mop::Append(x, _) if *x == k))
     }
 
     /// Run against `db`, checking reads when known; None on a mismatch.
@@ -123,9 +127,9 @@ fn generate(seed: u64) -> (Vec<Txn>, usize) {
         let conflict = first_committer_wins
             && applied_writers.iter().any(|&(p, w)| {
                 p >= snap
-                    && plans[t]
-                        .iter()
-                        .any(|&(write, k, _)| write && plans[w].iter().any(|&(w2, k2, _)| w2 && k2 == k))
+                    && plans[t].iter().any(|&(write, k, _)| {
+                        write && plans[w].iter().any(|&(w2, k2, _)| w2 && k2 == k)
+                    })
             });
         let roll: f64 = rng.gen();
         let (status, apply) = if conflict {
@@ -158,7 +162,10 @@ fn generate(seed: u64) -> (Vec<Txn>, usize) {
         }
         txns[t] = Some(Txn { mops, status });
     }
-    let mut txns: Vec<Txn> = txns.into_iter().map(|t| t.expect("every txn ran")).collect();
+    let mut txns: Vec<Txn> = txns
+        .into_iter()
+        .map(|t| t.expect("every txn ran"))
+        .collect();
     if noise {
         // One read returns some prefix of the key's final list instead.
         let reads: Vec<(usize, usize)> = txns
@@ -195,17 +202,29 @@ fn to_history(txns: &[Txn]) -> History {
             Value::Keyword("r".into()),
             Value::Int(*k as i64),
             match seen {
-                Some(s) if with_reads => Value::list(s.iter().map(|&v| Value::Int(v)).collect::<Vec<_>>()),
+                Some(s) if with_reads => {
+                    Value::list(s.iter().map(|&v| Value::Int(v)).collect::<Vec<_>>())
+                }
                 _ => Value::Nil,
             },
         ]),
     };
     let txn_value = |t: &Txn, with_reads: bool| {
-        Value::list(t.mops.iter().map(|m| mop_value(m, with_reads)).collect::<Vec<_>>())
+        Value::list(
+            t.mops
+                .iter()
+                .map(|m| mop_value(m, with_reads))
+                .collect::<Vec<_>>(),
+        )
     };
     let mut ops = Vec::new();
     for (i, t) in txns.iter().enumerate() {
-        ops.push(Op::new(Process::Client(i as u64), OpType::Invoke, "txn", txn_value(t, false)));
+        ops.push(Op::new(
+            Process::Client(i as u64),
+            OpType::Invoke,
+            "txn",
+            txn_value(t, false),
+        ));
     }
     for (i, t) in txns.iter().enumerate() {
         let kind = match t.status {
@@ -213,7 +232,12 @@ fn to_history(txns: &[Txn]) -> History {
             Status::Info => OpType::Info,
             Status::Fail => OpType::Fail,
         };
-        ops.push(Op::new(Process::Client(i as u64), kind, "txn", txn_value(t, t.status == Status::Ok)));
+        ops.push(Op::new(
+            Process::Client(i as u64),
+            kind,
+            "txn",
+            txn_value(t, t.status == Status::Ok),
+        ));
     }
     History::from_ops(ops).expect("a well-formed history")
 }
@@ -360,7 +384,10 @@ fn verdict(h: &History, model: &str) -> (Verdict, String) {
 #[test]
 fn oracle_agrees_with_itself_on_known_histories() {
     use Mop::*;
-    let ok = |mops| Txn { mops, status: Status::Ok };
+    let ok = |mops| Txn {
+        mops,
+        status: Status::Ok,
+    };
     // Write skew: not serializable, but snapshot isolated.
     let skew = vec![
         ok(vec![Read(0, Some(vec![])), Append(1, 1)]),

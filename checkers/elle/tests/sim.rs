@@ -95,10 +95,7 @@ fn expectations(iso: Isolation, workload: SimWorkload) -> (Vec<String>, Vec<&'st
         ),
         // A reader of an intermediate state also precedes its writer's final
         // append: Elle reports that cycle too.
-        Isolation::IntermediateRead => (
-            vec!["G1b".into(), "G-single-item".into()],
-            vec!["G1b"],
-        ),
+        Isolation::IntermediateRead => (vec!["G1b".into(), "G-single-item".into()], vec!["G1b"]),
     }
 }
 
@@ -307,7 +304,9 @@ fn default_snapshot_isolation_histories_show_write_skew() {
         let ops = generate(&o);
         assert!(ops.iter().enumerate().all(|(i, op)| op.index == i as u64));
         assert!(ops.windows(2).all(|w| w[0].time < w[1].time));
-        assert!(ops.iter().any(|op| op.kind == splitbrain_history::OpType::Info));
+        assert!(ops
+            .iter()
+            .any(|op| op.kind == splitbrain_history::OpType::Info));
         let h = History::from_ops(ops).unwrap();
         let ser = check(SimWorkload::ListAppend, &h, "serializable");
         if ser.anomaly_types.iter().any(|a| a == "G2-item") {

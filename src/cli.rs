@@ -13,6 +13,7 @@ use splitbrain_history::{
 
 use crate::exit;
 use splitbrain::docker::DockerError;
+use splitbrain::error::RunError;
 use splitbrain::{controller, registry, report, run_store};
 use splitbrain_workloads::{self as workloads, WorkloadKind, WorkloadOptions};
 
@@ -341,7 +342,7 @@ impl From<HistoryError> for Failure {
 impl From<anyhow::Error> for Failure {
     fn from(e: anyhow::Error) -> Self {
         Failure {
-            code: exit::INTERNAL,
+            code: RunError::exit_code_of(&e),
             message: format!("{e:#}"),
         }
     }
@@ -794,7 +795,7 @@ fn gen_history(args: GenHistoryArgs) -> Result<u8, Failure> {
 
 fn test(args: TestArgs) -> Result<u8, Failure> {
     use splitbrain::controller::{run_test, TestOptions};
-    use splitbrain_nemesis::package::{parse_faults, NemesisOptions};
+    use splitbrain_nemesis::fault::{parse_faults, NemesisOptions};
     use splitbrain_store::config::{ClusterConfig, Conflict, Fsync, Mode, Replication};
     use splitbrain_store::msg::ReadFrom;
 
@@ -1081,14 +1082,7 @@ fn test(args: TestArgs) -> Result<u8, Failure> {
         let mut progress = Progress::new();
         let report = rt
             .block_on(run_test(&o, cluster.as_mut(), |op| progress.on_op(op)))
-            .map_err(|e| {
-                let msg = format!("{e:#}");
-                if msg.starts_with("refused:") {
-                    Failure::bad_input(msg)
-                } else {
-                    Failure::from(e)
-                }
-            })?;
+            .map_err(Failure::from)?;
         progress.finish();
         let page = report::render_run(&report.dir)
             .map_err(|e| Failure::from(e.context("rendering the report")))?;

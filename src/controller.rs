@@ -13,9 +13,11 @@ use splitbrain_generators::{
     clients, clients_and_nemesis, concat, nemesis, phases, rate, sleep, time_limit, Gen, Invocation,
 };
 use splitbrain_history::{CheckOptions, Format, History, Op, OpWriter, Value, Verdict};
-use splitbrain_nemesis::package::{self, Executor, NemesisOptions, Runner};
+use splitbrain_nemesis::fault::{self, NemesisOptions, Runner};
+use splitbrain_nemesis::Target;
 use splitbrain_workloads::{build, CheckerUse, WorkloadKind, WorkloadOptions};
 
+use crate::error::RunError;
 use crate::interpreter::{self, ClientFactory, Completion, InterpreterOptions, NemesisRunner};
 use crate::registry;
 use crate::run_store::{self, RunResults, HISTORY_FILE, RESULTS_FILE, TEST_FILE};
@@ -29,7 +31,7 @@ pub trait Cluster: Send {
     async fn setup(&mut self, run_dir: &Path) -> anyhow::Result<()>;
     fn client_factory(&self) -> Arc<dyn ClientFactory>;
     /// The fault executor, if the environment can inject faults.
-    fn executor(&mut self) -> Option<Box<dyn Executor>>;
+    fn executor(&mut self) -> Option<Box<dyn Target>>;
     /// Stop the database (unless asked to leave it running) and gather logs.
     async fn teardown(&mut self, leave_running: bool) -> anyhow::Result<Vec<PathBuf>>;
 }
@@ -67,7 +69,7 @@ pub struct RunReport {
 }
 
 /// Shared with the controller, so an interrupted run can still heal.
-type SharedRunner = Arc<tokio::sync::Mutex<Runner<Box<dyn Executor>>>>;
+type SharedRunner = Arc<tokio::sync::Mutex<Runner<Box<dyn Target>>>>;
 
 struct NemesisAdapter(SharedRunner);
 
@@ -93,7 +95,7 @@ pub fn schedule(o: &TestOptions, client: Gen, final_ops: Option<Gen>) -> Gen {
     } else {
         client
     };
-    let main = match package::generator(&NemesisOptions {
+    let main = match fault::generator(&NemesisOptions {
         seed: o.seed,
         ..o.nemesis.clone()
     }) {
@@ -101,7 +103,7 @@ pub fn schedule(o: &TestOptions, client: Gen, final_ops: Option<Gen>) -> Gen {
         None => clients(client),
     };
     let mut parts = vec![time_limit(limit_ns, main)];
-    if let Some(heal) = package::final_generator(&o.nemesis.faults) {
+    if let Some(heal) = fault::final_generator(&o.nemesis.faults) {
         parts.push(nemesis(heal));
     }
     if let Some(fin) = final_ops {
@@ -127,10 +129,9 @@ pub async fn run_test(
 
     let mut exec = cluster.executor();
     if let Some(e) = &exec {
-        package::check_supported(e.as_ref(), &o.nemesis.faults)
-            .map_err(|why| anyhow::anyhow!("refused: {why}"))?;
+        fault::check_supported(e.as_ref(), &o.nemesis.faults).map_err(RunError::Refused)?;
     } else if !o.nemesis.faults.is_empty() {
-        anyhow::bail!("refused: this environment cannot inject faults");
+        return Err(RunError::Refused("this environment cannot inject faults".into()).into());
     }
     if let Err(e) = cluster.setup(&dir).await {
         // A half-started cluster is still torn down: nothing is left behind.

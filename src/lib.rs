@@ -5,6 +5,7 @@
 pub mod controller;
 pub mod dbs;
 pub mod docker;
+pub mod error;
 pub mod interpreter;
 pub mod netns_env;
 pub mod refstore;

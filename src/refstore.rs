@@ -13,8 +13,8 @@ use async_trait::async_trait;
 use splitbrain_generators::Invocation;
 use splitbrain_history::Value;
 use splitbrain_nemesis::netns::NetnsCluster;
-use splitbrain_nemesis::package::{Executor, Fault};
 use splitbrain_nemesis::shape::{Grudge, Node};
+use splitbrain_nemesis::{Ability, Target};
 use splitbrain_store::client::{Client as StoreClient, ClientOptions, Outcome};
 use splitbrain_store::config::{ClusterConfig, Mode, NodeAddrs};
 use splitbrain_store::msg::{
@@ -323,7 +323,7 @@ impl Cluster for LocalRefstore {
         })
     }
 
-    fn executor(&mut self) -> Option<Box<dyn Executor>> {
+    fn executor(&mut self) -> Option<Box<dyn Target>> {
         Some(Box::new(LocalExecutor {
             cfg: self.config.clone(),
             supervisor: self.supervisor.clone(),
@@ -486,12 +486,11 @@ impl LocalExecutor {
 }
 
 #[async_trait]
-impl Executor for LocalExecutor {
-    fn supports(&self, fault: Fault) -> Result<(), String> {
-        match fault {
-            Fault::Loss if self.netns_mode => Ok(()),
-            Fault::Loss => Err("local nodes share the loopback interface and the reference store's admin port has no packet-loss hook; use --env netns or docker for loss".into()),
-            _ => Ok(()),
+impl Target for LocalExecutor {
+    fn lacks(&self, ability: Ability) -> Option<String> {
+        match ability {
+            Ability::Loss if !self.netns_mode => Some("local nodes share the loopback interface and the reference store's admin port has no packet-loss hook; use --env netns or docker for loss".into()),
+            _ => None,
         }
     }
     fn nodes(&self) -> Vec<Node> {
@@ -609,8 +608,16 @@ impl Executor for LocalExecutor {
         Ok(())
     }
     async fn loss(&mut self, fraction: f64) -> Result<(), String> {
-        self.supports(Fault::Loss)?;
+        if let Some(why) = self.lacks(Ability::Loss) {
+            return Err(why);
+        }
         self.with_netns(move |nc| nc.loss(fraction)).await
+    }
+    async fn stop_loss(&mut self) -> Result<(), String> {
+        if let Some(why) = self.lacks(Ability::Loss) {
+            return Err(why);
+        }
+        self.with_netns(move |nc| nc.stop_loss()).await
     }
 }
 

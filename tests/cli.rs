@@ -88,7 +88,11 @@ fn convert_leaves_nothing_behind_on_bad_input() {
 fn bad_input_exits_254_naming_file_and_line() {
     let dir = tempfile::tempdir().unwrap();
     let cases = [
-        ("unpaired.jsonl", "{\"process\":0,\"type\":\"ok\",\"f\":\"read\",\"value\":1}\n", ":1: ok of read by process 0 has no invocation"),
+        (
+            "unpaired.jsonl",
+            "{\"process\":0,\"type\":\"invoke\",\"f\":\"read\"}\n{\"process\":0,\"type\":\"ok\",\"f\":\"read\",\"value\":1}\n{\"process\":1,\"type\":\"ok\",\"f\":\"read\",\"value\":1}\n",
+            ":3: ok of read by process 1 has no invocation",
+        ),
         (
             "twice.jsonl",
             "{\"process\":0,\"type\":\"invoke\",\"f\":\"read\"}\n{\"process\":0,\"type\":\"invoke\",\"f\":\"read\"}\n",

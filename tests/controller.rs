@@ -11,8 +11,9 @@ use splitbrain::controller::{run_test, Cluster, TestOptions};
 use splitbrain::interpreter::{Client, ClientFactory, Completion};
 use splitbrain_generators::Invocation;
 use splitbrain_history::{History, Process, Value};
-use splitbrain_nemesis::package::{parse_faults, Executor, Fault, NemesisOptions};
+use splitbrain_nemesis::fault::{parse_faults, NemesisOptions};
 use splitbrain_nemesis::Grudge;
+use splitbrain_nemesis::{Ability, Target};
 use splitbrain_workloads::{WorkloadKind, WorkloadOptions};
 
 type Store = Arc<Mutex<HashMap<Value, i64>>>;
@@ -58,12 +59,9 @@ impl ClientFactory for MemFactory {
 struct Log(Arc<Mutex<Vec<String>>>);
 
 #[async_trait]
-impl Executor for Log {
-    fn supports(&self, fault: Fault) -> Result<(), String> {
-        match fault {
-            Fault::Clock => Err("no clocks in memory".into()),
-            _ => Ok(()),
-        }
+impl Target for Log {
+    fn lacks(&self, ability: Ability) -> Option<String> {
+        (ability == Ability::Clock).then(|| "no clocks in memory".into())
     }
     fn nodes(&self) -> Vec<String> {
         vec!["n1".into(), "n2".into(), "n3".into()]
@@ -93,12 +91,6 @@ impl Executor for Log {
     async fn resume(&mut self, _n: &[String]) -> Result<(), String> {
         Ok(())
     }
-    async fn set_clock_offset(&mut self, _n: &String, _d: i64) -> Result<(), String> {
-        Ok(())
-    }
-    async fn loss(&mut self, _p: f64) -> Result<(), String> {
-        Ok(())
-    }
 }
 
 struct MemCluster {
@@ -118,7 +110,7 @@ impl Cluster for MemCluster {
     fn client_factory(&self) -> Arc<dyn ClientFactory> {
         Arc::new(MemFactory(self.store.clone()))
     }
-    fn executor(&mut self) -> Option<Box<dyn Executor>> {
+    fn executor(&mut self) -> Option<Box<dyn Target>> {
         Some(Box::new(Log(self.log.clone())))
     }
     async fn teardown(&mut self, _leave: bool) -> anyhow::Result<Vec<PathBuf>> {
@@ -236,6 +228,9 @@ fn impossible_faults_are_refused_before_anything_starts() {
         ))
         .err()
         .unwrap();
-    assert_eq!(err.to_string(), "refused: clock: no clocks in memory");
+    assert_eq!(
+        err.to_string(),
+        "refused: clock: no clock ability: no clocks in memory"
+    );
     assert!(!cluster.torn_down);
 }

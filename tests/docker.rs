@@ -6,7 +6,7 @@
 use rand::SeedableRng;
 use splitbrain::docker::image::{ensure, Recipe};
 use splitbrain::docker::{connect, faketime_env, managed_by_run, DockerCluster, NodeSpec};
-use splitbrain_nemesis::package::Executor;
+use splitbrain_nemesis::Target;
 use splitbrain_nemesis::{grudge, PartitionShape};
 
 #[test]

@@ -16,7 +16,7 @@ mod common;
 use splitbrain::controller::Cluster;
 use splitbrain::refstore::LocalRefstore;
 use splitbrain_history::{Format, History, OpType, Process, Value};
-use splitbrain_nemesis::package::Executor;
+use splitbrain_nemesis::Target;
 use splitbrain_store::config::{ClusterConfig, Replication};
 use splitbrain_store::node::admin_call;
 use splitbrain_workloads::WorkloadKind;
@@ -206,16 +206,23 @@ fn partition_run(env: &str, store: &Path) {
         })
         .collect();
     assert!(!starts.is_empty(), "no partition was applied");
+    // The completion names the package and the phase.
+    let kw = |s: &str| Value::Keyword(s.into());
+    assert_eq!(
+        starts[0].value.map_get(&kw("fault")),
+        Some(&kw("partition"))
+    );
+    assert_eq!(starts[0].value.map_get(&kw("phase")), Some(&kw("start")));
     // The op says exactly what was cut.
     let grudge = starts[0]
         .value
-        .map_get(&Value::from("grudge"))
+        .map_get(&kw("grudge"))
         .expect("the grudge is recorded");
     assert!(matches!(grudge, Value::Map(m) if m.len() == 5), "{grudge}");
 
     let html = std::fs::read_to_string(dir.join("report.html")).unwrap();
     assert!(
-        html.contains("start-partition &quot;majority&quot; from "),
+        html.contains("partition majority from "),
         "the report does not name the partition window"
     );
 }

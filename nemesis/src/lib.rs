@@ -1,10 +1,14 @@
 //! The nemesis: fault shapes (partitions, kill and pause targets) as pure
-//! functions; fault packages, schedules and executors build on them.
+//! functions, the [`Target`] a fault acts on (abilities an environment and a
+//! database give a cluster), and the fault packages, one file each, with
+//! their schedules and the runner that carries them out. It knows no
+//! environment: those implement [`Target`].
 
-pub mod shape;
-
-pub use shape::{grudge, targets, Grudge, PartitionShape, ShapeError, TargetSpec};
+pub mod fault;
 pub mod netns;
-pub mod package;
+pub mod shape;
+pub mod target;
 
-pub use package::{Executor, Fault, NemesisOptions, Runner};
+pub use fault::{Fault, FaultPackage, NemesisOptions, Runner, PACKAGES};
+pub use shape::{grudge, targets, Grudge, PartitionShape, ShapeError, TargetSpec};
+pub use target::{Ability, Target};

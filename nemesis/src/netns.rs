@@ -288,6 +288,26 @@ impl NetnsCluster {
         Ok(())
     }
 
+    /// Remove the loss rules only: a partition in force stays.
+    pub fn stop_loss(&self) -> Result<(), NetnsError> {
+        let ctl = format!("-s {}/32 -j ACCEPT", self.control_addr());
+        for i in 0..self.nodes.len() {
+            let rules =
+                String::from_utf8_lossy(&self.iptables(i, &["-S", "INPUT"])?.stdout).into_owned();
+            for rule in rules.lines() {
+                let Some(spec) = rule.strip_prefix("-A INPUT ") else {
+                    continue;
+                };
+                if spec.contains("statistic") || spec == ctl {
+                    let mut args = vec!["-D", "INPUT"];
+                    args.extend(spec.split_whitespace());
+                    self.iptables(i, &args)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Remove every partition and loss rule, then prove every link works.
     pub fn heal(&self) -> Result<(), NetnsError> {
         self.flush_partition()?;

@@ -216,6 +216,18 @@ pub enum TargetSpec {
     All,
 }
 
+impl TargetSpec {
+    pub fn name(self) -> &'static str {
+        match self {
+            TargetSpec::One => "one",
+            TargetSpec::Minority => "minority",
+            TargetSpec::Majority => "majority",
+            TargetSpec::Primaries => "primaries",
+            TargetSpec::All => "all",
+        }
+    }
+}
+
 impl FromStr for TargetSpec {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {

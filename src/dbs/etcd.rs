@@ -24,8 +24,8 @@ use serde::Deserialize;
 use serde_json::json;
 use splitbrain_generators::Invocation;
 use splitbrain_history::Value;
-use splitbrain_nemesis::package::Fault;
 use splitbrain_nemesis::shape::Node;
+use splitbrain_nemesis::Ability;
 use splitbrain_workloads::WorkloadKind;
 use tokio::net::TcpStream;
 
@@ -388,8 +388,8 @@ impl Db for Etcd {
         self.nodes.clone()
     }
 
-    fn refuses(&self, fault: Fault) -> Option<String> {
-        (fault == Fault::Clock).then(|| {
+    fn lacks(&self, ability: Ability) -> Option<String> {
+        (ability == Ability::Clock).then(|| {
             "etcd is a Go program: it reads the clock through the vDSO, not libc, so libfaketime cannot skew it".to_string()
         })
     }

@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use splitbrain_history::Value;
-use splitbrain_nemesis::package::{Executor, Fault};
 use splitbrain_nemesis::shape::{Grudge, Node};
+use splitbrain_nemesis::{Ability, Target};
 use splitbrain_store::config::ClusterConfig;
 use splitbrain_workloads::WorkloadKind;
 
@@ -94,8 +94,8 @@ pub trait Db: Send + Sync + 'static {
     fn recipe(&self) -> &'static str;
     fn describe(&self) -> String;
     fn nodes(&self) -> Vec<Node>;
-    /// Why this database cannot take `fault`, if it cannot.
-    fn refuses(&self, fault: Fault) -> Option<String>;
+    /// Why this database cannot give a fault `ability`, if it cannot.
+    fn lacks(&self, ability: Ability) -> Option<String>;
     /// Environment for every container (libfaketime, for databases it can fool).
     fn env(&self) -> Vec<String>;
     /// Files from this host the nodes' image must hold, when it is the
@@ -254,7 +254,7 @@ impl<D: Db> Cluster for DockerDb<D> {
         self.db.clients(&self.ips(), self.op_timeout)
     }
 
-    fn executor(&mut self) -> Option<Box<dyn Executor>> {
+    fn executor(&mut self) -> Option<Box<dyn Target>> {
         Some(Box::new(DbExecutor {
             db: self.db.clone(),
             cluster: self.cluster.clone(),
@@ -293,13 +293,19 @@ macro_rules! on_cluster {
     }};
 }
 
-#[async_trait]
-impl<D: Db> Executor for DbExecutor<D> {
-    fn supports(&self, fault: Fault) -> Result<(), String> {
-        match self.db.refuses(fault) {
+impl<D: Db> DbExecutor<D> {
+    fn supports(&self, ability: Ability) -> Result<(), String> {
+        match self.lacks(ability) {
             Some(why) => Err(why),
             None => Ok(()),
         }
+    }
+}
+
+#[async_trait]
+impl<D: Db> Target for DbExecutor<D> {
+    fn lacks(&self, ability: Ability) -> Option<String> {
+        self.db.lacks(ability)
     }
     fn nodes(&self) -> Vec<Node> {
         self.db.nodes()
@@ -309,21 +315,21 @@ impl<D: Db> Executor for DbExecutor<D> {
         self.db.primaries(&ips).await
     }
     async fn partition(&mut self, grudge: &Grudge) -> Result<(), String> {
-        self.supports(Fault::Partition)?;
+        self.supports(Ability::Partition)?;
         on_cluster!(self, c => c.partition(grudge).await)
     }
     async fn heal(&mut self) -> Result<(), String> {
         on_cluster!(self, c => c.heal().await)
     }
     async fn kill(&mut self, nodes: &[Node]) -> Result<(), String> {
-        self.supports(Fault::Kill)?;
+        self.supports(Ability::Kill)?;
         on_cluster!(self, c => c.kill(nodes).await)
     }
     async fn restart(&mut self, nodes: &[Node]) -> Result<(), String> {
         on_cluster!(self, c => c.restart(nodes).await)
     }
     async fn pause(&mut self, nodes: &[Node]) -> Result<(), String> {
-        self.supports(Fault::Pause)?;
+        self.supports(Ability::Pause)?;
         on_cluster!(self, c => c.pause(nodes).await)
     }
     async fn resume(&mut self, nodes: &[Node]) -> Result<(), String> {
@@ -332,13 +338,16 @@ impl<D: Db> Executor for DbExecutor<D> {
     async fn set_clock_offset(&mut self, node: &Node, delta_ms: i64) -> Result<(), String> {
         // A reset (0) is always allowed: it undoes, whatever the database.
         if delta_ms != 0 {
-            self.supports(Fault::Clock)?;
+            self.supports(Ability::Clock)?;
         }
         on_cluster!(self, c => c.set_clock_offset(node, delta_ms).await)
     }
     async fn loss(&mut self, fraction: f64) -> Result<(), String> {
-        self.supports(Fault::Loss)?;
+        self.supports(Ability::Loss)?;
         on_cluster!(self, c => c.loss(fraction).await)
+    }
+    async fn stop_loss(&mut self) -> Result<(), String> {
+        on_cluster!(self, c => c.stop_loss().await)
     }
 }
 
@@ -498,8 +507,8 @@ mod tests {
             refstore: None,
         })
         .unwrap();
-        assert!(etcd.refuses(Fault::Clock).unwrap().contains("Go"));
-        assert!(etcd.refuses(Fault::Partition).is_none());
+        assert!(etcd.lacks(Ability::Clock).unwrap().contains("Go"));
+        assert!(etcd.lacks(Ability::Partition).is_none());
         let pg = postgres::Postgres::new(&DockerTest {
             db: "postgres".into(),
             nodes: 1,
@@ -510,7 +519,7 @@ mod tests {
             refstore: None,
         })
         .unwrap();
-        assert!(pg.refuses(Fault::Partition).is_some());
-        assert!(pg.refuses(Fault::Kill).is_none());
+        assert!(pg.lacks(Ability::Partition).is_some());
+        assert!(pg.lacks(Ability::Kill).is_none());
     }
 }

@@ -10,8 +10,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use splitbrain_generators::Invocation;
 use splitbrain_history::Value;
-use splitbrain_nemesis::package::Fault;
 use splitbrain_nemesis::shape::Node;
+use splitbrain_nemesis::Ability;
 use splitbrain_workloads::WorkloadKind;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{IsolationLevel, NoTls};
@@ -82,8 +82,8 @@ impl Db for Postgres {
         vec![NODE.to_string()]
     }
 
-    fn refuses(&self, fault: Fault) -> Option<String> {
-        matches!(fault, Fault::Partition | Fault::Loss).then(|| {
+    fn lacks(&self, ability: Ability) -> Option<String> {
+        matches!(ability, Ability::Partition | Ability::Loss).then(|| {
             "postgres runs as a single server here: there are no links between nodes to cut or degrade".to_string()
         })
     }

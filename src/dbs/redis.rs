@@ -15,8 +15,8 @@ use redis::aio::MultiplexedConnection;
 use redis::AsyncConnectionConfig;
 use splitbrain_generators::Invocation;
 use splitbrain_history::Value;
-use splitbrain_nemesis::package::Fault;
 use splitbrain_nemesis::shape::Node;
+use splitbrain_nemesis::Ability;
 use splitbrain_workloads::WorkloadKind;
 
 use super::{key_name, unsupported_workload, Db, DockerTest};
@@ -112,8 +112,8 @@ impl Db for Redis {
         self.nodes.clone()
     }
 
-    fn refuses(&self, fault: Fault) -> Option<String> {
-        (fault == Fault::Clock).then(|| {
+    fn lacks(&self, ability: Ability) -> Option<String> {
+        (ability == Ability::Clock).then(|| {
             "redis-server under libfaketime (Debian's 0.9.10) never starts: its allocator reads the clock while libfaketime initialises, which libfaketime cannot recover from, so clock skew cannot be faked for Redis here".to_string()
         })
     }

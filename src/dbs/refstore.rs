@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use splitbrain_nemesis::package::Fault;
 use splitbrain_nemesis::shape::Node;
+use splitbrain_nemesis::Ability;
 use splitbrain_store::config::{ClusterConfig, Mode, NodeAddrs};
 use splitbrain_store::node::admin_call;
 use splitbrain_workloads::WorkloadKind;
@@ -111,8 +111,8 @@ impl Db for RefstoreDb {
         self.nodes.clone()
     }
 
-    fn refuses(&self, fault: Fault) -> Option<String> {
-        (fault == Fault::Clock).then(|| {
+    fn lacks(&self, ability: Ability) -> Option<String> {
+        (ability == Ability::Clock).then(|| {
             "clock faults of the reference store go through its admin port; run it with --env local or --env netns for those".to_string()
         })
     }

@@ -22,8 +22,8 @@ use bollard::query_parameters::{
 };
 use bollard::Docker;
 use futures_util::StreamExt;
-use splitbrain_nemesis::package::{Executor, Fault};
 use splitbrain_nemesis::shape::{cut_links, Grudge, Node};
+use splitbrain_nemesis::{Ability, Target};
 use tokio::io::AsyncWriteExt;
 
 pub const LABEL_MANAGED: &str = "splitbrain.managed";
@@ -344,6 +344,8 @@ pub struct DockerCluster {
     /// comes while one is down (the final heal after a time limit cut a
     /// fault short) leaves them out.
     down: BTreeSet<Node>,
+    /// The partition in force, which stopping packet loss leaves in place.
+    grudge: Option<Grudge>,
 }
 
 /// Create a labelled bridge network with a /24 of its own, so that nodes can
@@ -427,6 +429,7 @@ impl DockerCluster {
             log_tasks: Vec::new(),
             clock_refusal: None,
             down: BTreeSet::new(),
+            grudge: None,
         };
         let specs = specs(&ips);
         if let Err(e) = c.start_all(&specs).await {
@@ -772,11 +775,14 @@ pub fn faketime_env() -> Vec<String> {
 }
 
 #[async_trait]
-impl Executor for DockerCluster {
-    fn supports(&self, fault: Fault) -> Result<(), String> {
-        match (fault, &self.clock_refusal) {
-            (Fault::Clock, Some(why)) => Err(why.clone()),
-            _ => Ok(()),
+impl Target for DockerCluster {
+    fn lacks(&self, ability: Ability) -> Option<String> {
+        match ability {
+            Ability::Clock => self.clock_refusal.clone(),
+            Ability::Primaries => {
+                Some("containers alone do not know who leads; the database does".into())
+            }
+            _ => None,
         }
     }
     fn nodes(&self) -> Vec<Node> {
@@ -794,11 +800,13 @@ impl Executor for DockerCluster {
             }
         }
         self.set_rules(&rules).await.map_err(|e| e.to_string())?;
+        self.grudge = Some(grudge.clone());
         self.verify_links(&cut_links(grudge))
             .await
             .map_err(|e| e.to_string())
     }
     async fn heal(&mut self) -> Result<(), String> {
+        self.grudge = None;
         self.flush_rules().await.map_err(|e| e.to_string())?;
         self.verify_links(&BTreeSet::new())
             .await
@@ -870,5 +878,12 @@ impl Executor for DockerCluster {
             }
         }
         self.set_rules(&rules).await.map_err(|e| e.to_string())
+    }
+    async fn stop_loss(&mut self) -> Result<(), String> {
+        // The rules are replaced as a whole: put back the partition, if any.
+        match self.grudge.clone() {
+            Some(g) => self.partition(&g).await,
+            None => self.heal().await,
+        }
     }
 }

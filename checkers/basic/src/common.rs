@@ -211,7 +211,14 @@ pub fn time_ms(h: &History, position: usize) -> Option<f64> {
 
 /// A period in which the nemesis had a fault in effect.
 ///
-/// The rule, for any nemesis (non-client) op that is an invocation or a
+/// splitbrain's nemesis records on each completion the fault package that
+/// acted and the phase (`{:fault :kill, :phase :start, :nodes [...]}`): its
+/// window opens at the completion of the start, when the fault took effect,
+/// is named by the package and what was done, and closes at the completion
+/// of the package's stop. A nemesis op that failed changed nothing.
+///
+/// Histories from other tools follow a naming rule instead, for any nemesis
+/// (non-client) op that is an invocation or a
 /// completion logged alone: an `f` beginning with `start`, `kill`, `pause`,
 /// `bump`, `strobe` or `partition` opens a window labelled by `f` and its value;
 /// one beginning with `stop`, `heal`, `restart`, `resume` or `reset` closes the
@@ -249,11 +256,78 @@ fn suffix(f: &str) -> Option<&str> {
     f.split_once('-').map(|(_, s)| s)
 }
 
+/// A nemesis completion that names its fault package and phase (what
+/// splitbrain's own nemesis records): `(package, starts, what was done)`.
+fn recorded_fault(v: &Value) -> Option<(&str, bool, String)> {
+    let kw = |k: &str| Value::Keyword(k.into());
+    let fault = v.map_get(&kw("fault"))?.as_str()?;
+    let starts = match v.map_get(&kw("phase"))?.as_str()? {
+        "start" => true,
+        "stop" => false,
+        _ => return None,
+    };
+    let details: Vec<String> = match v {
+        Value::Map(m) => m
+            .iter()
+            // Maps (a grudge) are detail for the op, not for a label.
+            .filter(|(k, v)| *k != kw("fault") && *k != kw("phase") && !matches!(v, Value::Map(_)))
+            .map(|(_, v)| match v {
+                Value::Keyword(s) | Value::Str(s) => s.to_string(),
+                other => other.to_string(),
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    Some((fault, starts, details.join(" ")))
+}
+
 pub fn fault_windows(h: &History) -> Vec<FaultWindow> {
     let mut windows: Vec<FaultWindow> = Vec::new();
     let mut open: Vec<usize> = Vec::new();
     for (i, op) in h.ops.iter().enumerate() {
-        if op.is_client() || !(op.is_invoke() || h.invocation(i).is_none()) {
+        if op.is_client() {
+            continue;
+        }
+        // Our own nemesis says which package acted and what it did: a window
+        // opens when the fault took effect (the completion) and is named by
+        // its package. Failed nemesis ops changed nothing.
+        let completion = if op.is_invoke() {
+            h.completion(i)
+        } else {
+            Some(i)
+        };
+        if let Some(c) = completion {
+            if let Some((fault, starts, details)) = recorded_fault(&h.ops[c].value) {
+                if c != i {
+                    continue;
+                }
+                if starts {
+                    open.push(windows.len());
+                    windows.push(FaultWindow {
+                        label: format!("{fault} {details}").trim_end().to_string(),
+                        f: fault.to_string(),
+                        opened_at: c,
+                        closed_at: None,
+                        start_ms: time_ms(h, c),
+                        end_ms: None,
+                    });
+                } else {
+                    open.retain(|&w| {
+                        let same = windows[w].f == fault;
+                        if same {
+                            windows[w].closed_at = Some(c);
+                            windows[w].end_ms = time_ms(h, c);
+                        }
+                        !same
+                    });
+                }
+                continue;
+            }
+            if op.is_invoke() && h.ops[c].is_fail() {
+                continue;
+            }
+        }
+        if !(op.is_invoke() || h.invocation(i).is_none()) {
             continue;
         }
         let f = op.f.as_str();

@@ -710,6 +710,64 @@ fn fault_windows_pair_by_suffix() {
 }
 
 #[test]
+fn recorded_fault_windows_open_when_the_fault_took_effect() {
+    use splitbrain_history::OpType;
+    let kw = |s: &str| Value::Keyword(s.into());
+    let done = |fault: &str, phase: &str, extra: Vec<(Value, Value)>| {
+        let mut m = vec![(kw("fault"), kw(fault)), (kw("phase"), kw(phase))];
+        m.extend(extra);
+        Value::map(m)
+    };
+    let n3 = (kw("nodes"), Value::list(vec![Value::Str("n3".into())]));
+    let h = B::new()
+        .nemesis_done(
+            "kill",
+            kw("one"),
+            OpType::Info,
+            done("kill", "start", vec![n3.clone()]),
+        ) // 0,1
+        .call(0, "read", Value::Nil, v(1)) // 2,3
+        .nemesis_done(
+            "restart",
+            kw("all"),
+            OpType::Info,
+            done("kill", "stop", vec![n3]),
+        ) // 4,5
+        // A failed start changed nothing: no window.
+        .nemesis_done(
+            "start-partition",
+            kw("majority"),
+            OpType::Fail,
+            kw("majority"),
+        ) // 6,7
+        .nemesis_done(
+            "strobe-clock",
+            Value::Int(500),
+            OpType::Info,
+            done(
+                "clock",
+                "start",
+                vec![
+                    (kw("node"), Value::Str("n2".into())),
+                    (kw("delta-ms"), Value::Int(-500)),
+                ],
+            ),
+        ) // 8,9
+        .history();
+    let w: Vec<_> = fault_windows(&h)
+        .into_iter()
+        .map(|w| (w.label, w.f, w.opened_at, w.closed_at))
+        .collect();
+    assert_eq!(
+        w,
+        vec![
+            ("kill [\"n3\"]".to_string(), "kill".to_string(), 1, Some(5)),
+            ("clock n2 -500".to_string(), "clock".to_string(), 9, None),
+        ]
+    );
+}
+
+#[test]
 fn stats_counts_and_never_ok() {
     let mut b = B::new();
     b.call(0, "add", v(1), v(1))

@@ -53,6 +53,11 @@ impl B {
         self.push(Process::Nemesis, OpType::Invoke, f, value.clone());
         self.push(Process::Nemesis, OpType::Info, f, value)
     }
+    /// A nemesis invocation and a completion saying what was done (or `Fail`).
+    pub fn nemesis_done(&mut self, f: &str, asked: Value, kind: OpType, done: Value) -> &mut Self {
+        self.push(Process::Nemesis, OpType::Invoke, f, asked);
+        self.push(Process::Nemesis, kind, f, done)
+    }
     /// Sets the key of the last op and, for a completion, of its invocation.
     pub fn key(&mut self, k: i64) -> &mut Self {
         let last = self.ops.len() - 1;

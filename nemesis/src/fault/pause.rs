@@ -1,0 +1,44 @@
+//! Pause nodes (SIGSTOP, a container pause) and let them go on.
+
+use async_trait::async_trait;
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+use splitbrain_generators::OpSpec;
+use splitbrain_history::Value;
+
+use super::{kw, nodes_value, Cx, FaultPackage, NemesisOptions};
+use crate::target::Ability;
+
+pub struct Pause;
+
+#[async_trait]
+impl FaultPackage for Pause {
+    fn name(&self) -> &'static str {
+        "pause"
+    }
+    fn needs(&self) -> &'static [Ability] {
+        &[Ability::Pause]
+    }
+    fn start_fs(&self) -> &'static [&'static str] {
+        &["pause"]
+    }
+    fn stop_op(&self) -> OpSpec {
+        OpSpec::new("resume", kw("all"))
+    }
+    fn draw(&self, o: &NemesisOptions, rng: &mut ChaCha8Rng) -> OpSpec {
+        let t = o.targets[rng.gen_range(0..o.targets.len())];
+        OpSpec::new("pause", kw(t.name()))
+    }
+    async fn start(&self, _f: &str, value: &Value, cx: &mut Cx<'_>) -> Result<Value, String> {
+        let nodes = cx.pick(value).await?;
+        cx.affected.extend(nodes.iter().cloned());
+        cx.target.pause(&nodes).await?;
+        Ok(Value::map(vec![(kw("nodes"), nodes_value(&nodes))]))
+    }
+    async fn stop(&self, cx: &mut Cx<'_>) -> Result<Value, String> {
+        let nodes: Vec<String> = cx.affected.iter().cloned().collect();
+        cx.target.resume(&nodes).await?;
+        cx.affected.clear();
+        Ok(Value::map(vec![(kw("nodes"), nodes_value(&nodes))]))
+    }
+}

@@ -1,0 +1,137 @@
+//! What a fault acts on: a running cluster, through the abilities its
+//! environment and database give it (Jepsen's `db` protocols). Each method
+//! applies one thing and checks that it took effect; an error says what did
+//! not. A target that lacks an ability says why, and a run that asks for a
+//! fault needing it is refused before anything starts.
+
+use std::fmt;
+
+use async_trait::async_trait;
+
+use crate::shape::{Grudge, Node};
+
+/// One thing a fault may need its target to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Ability {
+    /// Cut and heal links between nodes.
+    Partition,
+    /// Kill a node's process and start it again.
+    Kill,
+    /// Stop a node's process and let it go on.
+    Pause,
+    /// Move a node's clock away from true time.
+    Clock,
+    /// Drop a share of the packets between nodes.
+    Loss,
+    /// Say which nodes lead now.
+    Primaries,
+}
+
+impl Ability {
+    pub fn name(self) -> &'static str {
+        match self {
+            Ability::Partition => "partition",
+            Ability::Kill => "kill",
+            Ability::Pause => "pause",
+            Ability::Clock => "clock",
+            Ability::Loss => "loss",
+            Ability::Primaries => "primaries",
+        }
+    }
+}
+
+impl fmt::Display for Ability {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+fn missing(a: Ability) -> String {
+    format!("this target cannot {a}")
+}
+
+/// A cluster the nemesis can act on. Every ability defaults to "cannot";
+/// an environment implements the ones it has and names in [`Target::lacks`]
+/// why it has no other.
+#[async_trait]
+pub trait Target: Send {
+    fn nodes(&self) -> Vec<Node>;
+    /// Why the target cannot do `ability`, or `None` when it can.
+    fn lacks(&self, ability: Ability) -> Option<String>;
+    /// The current leaders; empty when unknown.
+    async fn primaries(&mut self) -> Vec<Node> {
+        Vec::new()
+    }
+    /// Cut every link the grudge names, replacing any earlier partition.
+    async fn partition(&mut self, _grudge: &Grudge) -> Result<(), String> {
+        Err(missing(Ability::Partition))
+    }
+    /// Undo the partition; every link carries traffic again.
+    async fn heal(&mut self) -> Result<(), String> {
+        Err(missing(Ability::Partition))
+    }
+    async fn kill(&mut self, _nodes: &[Node]) -> Result<(), String> {
+        Err(missing(Ability::Kill))
+    }
+    async fn restart(&mut self, _nodes: &[Node]) -> Result<(), String> {
+        Err(missing(Ability::Kill))
+    }
+    async fn pause(&mut self, _nodes: &[Node]) -> Result<(), String> {
+        Err(missing(Ability::Pause))
+    }
+    async fn resume(&mut self, _nodes: &[Node]) -> Result<(), String> {
+        Err(missing(Ability::Pause))
+    }
+    /// Shift a node's clock by `delta_ms` from true time (absolute, not cumulative).
+    async fn set_clock_offset(&mut self, _node: &Node, _delta_ms: i64) -> Result<(), String> {
+        Err(missing(Ability::Clock))
+    }
+    async fn loss(&mut self, _fraction: f64) -> Result<(), String> {
+        Err(missing(Ability::Loss))
+    }
+    /// Stop dropping packets, leaving any partition as it is.
+    async fn stop_loss(&mut self) -> Result<(), String> {
+        Err(missing(Ability::Loss))
+    }
+}
+
+/// A boxed target is a target, so environments can hand one out.
+#[async_trait]
+impl Target for Box<dyn Target> {
+    fn nodes(&self) -> Vec<Node> {
+        (**self).nodes()
+    }
+    fn lacks(&self, ability: Ability) -> Option<String> {
+        (**self).lacks(ability)
+    }
+    async fn primaries(&mut self) -> Vec<Node> {
+        (**self).primaries().await
+    }
+    async fn partition(&mut self, g: &Grudge) -> Result<(), String> {
+        (**self).partition(g).await
+    }
+    async fn heal(&mut self) -> Result<(), String> {
+        (**self).heal().await
+    }
+    async fn kill(&mut self, nodes: &[Node]) -> Result<(), String> {
+        (**self).kill(nodes).await
+    }
+    async fn restart(&mut self, nodes: &[Node]) -> Result<(), String> {
+        (**self).restart(nodes).await
+    }
+    async fn pause(&mut self, nodes: &[Node]) -> Result<(), String> {
+        (**self).pause(nodes).await
+    }
+    async fn resume(&mut self, nodes: &[Node]) -> Result<(), String> {
+        (**self).resume(nodes).await
+    }
+    async fn set_clock_offset(&mut self, node: &Node, delta_ms: i64) -> Result<(), String> {
+        (**self).set_clock_offset(node, delta_ms).await
+    }
+    async fn loss(&mut self, fraction: f64) -> Result<(), String> {
+        (**self).loss(fraction).await
+    }
+    async fn stop_loss(&mut self) -> Result<(), String> {
+        (**self).stop_loss().await
+    }
+}

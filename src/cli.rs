@@ -571,20 +571,14 @@ fn run_dir(path: &Path) -> Result<PathBuf, Failure> {
 
 fn analyze(args: RunDirArgs) -> Result<u8, Failure> {
     let dir = run_dir(&args.run_dir)?;
-    let test: serde_json::Value =
-        run_store::read_json(&dir.join(run_store::TEST_FILE)).map_err(|e| {
-            Failure::bad_input(format!("{}: {e}", dir.join(run_store::TEST_FILE).display()))
-        })?;
-    let kind: WorkloadKind = serde_json::from_value(test["workload"].clone())
-        .map_err(|e| Failure::bad_input(format!("test.json names no known workload: {e}")))?;
-    let wopts: WorkloadOptions =
-        serde_json::from_value(test["workload_options"].clone()).unwrap_or_default();
+    let o = controller::TestOptions::read(&dir.join(run_store::TEST_FILE))
+        .map_err(Failure::bad_input)?;
     let history = History::read(&dir.join(run_store::HISTORY_FILE), Some(Format::Jsonl))?;
     let mut results = controller::check_all_with(
         &history,
-        &workloads::build(kind, &wopts).checkers,
+        &workloads::build(o.workload, &o.workload_options).checkers,
         None,
-        test["consistency_model"].as_str(),
+        o.consistency_model.as_deref(),
     );
     if let Some(p) = controller::failed_faults(&history) {
         results.verdict = results.verdict.worst(splitbrain_history::Verdict::Unknown);
@@ -998,7 +992,12 @@ fn test(args: TestArgs) -> Result<u8, Failure> {
         .clone()
         .or_else(|| args.isolation.as_ref().map(|_| "serializable".to_string()));
     let op_timeout = std::time::Duration::from_millis(args.op_timeout_ms);
-    let make_cluster = || -> Result<Box<dyn controller::Cluster>, Failure> {
+    // The run's seed reaches the store nodes too (their election jitter).
+    let make_cluster = |seed: u64| -> Result<Box<dyn controller::Cluster>, Failure> {
+        let cfg = ClusterConfig {
+            seed,
+            ..cfg.clone()
+        };
         Ok(match args.env.as_str() {
             "local" => Box::new(
                 splitbrain::refstore::LocalRefstore::new(
@@ -1026,7 +1025,7 @@ fn test(args: TestArgs) -> Result<u8, Failure> {
         })
     };
     // Refuse impossible combinations before anything starts.
-    drop(make_cluster()?);
+    drop(make_cluster(seed)?);
     run_store::check_test_name(&name).map_err(bad)?;
     let command = std::env::args().collect::<Vec<_>>().join(" ");
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -1073,12 +1072,14 @@ fn test(args: TestArgs) -> Result<u8, Failure> {
             .map(|(k, v)| (k.to_string(), v))
             .collect(),
             command,
+            database: String::new(),
+            version: String::new(),
         };
         eprintln!(
             "test {} (seed {seed}): {} with {} nodes, {} clients, {} s, nemesis {}",
             name, workload_name, args.nodes, args.concurrency, args.time_limit, args.nemesis
         );
-        let mut cluster = make_cluster()?;
+        let mut cluster = make_cluster(seed)?;
         let mut progress = Progress::new();
         let report = rt
             .block_on(run_test(&o, cluster.as_mut(), |op| progress.on_op(op)))

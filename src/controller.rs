@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use splitbrain_generators::{
     clients, clients_and_nemesis, concat, nemesis, phases, rate, sleep, time_limit, Gen, Invocation,
 };
@@ -36,29 +36,67 @@ pub trait Cluster: Send {
     async fn teardown(&mut self, leave_running: bool) -> anyhow::Result<Vec<PathBuf>>;
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// A run's options; `test.json` is their serialization. Read back, only the
+/// name and the workload must be there (a hand-written record for a history
+/// of another tool's, say); everything that is there must be right.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TestOptions {
     pub name: String,
     pub workload: WorkloadKind,
+    #[serde(default)]
     pub workload_options: WorkloadOptions,
+    #[serde(default)]
     pub nemesis: NemesisOptions,
+    #[serde(default)]
     pub concurrency: usize,
+    #[serde(default)]
     pub time_limit_s: f64,
     /// Target client ops per second across all clients (0: as fast as they go).
+    #[serde(default)]
     pub rate: f64,
+    #[serde(default)]
     pub seed: u64,
+    #[serde(default)]
     pub op_timeout_ms: u64,
     /// Seconds to wait after the final heal before final reads.
+    #[serde(default)]
     pub quiesce_s: f64,
+    #[serde(default)]
     pub store_dir: PathBuf,
+    #[serde(default)]
     pub leave_db_running: bool,
     /// The consistency model transactional checkers hold the history to (None: their default).
     #[serde(default)]
     pub consistency_model: Option<String>,
     /// Everything else the user passed (database and mode options), for the record.
+    #[serde(default)]
     pub extra: BTreeMap<String, String>,
     /// The command line that reproduces this run.
+    #[serde(default)]
     pub command: String,
+    /// The cluster as it described itself (filled in when the run starts).
+    #[serde(default)]
+    pub database: String,
+    /// The splitbrain version that ran it.
+    #[serde(default)]
+    pub version: String,
+}
+
+impl TestOptions {
+    /// Read a stored run's `test.json`; an error names the file and the field.
+    pub fn read(path: &Path) -> Result<TestOptions, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let mut de = serde_json::Deserializer::from_str(&text);
+        serde_path_to_error::deserialize(&mut de).map_err(|e| {
+            let field = e.path().to_string();
+            let at = if field == "." {
+                String::new()
+            } else {
+                format!(" field {field}:")
+            };
+            format!("{}:{at} {}", path.display(), e.inner())
+        })
+    }
 }
 
 /// What `splitbrain test` reports for one run.
@@ -122,9 +160,11 @@ pub async fn run_test(
     mut on_op: impl FnMut(&Op),
 ) -> anyhow::Result<RunReport> {
     let dir = run_store::create_run_dir(&o.store_dir, &o.name, SystemTime::now())?;
-    let mut record = serde_json::to_value(o)?;
-    record["database"] = serde_json::Value::String(cluster.describe());
-    record["version"] = serde_json::Value::String(env!("CARGO_PKG_VERSION").to_string());
+    let record = TestOptions {
+        database: cluster.describe(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        ..o.clone()
+    };
     run_store::write_json(&dir.join(TEST_FILE), &record)?;
 
     let mut exec = cluster.executor();

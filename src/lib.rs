@@ -1,6 +1,6 @@
 //! The splitbrain harness: the interpreter that runs generators against
-//! clients and the nemesis, and (as their issues land) the controller,
-//! environments and reports.
+//! clients and the nemesis, the controller, the environments and databases
+//! it runs clusters in, and the reports.
 
 pub mod controller;
 pub mod dbs;

@@ -1,5 +1,5 @@
 //! The `splitbrain` command: check stored histories, convert between formats,
-//! and (as their issues land) run tests, serve reports and host store nodes.
+//! run tests, serve reports and host store nodes.
 
 mod cli;
 

@@ -573,21 +573,22 @@ impl Target for LocalExecutor {
         Ok(())
     }
     async fn pause(&mut self, nodes: &[Node]) -> Result<(), String> {
-        self.with_supervisor(|s| {
-            for n in nodes {
+        for n in nodes {
+            let pid = self.with_supervisor(|s| {
                 s.pause(n).map_err(|e| e.to_string())?;
-                // Proof: the kernel reports the process stopped.
-                let pid = s.pid(n).ok_or(format!("{n} is not running"))?;
-                let deadline = Instant::now() + Duration::from_secs(2);
-                while proc_state(pid) != Some('T') {
-                    if Instant::now() > deadline {
-                        return Err(format!("{n} (pid {pid}) did not stop"));
-                    }
-                    std::thread::sleep(Duration::from_millis(5));
+                s.pid(n).ok_or(format!("{n} is not running"))
+            })?;
+            // Proof: the kernel reports the process stopped. Waited for on
+            // the runtime, not by blocking it: clients go on meanwhile.
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while proc_state(pid) != Some('T') {
+                if Instant::now() > deadline {
+                    return Err(format!("{n} (pid {pid}) did not stop"));
                 }
+                tokio::time::sleep(Duration::from_millis(5)).await;
             }
-            Ok(())
-        })
+        }
+        Ok(())
     }
     async fn resume(&mut self, nodes: &[Node]) -> Result<(), String> {
         self.with_supervisor(|s| {

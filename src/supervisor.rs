@@ -183,10 +183,6 @@ impl Supervisor {
         Ok(())
     }
 
-    pub fn is_paused(&self, node: &str) -> bool {
-        self.nodes.get(node).is_some_and(|p| p.paused)
-    }
-
     /// A node that should be running but exited by itself (a crash of the database).
     pub fn check_alive(&mut self, node: &str) -> Result<(), SupervisorError> {
         let p = self.get(node)?;

@@ -136,3 +136,30 @@ fn bad_arguments_exit_254() {
     assert_eq!(o.status.code(), Some(254));
     assert!(stderr(&o).contains("/no/such/file.jsonl: cannot read"));
 }
+
+#[test]
+fn analyze_reads_test_json_typed_and_names_a_bad_field() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("history.jsonl"), "").unwrap();
+    for (text, field) in [
+        (
+            r#"{"name":"t","workload":"nope"}"#,
+            "field workload: unknown variant `nope`",
+        ),
+        (
+            r#"{"name":"t","workload":"register","workload_options":7}"#,
+            "field workload_options:",
+        ),
+        (r#"{"name":"t""#, "EOF while parsing"),
+    ] {
+        std::fs::write(dir.path().join("test.json"), text).unwrap();
+        let o = splitbrain(&["analyze", dir.path().to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(254), "{text}: {}", stderr(&o));
+        let err = stderr(&o);
+        assert_eq!(err.lines().count(), 1, "one-line error: {err}");
+        assert!(
+            err.contains("test.json") && err.contains(field),
+            "{text}: {err}"
+        );
+    }
+}

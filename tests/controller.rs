@@ -140,6 +140,8 @@ fn options(store_dir: &Path, nemesis: &str) -> TestOptions {
         consistency_model: None,
         extra: Default::default(),
         command: "test".into(),
+        database: String::new(),
+        version: String::new(),
     }
 }
 

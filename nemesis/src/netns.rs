@@ -212,13 +212,6 @@ impl NetnsCluster {
         Ok(self.node_ns(self.index(node)?))
     }
 
-    /// A command that runs `program` inside the node's namespace.
-    pub fn command(&self, node: &str, program: &str) -> Result<Command, NetnsError> {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.namespace(node)?, program]);
-        Ok(c)
-    }
-
     fn iptables(&self, i: usize, args: &[&str]) -> Result<Output, NetnsError> {
         let ns = self.node_ns(i);
         let mut full = vec!["ip", "netns", "exec", &ns, "iptables", "-w"];

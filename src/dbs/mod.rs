@@ -153,11 +153,6 @@ impl<D: Db> DockerDb<D> {
         }
     }
 
-    /// The label the run's containers and network carry.
-    pub fn run_id(&self) -> &str {
-        &self.run
-    }
-
     fn ips(&self) -> BTreeMap<Node, Ipv4Addr> {
         self.ips.lock().map(|i| i.clone()).unwrap_or_default()
     }

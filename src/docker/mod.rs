@@ -338,8 +338,6 @@ pub struct DockerCluster {
     ips: BTreeMap<Node, Ipv4Addr>,
     log_dir: PathBuf,
     log_tasks: Vec<tokio::task::JoinHandle<()>>,
-    /// Why this database's clock cannot be skewed, if it cannot.
-    clock_refusal: Option<String>,
     /// Killed or paused nodes: nothing can be run in them, and a heal that
     /// comes while one is down (the final heal after a time limit cut a
     /// fault short) leaves them out.
@@ -427,7 +425,6 @@ impl DockerCluster {
             ips: ips.clone(),
             log_dir: log_dir.to_path_buf(),
             log_tasks: Vec::new(),
-            clock_refusal: None,
             down: BTreeSet::new(),
             grudge: None,
         };
@@ -525,19 +522,6 @@ impl DockerCluster {
             }
             let _ = file.flush().await;
         }));
-    }
-
-    /// Refuse clock faults for databases that libfaketime cannot fool.
-    pub fn refuse_clock(&mut self, why: &str) {
-        self.clock_refusal = Some(why.to_string());
-    }
-
-    pub fn run_id(&self) -> &str {
-        &self.run
-    }
-
-    pub fn docker(&self) -> &Docker {
-        &self.docker
     }
 
     pub fn node_names(&self) -> Vec<Node> {
@@ -778,7 +762,6 @@ pub fn faketime_env() -> Vec<String> {
 impl Target for DockerCluster {
     fn lacks(&self, ability: Ability) -> Option<String> {
         match ability {
-            Ability::Clock => self.clock_refusal.clone(),
             Ability::Primaries => {
                 Some("containers alone do not know who leads; the database does".into())
             }
@@ -837,9 +820,6 @@ impl Target for DockerCluster {
         Ok(())
     }
     async fn set_clock_offset(&mut self, node: &Node, delta_ms: i64) -> Result<(), String> {
-        if let Some(why) = &self.clock_refusal {
-            return Err(why.clone());
-        }
         // libfaketime's relative offsets: "+1.5s", "-120s".
         let spec = format!("{:+}s", delta_ms as f64 / 1000.0);
         let script = format!("printf '%s\\n' '{spec}' > {FAKETIME_FILE}");

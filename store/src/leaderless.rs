@@ -12,6 +12,7 @@ use crate::core::{
     stable_hash, ClientId, Core, Effect, Input, NodeStatus, PeerMsg, WalRecord as CoreRecord,
 };
 use crate::msg::{apply_op, NodeId, Op, OpResult, Refusal, Reply, Request, Response, Value};
+use crate::quorum;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -323,25 +324,12 @@ impl Leaderless {
     }
 
     fn targets(&self, key: &str, now: u64) -> Vec<(NodeId, Option<NodeId>)> {
-        let order = self.ring_order(key);
-        let n = (self.opts.n.max(1) as usize).min(order.len());
-        if !self.opts.sloppy_quorum {
-            return order[..n].iter().map(|p| (*p, None)).collect();
-        }
-        let mut fallbacks = order[n..].iter().filter(|p| self.healthy(**p, now));
-        order[..n]
-            .iter()
-            .map(|p| {
-                if self.healthy(*p, now) {
-                    (*p, None)
-                } else {
-                    match fallbacks.next() {
-                        Some(f) => (*f, Some(*p)),
-                        None => (*p, None),
-                    }
-                }
-            })
-            .collect()
+        quorum::targets(
+            &self.ring_order(key),
+            self.opts.n.max(1) as usize,
+            self.opts.sloppy_quorum,
+            |p| self.healthy(p, now),
+        )
     }
 
     fn local_write(
@@ -611,9 +599,10 @@ impl Leaderless {
             return;
         }
         let r = p.r;
-        if p.keys
+        if !p
+            .keys
             .iter()
-            .any(|k| k.read_resps.len() < r.min(k.targets.len()))
+            .all(|k| quorum::reached(k.read_resps.len(), r, k.targets.len()))
         {
             return;
         }
@@ -690,7 +679,7 @@ impl Leaderless {
             .keys
             .iter()
             .filter(|k| k.new_versions.is_some())
-            .all(|k| k.acks.len() >= w.min(k.targets.len()));
+            .all(|k| quorum::reached(k.acks.len(), w, k.targets.len()));
         if done {
             let result = p.result.clone().unwrap_or(OpResult::Done);
             self.finish(req_id, Reply::Ok(result), fx);

@@ -18,6 +18,7 @@ pub mod core;
 pub mod leaderless;
 pub mod msg;
 pub mod node;
+pub mod quorum;
 pub mod sim;
 pub mod single_leader;
 pub mod wal;

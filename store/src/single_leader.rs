@@ -8,6 +8,7 @@ use crate::core::{
     ClientId, Core, Effect, Input, NodeStatus, PeerMsg, SeededRng, WalRecord as CoreRecord,
 };
 use crate::msg::{apply_op, NodeId, Refusal, Reply, Request, Response, Value};
+use crate::quorum;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
@@ -220,7 +221,7 @@ impl SingleLeader {
     }
 
     fn majority(&self) -> usize {
-        self.n as usize / 2 + 1
+        quorum::majority(self.n as usize)
     }
 
     fn last_index(&self) -> u64 {
@@ -420,23 +421,12 @@ impl SingleLeader {
         ));
     }
 
-    fn needed_acks(&self) -> usize {
-        let followers = self.n as usize - 1;
-        match self.opts.replication {
-            Replication::Sync => followers,
-            Replication::SemiSync { k } => (k as usize).min(followers),
-            Replication::Async => 0,
-        }
-    }
-
     fn advance_commit(&mut self, fx: &mut Vec<Effect>) {
-        let needed = self.needed_acks();
+        let needed = quorum::follower_acks_needed(self.opts.replication, self.n as usize - 1);
         let candidate = if needed == 0 {
             self.last_index()
         } else {
-            let mut m: Vec<u64> = self.match_index.values().copied().collect();
-            m.sort_unstable_by(|a, b| b.cmp(a));
-            m.get(needed - 1).copied().unwrap_or(0)
+            quorum::kth_highest(self.match_index.values().copied(), needed).unwrap_or(0)
         };
         let candidate = candidate.min(self.last_index());
         if candidate > self.commit {
@@ -451,9 +441,7 @@ impl SingleLeader {
             self.lease_until_ms = u64::MAX;
             return;
         }
-        let mut s: Vec<u64> = self.acked_sent_ms.values().copied().collect();
-        s.sort_unstable_by(|a, b| b.cmp(a));
-        if let Some(&t) = s.get(needed - 1) {
+        if let Some(t) = quorum::kth_highest(self.acked_sent_ms.values().copied(), needed) {
             if t > 0 {
                 self.lease_until_ms = self.lease_until_ms.max(t + self.opts.lease_ms);
             }

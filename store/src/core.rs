@@ -66,11 +66,10 @@ pub enum WalRecord {
     Leaderless(leaderless::WalRecord),
 }
 
-/// What the admin port reports.
+/// What a core reports about itself; the driver adds who and where it is
+/// (see [`crate::admin::NodeStatus`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NodeStatus {
-    pub node: NodeId,
-    pub mode: String,
+pub struct CoreStatus {
     pub role: String,
     pub epoch: u64,
     pub leader: Option<NodeId>,
@@ -81,7 +80,7 @@ pub struct NodeStatus {
 
 pub trait Core: Send {
     fn step(&mut self, now_ms: u64, input: Input) -> Vec<Effect>;
-    fn status(&self) -> NodeStatus;
+    fn status(&self) -> CoreStatus;
     /// Records that rebuild the current durable state; used to compact the log.
     fn snapshot_records(&self) -> Vec<WalRecord>;
 }

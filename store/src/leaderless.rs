@@ -9,7 +9,7 @@
 use crate::codec::encode;
 use crate::config::{Conflict, LeaderlessOptions};
 use crate::core::{
-    stable_hash, ClientId, Core, Effect, Input, NodeStatus, PeerMsg, WalRecord as CoreRecord,
+    stable_hash, ClientId, Core, CoreStatus, Effect, Input, PeerMsg, WalRecord as CoreRecord,
 };
 use crate::msg::{apply_op, NodeId, Op, OpResult, Refusal, Reply, Request, Response, Value};
 use crate::quorum;
@@ -924,10 +924,8 @@ impl Core for Leaderless {
         fx
     }
 
-    fn status(&self) -> NodeStatus {
-        NodeStatus {
-            node: self.id,
-            mode: "leaderless".into(),
+    fn status(&self) -> CoreStatus {
+        CoreStatus {
             role: "replica".into(),
             epoch: 0,
             leader: None,

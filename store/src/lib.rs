@@ -9,8 +9,11 @@
 //! [`config::ClusterConfig`]; [`config::EXAMPLE_CLUSTER_TOML`] shows every option.
 //!
 //! Admin port (one text line per command, one reply line):
-//! `status` · `block n2 n3` · `unblock n2` · `unblock-all` · `clock-offset -500`.
+//! `status` (answers `ok` and the JSON of an [`admin::NodeStatus`]; ask with
+//! [`admin::admin_status`]) · `block n2 n3` · `unblock n2` · `unblock-all` ·
+//! `clock-offset -500` · `probe n2 [TIMEOUT_MS]`.
 
+pub mod admin;
 pub mod client;
 pub mod codec;
 pub mod config;
@@ -23,5 +26,6 @@ pub mod sim;
 pub mod single_leader;
 pub mod wal;
 
+pub use admin::NodeStatus;
 pub use config::ClusterConfig;
 pub use msg::{Op, OpResult, ReadFrom, Refusal, Reply, Request, RequestOptions, Response, Value};

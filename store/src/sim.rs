@@ -3,10 +3,9 @@
 //! offsets, crashes and restarts from each node's durable log. Everything is
 //! drawn from one seed, so a seed replays exactly.
 
+use crate::admin::NodeStatus;
 use crate::config::ClusterConfig;
-use crate::core::{
-    build_core, ClientId, Core, Effect, Input, NodeStatus, PeerMsg, SeededRng, WalRecord,
-};
+use crate::core::{build_core, ClientId, Core, Effect, Input, PeerMsg, SeededRng, WalRecord};
 use crate::msg::{NodeId, Op, Request, RequestOptions, Response};
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
@@ -180,16 +179,25 @@ impl Sim {
         self.nodes[node as usize].is_some()
     }
 
+    /// What the node's admin port would report.
     pub fn status(&self, node: NodeId) -> Option<NodeStatus> {
-        self.nodes[node as usize].as_ref().map(|c| c.status())
+        self.nodes[node as usize].as_ref().map(|c| {
+            NodeStatus::new(
+                &self.cfg,
+                node,
+                &c.status(),
+                self.clock_offsets_ms[node as usize],
+            )
+        })
     }
 
-    /// The node every live node agrees leads, if any (single-leader mode).
+    /// The first live node that takes itself for the leader, if any (single-leader mode).
     pub fn leader(&self) -> Option<NodeId> {
-        let statuses: Vec<NodeStatus> = (0..self.nodes.len() as NodeId)
-            .filter_map(|n| self.status(n))
-            .collect();
-        statuses.iter().find(|s| s.role == "leader").map(|s| s.node)
+        (0..self.nodes.len() as NodeId).find(|n| {
+            self.nodes[*n as usize]
+                .as_ref()
+                .is_some_and(|c| c.status().role == "leader")
+        })
     }
 
     /// Sends a request from a fresh client to `node`; returns the client id.

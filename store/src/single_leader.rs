@@ -5,7 +5,7 @@
 
 use crate::config::{Replication, SingleLeaderOptions};
 use crate::core::{
-    ClientId, Core, Effect, Input, NodeStatus, PeerMsg, SeededRng, WalRecord as CoreRecord,
+    ClientId, Core, CoreStatus, Effect, Input, PeerMsg, SeededRng, WalRecord as CoreRecord,
 };
 use crate::msg::{apply_op, NodeId, Refusal, Reply, Request, Response, Value};
 use crate::quorum;
@@ -945,10 +945,8 @@ impl Core for SingleLeader {
         fx
     }
 
-    fn status(&self) -> NodeStatus {
-        NodeStatus {
-            node: self.id,
-            mode: "single-leader".into(),
+    fn status(&self) -> CoreStatus {
+        CoreStatus {
             role: match self.role {
                 Role::Follower => "follower",
                 Role::Candidate => "candidate",

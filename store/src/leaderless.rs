@@ -7,12 +7,11 @@
 //! without isolation, as in the real systems.
 
 use crate::codec::encode;
-use crate::config::{Conflict, LeaderlessOptions};
-use crate::core::{
-    stable_hash, ClientId, Core, CoreStatus, Effect, Input, PeerMsg, WalRecord as CoreRecord,
-};
+use crate::config::{ClusterConfig, Conflict, LeaderlessOptions};
 use crate::msg::{apply_op, NodeId, Op, OpResult, Refusal, Reply, Request, Response, Value};
+use crate::protocol::{self, ClientId, CoreStatus, Protocol};
 use crate::quorum;
+use crate::seeded::stable_hash;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -211,15 +210,15 @@ pub struct Leaderless {
     anti_entropy_peer: u32,
 }
 
+type Input = protocol::Input<Msg>;
+type Effect = protocol::Effect<Msg, WalRecord>;
+
 fn send(to: NodeId, msg: Msg) -> Effect {
-    Effect::Send {
-        to,
-        msg: PeerMsg::Leaderless(msg),
-    }
+    Effect::Send { to, msg }
 }
 
 fn persist(rec: WalRecord) -> Effect {
-    Effect::Persist(CoreRecord::Leaderless(rec))
+    Effect::Persist(rec)
 }
 
 impl Leaderless {
@@ -904,7 +903,20 @@ impl Leaderless {
     }
 }
 
-impl Core for Leaderless {
+impl Protocol for Leaderless {
+    type Msg = Msg;
+    type Record = WalRecord;
+
+    fn from_config(
+        cfg: &ClusterConfig,
+        node: NodeId,
+        _seed: u64,
+        recovered: Vec<WalRecord>,
+    ) -> Self {
+        let n = cfg.nodes.len() as u32;
+        Leaderless::new(node, n, cfg.leaderless.clone(), recovered)
+    }
+
     fn step(&mut self, now_ms: u64, input: Input) -> Vec<Effect> {
         if self.started_ms.is_none() {
             self.started_ms = Some(now_ms);
@@ -915,11 +927,7 @@ impl Core for Leaderless {
             Input::Tick => self.on_tick(now_ms, &mut fx),
             Input::Flush => {}
             Input::Client { client, request } => self.on_client(now_ms, client, request, &mut fx),
-            Input::Peer {
-                from,
-                msg: PeerMsg::Leaderless(msg),
-            } => self.on_peer(now_ms, from, msg, &mut fx),
-            Input::Peer { .. } => {}
+            Input::Peer { from, msg } => self.on_peer(now_ms, from, msg, &mut fx),
         }
         fx
     }
@@ -935,23 +943,19 @@ impl Core for Leaderless {
         }
     }
 
-    fn snapshot_records(&self) -> Vec<CoreRecord> {
-        let mut recs: Vec<CoreRecord> = self
+    fn snapshot_records(&self) -> Vec<WalRecord> {
+        let mut recs: Vec<WalRecord> = self
             .store
             .iter()
-            .map(|(k, v)| {
-                CoreRecord::Leaderless(WalRecord::Key {
-                    key: k.clone(),
-                    versions: v.clone(),
-                })
-            })
-            .collect();
-        recs.extend(self.hints.iter().map(|((node, k), v)| {
-            CoreRecord::Leaderless(WalRecord::Hint {
-                for_node: *node,
+            .map(|(k, v)| WalRecord::Key {
                 key: k.clone(),
                 versions: v.clone(),
             })
+            .collect();
+        recs.extend(self.hints.iter().map(|((node, k), v)| WalRecord::Hint {
+            for_node: *node,
+            key: k.clone(),
+            versions: v.clone(),
         }));
         recs
     }
@@ -990,7 +994,7 @@ mod tests {
             .filter_map(|e| match e {
                 Effect::Send {
                     to: 1,
-                    msg: PeerMsg::Leaderless(m @ Msg::MerkleProbe { .. }),
+                    msg: m @ Msg::MerkleProbe { .. },
                 } => Some(m),
                 _ => None,
             })
@@ -1004,18 +1008,8 @@ mod tests {
                 if let Msg::MerkleDiff { items, .. } = &m {
                     shipped += items.len();
                 }
-                for e in b.step(
-                    100,
-                    Input::Peer {
-                        from: 0,
-                        msg: PeerMsg::Leaderless(m),
-                    },
-                ) {
-                    if let Effect::Send {
-                        to: 0,
-                        msg: PeerMsg::Leaderless(m),
-                    } = e
-                    {
+                for e in b.step(100, Input::Peer { from: 0, msg: m }) {
+                    if let Effect::Send { to: 0, msg: m } = e {
                         to_a.push(m);
                     }
                 }
@@ -1024,18 +1018,8 @@ mod tests {
                 if let Msg::MerkleDiff { items, .. } = &m {
                     shipped += items.len();
                 }
-                for e in a.step(
-                    100,
-                    Input::Peer {
-                        from: 1,
-                        msg: PeerMsg::Leaderless(m),
-                    },
-                ) {
-                    if let Effect::Send {
-                        to: 1,
-                        msg: PeerMsg::Leaderless(m),
-                    } = e
-                    {
+                for e in a.step(100, Input::Peer { from: 1, msg: m }) {
+                    if let Effect::Send { to: 1, msg: m } = e {
                         if !matches!(m, Msg::Ping | Msg::Pong) {
                             to_b.push(m);
                         }

@@ -1,6 +1,7 @@
 //! The reference store: a replicated key-value store with the replication
-//! modes the textbooks describe, as sans-IO state machines (`core`,
-//! `single_leader`, `leaderless`) with a tokio driver (`node`), a write-ahead
+//! modes the textbooks describe, as sans-IO state machines (each a `protocol`
+//! listed in `modes`: `single_leader`, `leaderless`), run through one
+//! mode-agnostic `core` by a tokio driver (`node`), with a write-ahead
 //! log (`wal`), a client library (`client`) and a deterministic simulator
 //! (`sim`). It knows nothing of the harness.
 //!
@@ -19,9 +20,12 @@ pub mod codec;
 pub mod config;
 pub mod core;
 pub mod leaderless;
+pub mod modes;
 pub mod msg;
 pub mod node;
+pub mod protocol;
 pub mod quorum;
+pub mod seeded;
 pub mod sim;
 pub mod single_leader;
 pub mod wal;

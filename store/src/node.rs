@@ -6,7 +6,7 @@
 use crate::admin::NodeStatus;
 use crate::codec::{decode, decode_id_prefix, encode, put_frame, read_frame, CodecError};
 use crate::config::{ClusterConfig, ConfigError};
-use crate::core::{build_core, ClientId, CoreStatus, Effect, Input, PeerMsg};
+use crate::core::{build_core, ClientId, CoreError, CoreStatus, Effect, Input, PeerMsg};
 use crate::msg::{NodeId, Reply, Request, Response};
 use crate::wal::{Wal, WalError};
 
@@ -26,6 +26,8 @@ pub enum NodeError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Wal(#[from] WalError),
+    #[error(transparent)]
+    Core(#[from] CoreError),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: String,
@@ -104,7 +106,7 @@ pub async fn run_node_with(cfg: ClusterConfig, id: &str) -> Result<(), NodeError
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(1)
     };
-    let mut core = build_core(&cfg, me, seed, recovered);
+    let mut core = build_core(&cfg, me, seed, recovered)?;
     let faults = Arc::new(Faults {
         blocked: Mutex::new(BTreeSet::new()),
         clock_offset_ms: AtomicI64::new(0),

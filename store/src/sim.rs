@@ -73,6 +73,17 @@ pub struct Sim {
     next_client: ClientId,
 }
 
+/// A simulated node's core. Its log holds only what its own mode wrote, so a
+/// refusal means the cluster file names a mode this build lacks.
+fn sim_core(
+    cfg: &ClusterConfig,
+    node: NodeId,
+    seed: u64,
+    recovered: Vec<WalRecord>,
+) -> Box<dyn Core> {
+    build_core(cfg, node, seed, recovered).unwrap_or_else(|e| panic!("simulated node {node}: {e}"))
+}
+
 /// Node clocks start here so that negative offsets stay representable.
 const CLOCK_BASE_MS: u64 = 1_000_000;
 
@@ -81,7 +92,7 @@ impl Sim {
         let n = cfg.nodes.len();
         let mut sim = Sim {
             nodes: (0..n)
-                .map(|i| Some(build_core(&cfg, i as NodeId, seed, Vec::new())))
+                .map(|i| Some(sim_core(&cfg, i as NodeId, seed, Vec::new())))
                 .collect(),
             cfg,
             seed,
@@ -167,7 +178,7 @@ impl Sim {
 
     pub fn restart(&mut self, node: NodeId) {
         let recovered = self.disks[node as usize].clone();
-        self.nodes[node as usize] = Some(build_core(
+        self.nodes[node as usize] = Some(sim_core(
             &self.cfg,
             node,
             self.seed ^ self.now_ms,

@@ -3,12 +3,11 @@
 //! (`async`) followers have it. Heartbeats, elections after a timeout, fencing
 //! epochs (switchable) and read leases (switchable).
 
-use crate::config::{Replication, SingleLeaderOptions};
-use crate::core::{
-    ClientId, Core, CoreStatus, Effect, Input, PeerMsg, SeededRng, WalRecord as CoreRecord,
-};
+use crate::config::{ClusterConfig, Replication, SingleLeaderOptions};
 use crate::msg::{apply_op, NodeId, Refusal, Reply, Request, Response, Value};
+use crate::protocol::{self, ClientId, CoreStatus, Protocol};
 use crate::quorum;
+use crate::seeded::SeededRng;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
@@ -130,15 +129,15 @@ pub struct SingleLeader {
     waiting: BTreeMap<u64, Vec<Waiting>>,
 }
 
+type Input = protocol::Input<Msg>;
+type Effect = protocol::Effect<Msg, WalRecord>;
+
 fn send(to: NodeId, msg: Msg) -> Effect {
-    Effect::Send {
-        to,
-        msg: PeerMsg::SingleLeader(msg),
-    }
+    Effect::Send { to, msg }
 }
 
 fn persist(rec: WalRecord) -> Effect {
-    Effect::Persist(CoreRecord::SingleLeader(rec))
+    Effect::Persist(rec)
 }
 
 fn reply(client: ClientId, id: u64, reply: Reply) -> Effect {
@@ -853,7 +852,20 @@ impl SingleLeader {
     }
 }
 
-impl Core for SingleLeader {
+impl Protocol for SingleLeader {
+    type Msg = Msg;
+    type Record = WalRecord;
+
+    fn from_config(
+        cfg: &ClusterConfig,
+        node: NodeId,
+        seed: u64,
+        recovered: Vec<WalRecord>,
+    ) -> Self {
+        let n = cfg.nodes.len() as u32;
+        SingleLeader::new(node, n, cfg.single_leader.clone(), seed, recovered)
+    }
+
     fn step(&mut self, now_ms: u64, input: Input) -> Vec<Effect> {
         let mut fx = Vec::new();
         if !self.started {
@@ -883,10 +895,7 @@ impl Core for SingleLeader {
                 }
             }
             Input::Client { client, request } => self.on_client(now_ms, client, request, &mut fx),
-            Input::Peer {
-                from,
-                msg: PeerMsg::SingleLeader(msg),
-            } => match msg {
+            Input::Peer { from, msg } => match msg {
                 Msg::Append {
                     epoch,
                     prev_index,
@@ -940,7 +949,6 @@ impl Core for SingleLeader {
                     self.on_vote_resp(now_ms, from, epoch, granted, &mut fx)
                 }
             },
-            Input::Peer { .. } => {}
         }
         fx
     }
@@ -961,7 +969,7 @@ impl Core for SingleLeader {
         }
     }
 
-    fn snapshot_records(&self) -> Vec<CoreRecord> {
+    fn snapshot_records(&self) -> Vec<WalRecord> {
         let kv = self
             .kv
             .iter()
@@ -974,16 +982,16 @@ impl Core for SingleLeader {
             .cloned()
             .collect();
         vec![
-            CoreRecord::SingleLeader(WalRecord::Meta {
+            WalRecord::Meta {
                 epoch: self.epoch,
                 voted_for: self.voted_for,
-            }),
-            CoreRecord::SingleLeader(WalRecord::Snapshot {
+            },
+            WalRecord::Snapshot {
                 index: self.applied,
                 epoch: self.epoch_at(self.applied).unwrap_or(0),
                 kv,
-            }),
-            CoreRecord::SingleLeader(WalRecord::Append(tail)),
+            },
+            WalRecord::Append(tail),
         ]
     }
 }

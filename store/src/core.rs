@@ -247,7 +247,6 @@ impl<P: Protocol> Core for Adapter<P> {
                 },
                 protocol::Effect::Persist(rec) => Effect::Persist(self.record(&rec)),
                 protocol::Effect::Reply { client, response } => Effect::Reply { client, response },
-                protocol::Effect::SetTimer { at_ms } => Effect::SetTimer { at_ms },
             })
             .collect()
     }

@@ -842,12 +842,6 @@ impl Leaderless {
                 },
             ));
         }
-        let next = self.next_ping_ms.min(if self.opts.anti_entropy_ms > 0 {
-            self.next_anti_entropy_ms
-        } else {
-            u64::MAX
-        });
-        fx.push(Effect::SetTimer { at_ms: next });
     }
 
     fn on_peer(&mut self, now: u64, from: NodeId, msg: Msg, fx: &mut Vec<Effect>) {

@@ -272,9 +272,8 @@ pub async fn run_node_with(cfg: ClusterConfig, id: &str) -> Result<(), NodeError
                         let _ = reply_to.send(response);
                     }
                 }
-                // Persisted above; timers are covered by the loop's `tick_ms` ticker,
-                // which is finer than any timer a core sets.
-                Effect::Persist(_) | Effect::SetTimer { .. } => {}
+                // Persisted above.
+                Effect::Persist(_) => {}
             }
         }
     }

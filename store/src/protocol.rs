@@ -23,6 +23,8 @@ pub enum Input<M> {
         from: NodeId,
         msg: M,
     },
+    /// The driver's periodic wake-up (every `tick_ms`), when a core checks
+    /// its deadlines: heartbeats, elections, request timeouts.
     Tick,
     /// The end of a batch of inputs: a core may hold sends back until now so
     /// that one message carries the whole batch.
@@ -42,10 +44,6 @@ pub enum Effect<M, R> {
     Reply {
         client: ClientId,
         response: Response,
-    },
-    /// Wake the core with a `Tick` at (or after) this time.
-    SetTimer {
-        at_ms: u64,
     },
 }
 

@@ -329,8 +329,6 @@ impl Sim {
                         response,
                     });
                 }
-                // Nodes are ticked every `tick_ms`, which is finer than any timer they set.
-                Effect::SetTimer { .. } => {}
             }
         }
     }

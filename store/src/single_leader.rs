@@ -838,16 +838,8 @@ impl SingleLeader {
                 }
                 self.next_heartbeat_ms = now + self.opts.heartbeat_ms;
             }
-            fx.push(Effect::SetTimer {
-                at_ms: self.next_heartbeat_ms,
-            });
-        } else {
-            if now >= self.election_deadline_ms {
-                self.start_election(now, fx);
-            }
-            fx.push(Effect::SetTimer {
-                at_ms: self.election_deadline_ms,
-            });
+        } else if now >= self.election_deadline_ms {
+            self.start_election(now, fx);
         }
     }
 }

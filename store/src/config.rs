@@ -227,7 +227,8 @@ pub struct ClusterConfig {
     /// Rewrite the log as a snapshot once it exceeds this size.
     #[serde(default = "default_compact_bytes")]
     pub compact_after_bytes: u64,
-    /// Seeds the nodes' election jitter (mixed with the node index).
+    /// Seeds the nodes' election jitter (mixed with the node index). Any
+    /// value, 0 included, gives the same jitter on every run.
     #[serde(default)]
     pub seed: u64,
     #[serde(default)]

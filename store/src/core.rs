@@ -160,6 +160,8 @@ impl ModeEntry {
 
 /// Builds the core for `node` from the cluster file, replaying `recovered`
 /// log records. Refuses records of another mode or ones it cannot decode.
+/// The core's seed is `seed` with the node index mixed in, so that the nodes
+/// of one cluster draw different jitter from one seed.
 pub fn build_core(
     cfg: &ClusterConfig,
     node: NodeId,
@@ -170,7 +172,8 @@ pub fn build_core(
         .iter()
         .find(|m| m.mode == cfg.mode)
         .ok_or(CoreError::UnknownMode(cfg.mode.name()))?;
-    (entry.build)(entry, cfg, node, seed, recovered)
+    let node_seed = seed ^ (u64::from(node) << 32) ^ 0x5eed;
+    (entry.build)(entry, cfg, node, node_seed, recovered)
 }
 
 fn build_adapter<P: Protocol>(
@@ -360,6 +363,33 @@ mod tests {
             "{err}"
         );
         assert!(err.to_string().contains("incompatible build"));
+    }
+
+    /// When each node of a lone single-leader cluster first stands for election.
+    fn first_elections(seed: u64) -> Vec<u64> {
+        let cfg = cluster(Mode::SingleLeader);
+        (0..3)
+            .map(|node| {
+                let mut core = build_core(&cfg, node, seed, Vec::new()).unwrap();
+                (0..10_000u64)
+                    .find(|now| {
+                        core.step(*now, Input::Tick);
+                        core.status().role == "candidate"
+                    })
+                    .unwrap()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn seed_zero_is_an_ordinary_seed_and_nodes_draw_their_own_jitter() {
+        let zero = first_elections(0);
+        assert_eq!(zero, first_elections(0));
+        assert!(
+            zero[0] != zero[1] && zero[1] != zero[2] && zero[0] != zero[2],
+            "{zero:?}"
+        );
+        assert_ne!(zero, first_elections(1));
     }
 
     #[test]

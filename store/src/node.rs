@@ -98,15 +98,7 @@ pub async fn run_node_with(cfg: ClusterConfig, id: &str) -> Result<(), NodeError
         }
         None => (None, Vec::new()),
     };
-    let seed = if cfg.seed != 0 {
-        cfg.seed
-    } else {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(1)
-    };
-    let mut core = build_core(&cfg, me, seed, recovered)?;
+    let mut core = build_core(&cfg, me, cfg.seed, recovered)?;
     let faults = Arc::new(Faults {
         blocked: Mutex::new(BTreeSet::new()),
         clock_offset_ms: AtomicI64::new(0),

@@ -66,7 +66,8 @@ pub trait Protocol: Send + Sized + 'static {
     type Record: Serialize + DeserializeOwned + Clone + Debug + Send;
 
     /// Node `node` of the cluster described by `cfg`, rebuilt from the
-    /// records its log holds, oldest first.
+    /// records its log holds, oldest first. `seed` is this node's own (the
+    /// cluster's with the node index mixed in) for whatever it draws.
     fn from_config(
         cfg: &ClusterConfig,
         node: NodeId,

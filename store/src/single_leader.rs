@@ -148,6 +148,8 @@ fn reply(client: ClientId, id: u64, reply: Reply) -> Effect {
 }
 
 impl SingleLeader {
+    /// `seed` drives this node's election jitter; nodes of a cluster need
+    /// different ones.
     pub fn new(
         id: NodeId,
         n: u32,
@@ -159,7 +161,7 @@ impl SingleLeader {
             id,
             n,
             opts,
-            rng: SeededRng::new(seed ^ (u64::from(id) << 32) ^ 0x5eed),
+            rng: SeededRng::new(seed),
             started: false,
             epoch: 0,
             voted_for: None,

@@ -333,11 +333,6 @@ impl Sim {
         }
     }
 
-    /// Events waiting in the simulated network and timers.
-    pub fn queued_events(&self) -> usize {
-        self.events.len()
-    }
-
     /// Every node's durable log length (for tests of compaction and recovery).
     pub fn disk_len(&self, node: NodeId) -> usize {
         self.disks[node as usize].len()

@@ -9,8 +9,6 @@ use crate::config::{ClusterConfig, ConfigError};
 use crate::core::{build_core, ClientId, CoreError, CoreStatus, Effect, Input, PeerMsg};
 use crate::msg::{NodeId, Reply, Request, Response};
 use crate::wal::{Wal, WalError};
-
-pub use crate::admin::admin_call;
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -19,6 +17,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
+
+pub use crate::admin::admin_call;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -415,8 +415,9 @@ async fn accept_clients(
 }
 
 /// Admin port: one text command per line, one reply line each.
-/// `status` (answers `ok {NodeStatus as JSON}`) · `block n2 n3` · `unblock n2` · `unblock-all` · `clock-offset -500` ·
-/// `probe n2 [TIMEOUT_MS]` (answers `ok reached` or `ok unreachable`)
+/// `status` (answers `ok` and a [`NodeStatus`] as JSON) · `block n2 n3` ·
+/// `unblock n2` · `unblock-all` · `clock-offset -500` · `probe n2 [TIMEOUT_MS]`
+/// (answers `ok reached` or `ok unreachable`)
 async fn accept_admin(
     listener: TcpListener,
     tx: mpsc::UnboundedSender<Event>,

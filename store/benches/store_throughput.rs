@@ -4,9 +4,9 @@
 //! (a primary with two replicas) under the same load.
 //! Run: cargo bench -p splitbrain-store --bench store_throughput
 
+use splitbrain_store::admin::admin_status;
 use splitbrain_store::client::{Client, ClientOptions, Outcome};
 use splitbrain_store::msg::{Op, RequestOptions, Value};
-use splitbrain_store::node::admin_call;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -137,9 +137,9 @@ async fn store_load(name: &str, dir: &Path, options: &str, leaderless: bool) -> 
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     for a in &admins {
-        if let Ok(s) = admin_call(a, "status").await {
-            if s.contains("role=leader") {
-                eprintln!("  {name}: {s}");
+        if let Ok(s) = admin_status(a).await {
+            if s.is_leader() {
+                eprintln!("  {name}: {s:?}");
             }
         }
     }

@@ -33,6 +33,16 @@ pub enum Mode {
     Leaderless,
 }
 
+impl Mode {
+    /// The mode as the cluster file spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::SingleLeader => "single-leader",
+            Mode::Leaderless => "leaderless",
+        }
+    }
+}
+
 /// How many followers must acknowledge a write before the leader acks it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
@@ -217,7 +227,8 @@ pub struct ClusterConfig {
     /// Rewrite the log as a snapshot once it exceeds this size.
     #[serde(default = "default_compact_bytes")]
     pub compact_after_bytes: u64,
-    /// Seeds the nodes' election jitter (mixed with the node index).
+    /// Seeds the nodes' election jitter (mixed with the node index). Any
+    /// value, 0 included, gives the same jitter on every run.
     #[serde(default)]
     pub seed: u64,
     #[serde(default)]
@@ -373,6 +384,17 @@ mod tests {
         assert!(cfg.index_of("n9").is_err());
         let again = ClusterConfig::parse(&cfg.to_toml()).unwrap();
         assert_eq!(again, cfg);
+    }
+
+    #[test]
+    fn mode_names_are_the_cluster_file_spelling() {
+        for mode in [Mode::SingleLeader, Mode::Leaderless] {
+            let text = format!(
+                "mode = \"{}\"\n[[nodes]]\nid=\"a\"\nclient=\"x\"\npeer=\"y\"\nadmin=\"z\"\n",
+                mode.name()
+            );
+            assert_eq!(ClusterConfig::parse(&text).unwrap().mode, mode);
+        }
     }
 
     #[test]

@@ -7,11 +7,11 @@
 //! without isolation, as in the real systems.
 
 use crate::codec::encode;
-use crate::config::{Conflict, LeaderlessOptions};
-use crate::core::{
-    stable_hash, ClientId, Core, Effect, Input, NodeStatus, PeerMsg, WalRecord as CoreRecord,
-};
+use crate::config::{ClusterConfig, Conflict, LeaderlessOptions};
 use crate::msg::{apply_op, NodeId, Op, OpResult, Refusal, Reply, Request, Response, Value};
+use crate::protocol::{self, ClientId, CoreStatus, Protocol};
+use crate::quorum;
+use crate::seeded::stable_hash;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -210,15 +210,15 @@ pub struct Leaderless {
     anti_entropy_peer: u32,
 }
 
+type Input = protocol::Input<Msg>;
+type Effect = protocol::Effect<Msg, WalRecord>;
+
 fn send(to: NodeId, msg: Msg) -> Effect {
-    Effect::Send {
-        to,
-        msg: PeerMsg::Leaderless(msg),
-    }
+    Effect::Send { to, msg }
 }
 
 fn persist(rec: WalRecord) -> Effect {
-    Effect::Persist(CoreRecord::Leaderless(rec))
+    Effect::Persist(rec)
 }
 
 impl Leaderless {
@@ -323,25 +323,12 @@ impl Leaderless {
     }
 
     fn targets(&self, key: &str, now: u64) -> Vec<(NodeId, Option<NodeId>)> {
-        let order = self.ring_order(key);
-        let n = (self.opts.n.max(1) as usize).min(order.len());
-        if !self.opts.sloppy_quorum {
-            return order[..n].iter().map(|p| (*p, None)).collect();
-        }
-        let mut fallbacks = order[n..].iter().filter(|p| self.healthy(**p, now));
-        order[..n]
-            .iter()
-            .map(|p| {
-                if self.healthy(*p, now) {
-                    (*p, None)
-                } else {
-                    match fallbacks.next() {
-                        Some(f) => (*f, Some(*p)),
-                        None => (*p, None),
-                    }
-                }
-            })
-            .collect()
+        quorum::targets(
+            &self.ring_order(key),
+            self.opts.n.max(1) as usize,
+            self.opts.sloppy_quorum,
+            |p| self.healthy(p, now),
+        )
     }
 
     fn local_write(
@@ -611,9 +598,10 @@ impl Leaderless {
             return;
         }
         let r = p.r;
-        if p.keys
+        if !p
+            .keys
             .iter()
-            .any(|k| k.read_resps.len() < r.min(k.targets.len()))
+            .all(|k| quorum::reached(k.read_resps.len(), r, k.targets.len()))
         {
             return;
         }
@@ -690,7 +678,7 @@ impl Leaderless {
             .keys
             .iter()
             .filter(|k| k.new_versions.is_some())
-            .all(|k| k.acks.len() >= w.min(k.targets.len()));
+            .all(|k| quorum::reached(k.acks.len(), w, k.targets.len()));
         if done {
             let result = p.result.clone().unwrap_or(OpResult::Done);
             self.finish(req_id, Reply::Ok(result), fx);
@@ -854,12 +842,6 @@ impl Leaderless {
                 },
             ));
         }
-        let next = self.next_ping_ms.min(if self.opts.anti_entropy_ms > 0 {
-            self.next_anti_entropy_ms
-        } else {
-            u64::MAX
-        });
-        fx.push(Effect::SetTimer { at_ms: next });
     }
 
     fn on_peer(&mut self, now: u64, from: NodeId, msg: Msg, fx: &mut Vec<Effect>) {
@@ -915,7 +897,20 @@ impl Leaderless {
     }
 }
 
-impl Core for Leaderless {
+impl Protocol for Leaderless {
+    type Msg = Msg;
+    type Record = WalRecord;
+
+    fn from_config(
+        cfg: &ClusterConfig,
+        node: NodeId,
+        _seed: u64,
+        recovered: Vec<WalRecord>,
+    ) -> Self {
+        let n = cfg.nodes.len() as u32;
+        Leaderless::new(node, n, cfg.leaderless.clone(), recovered)
+    }
+
     fn step(&mut self, now_ms: u64, input: Input) -> Vec<Effect> {
         if self.started_ms.is_none() {
             self.started_ms = Some(now_ms);
@@ -926,19 +921,13 @@ impl Core for Leaderless {
             Input::Tick => self.on_tick(now_ms, &mut fx),
             Input::Flush => {}
             Input::Client { client, request } => self.on_client(now_ms, client, request, &mut fx),
-            Input::Peer {
-                from,
-                msg: PeerMsg::Leaderless(msg),
-            } => self.on_peer(now_ms, from, msg, &mut fx),
-            Input::Peer { .. } => {}
+            Input::Peer { from, msg } => self.on_peer(now_ms, from, msg, &mut fx),
         }
         fx
     }
 
-    fn status(&self) -> NodeStatus {
-        NodeStatus {
-            node: self.id,
-            mode: "leaderless".into(),
+    fn status(&self) -> CoreStatus {
+        CoreStatus {
             role: "replica".into(),
             epoch: 0,
             leader: None,
@@ -948,23 +937,19 @@ impl Core for Leaderless {
         }
     }
 
-    fn snapshot_records(&self) -> Vec<CoreRecord> {
-        let mut recs: Vec<CoreRecord> = self
+    fn snapshot_records(&self) -> Vec<WalRecord> {
+        let mut recs: Vec<WalRecord> = self
             .store
             .iter()
-            .map(|(k, v)| {
-                CoreRecord::Leaderless(WalRecord::Key {
-                    key: k.clone(),
-                    versions: v.clone(),
-                })
-            })
-            .collect();
-        recs.extend(self.hints.iter().map(|((node, k), v)| {
-            CoreRecord::Leaderless(WalRecord::Hint {
-                for_node: *node,
+            .map(|(k, v)| WalRecord::Key {
                 key: k.clone(),
                 versions: v.clone(),
             })
+            .collect();
+        recs.extend(self.hints.iter().map(|((node, k), v)| WalRecord::Hint {
+            for_node: *node,
+            key: k.clone(),
+            versions: v.clone(),
         }));
         recs
     }
@@ -1003,7 +988,7 @@ mod tests {
             .filter_map(|e| match e {
                 Effect::Send {
                     to: 1,
-                    msg: PeerMsg::Leaderless(m @ Msg::MerkleProbe { .. }),
+                    msg: m @ Msg::MerkleProbe { .. },
                 } => Some(m),
                 _ => None,
             })
@@ -1017,18 +1002,8 @@ mod tests {
                 if let Msg::MerkleDiff { items, .. } = &m {
                     shipped += items.len();
                 }
-                for e in b.step(
-                    100,
-                    Input::Peer {
-                        from: 0,
-                        msg: PeerMsg::Leaderless(m),
-                    },
-                ) {
-                    if let Effect::Send {
-                        to: 0,
-                        msg: PeerMsg::Leaderless(m),
-                    } = e
-                    {
+                for e in b.step(100, Input::Peer { from: 0, msg: m }) {
+                    if let Effect::Send { to: 0, msg: m } = e {
                         to_a.push(m);
                     }
                 }
@@ -1037,18 +1012,8 @@ mod tests {
                 if let Msg::MerkleDiff { items, .. } = &m {
                     shipped += items.len();
                 }
-                for e in a.step(
-                    100,
-                    Input::Peer {
-                        from: 1,
-                        msg: PeerMsg::Leaderless(m),
-                    },
-                ) {
-                    if let Effect::Send {
-                        to: 1,
-                        msg: PeerMsg::Leaderless(m),
-                    } = e
-                    {
+                for e in a.step(100, Input::Peer { from: 1, msg: m }) {
+                    if let Effect::Send { to: 1, msg: m } = e {
                         if !matches!(m, Msg::Ping | Msg::Pong) {
                             to_b.push(m);
                         }

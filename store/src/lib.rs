@@ -1,6 +1,7 @@
 //! The reference store: a replicated key-value store with the replication
-//! modes the textbooks describe, as sans-IO state machines (`core`,
-//! `single_leader`, `leaderless`) with a tokio driver (`node`), a write-ahead
+//! modes the textbooks describe, as sans-IO state machines (each a `protocol`
+//! listed in `modes`: `single_leader`, `leaderless`), run through one
+//! mode-agnostic `core` by a tokio driver (`node`), with a write-ahead
 //! log (`wal`), a client library (`client`) and a deterministic simulator
 //! (`sim`). It knows nothing of the harness.
 //!
@@ -9,18 +10,26 @@
 //! [`config::ClusterConfig`]; [`config::EXAMPLE_CLUSTER_TOML`] shows every option.
 //!
 //! Admin port (one text line per command, one reply line):
-//! `status` · `block n2 n3` · `unblock n2` · `unblock-all` · `clock-offset -500`.
+//! `status` (answers `ok` and the JSON of an [`admin::NodeStatus`]; ask with
+//! [`admin::admin_status`]) · `block n2 n3` · `unblock n2` · `unblock-all` ·
+//! `clock-offset -500` · `probe n2 [TIMEOUT_MS]`.
 
+pub mod admin;
 pub mod client;
 pub mod codec;
 pub mod config;
 pub mod core;
 pub mod leaderless;
+pub mod modes;
 pub mod msg;
 pub mod node;
+pub mod protocol;
+pub mod quorum;
+pub mod seeded;
 pub mod sim;
 pub mod single_leader;
 pub mod wal;
 
+pub use admin::NodeStatus;
 pub use config::ClusterConfig;
 pub use msg::{Op, OpResult, ReadFrom, Refusal, Reply, Request, RequestOptions, Response, Value};

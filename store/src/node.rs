@@ -3,9 +3,10 @@
 //! making persisted records durable (per the fsync policy) before it sends or
 //! replies anything.
 
+use crate::admin::NodeStatus;
 use crate::codec::{decode, decode_id_prefix, encode, put_frame, read_frame, CodecError};
 use crate::config::{ClusterConfig, ConfigError};
-use crate::core::{build_core, ClientId, Effect, Input, NodeStatus, PeerMsg};
+use crate::core::{build_core, ClientId, CoreError, CoreStatus, Effect, Input, PeerMsg};
 use crate::msg::{NodeId, Reply, Request, Response};
 use crate::wal::{Wal, WalError};
 use std::collections::{BTreeSet, HashMap};
@@ -17,12 +18,16 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 
+pub use crate::admin::admin_call;
+
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error(transparent)]
     Wal(#[from] WalError),
+    #[error(transparent)]
+    Core(#[from] CoreError),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: String,
@@ -45,7 +50,7 @@ enum Event {
         msg: PeerMsg,
     },
     Status {
-        reply_to: oneshot::Sender<NodeStatus>,
+        reply_to: oneshot::Sender<CoreStatus>,
     },
     /// Send a probe to `to`; `reply_to` fires when its answer arrives.
     Probe {
@@ -93,15 +98,7 @@ pub async fn run_node_with(cfg: ClusterConfig, id: &str) -> Result<(), NodeError
         }
         None => (None, Vec::new()),
     };
-    let seed = if cfg.seed != 0 {
-        cfg.seed
-    } else {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(1)
-    };
-    let mut core = build_core(&cfg, me, seed, recovered);
+    let mut core = build_core(&cfg, me, cfg.seed, recovered)?;
     let faults = Arc::new(Faults {
         blocked: Mutex::new(BTreeSet::new()),
         clock_offset_ms: AtomicI64::new(0),
@@ -146,6 +143,7 @@ pub async fn run_node_with(cfg: ClusterConfig, id: &str) -> Result<(), NodeError
         tx.clone(),
         faults.clone(),
         cfg.clone(),
+        me,
     ));
 
     let mut waiting: HashMap<ClientId, (u64, mpsc::UnboundedSender<Response>)> = HashMap::new();
@@ -266,9 +264,8 @@ pub async fn run_node_with(cfg: ClusterConfig, id: &str) -> Result<(), NodeError
                         let _ = reply_to.send(response);
                     }
                 }
-                // Persisted above; timers are covered by the loop's `tick_ms` ticker,
-                // which is finer than any timer a core sets.
-                Effect::Persist(_) | Effect::SetTimer { .. } => {}
+                // Persisted above.
+                Effect::Persist(_) => {}
             }
         }
     }
@@ -418,13 +415,15 @@ async fn accept_clients(
 }
 
 /// Admin port: one text command per line, one reply line each.
-/// `status` · `block n2 n3` · `unblock n2` · `unblock-all` · `clock-offset -500` ·
-/// `probe n2 [TIMEOUT_MS]` (answers `ok reached` or `ok unreachable`)
+/// `status` (answers `ok` and a [`NodeStatus`] as JSON) · `block n2 n3` ·
+/// `unblock n2` · `unblock-all` · `clock-offset -500` · `probe n2 [TIMEOUT_MS]`
+/// (answers `ok reached` or `ok unreachable`)
 async fn accept_admin(
     listener: TcpListener,
     tx: mpsc::UnboundedSender<Event>,
     faults: Arc<Faults>,
     cfg: ClusterConfig,
+    me: NodeId,
 ) {
     while let Ok((stream, _)) = listener.accept().await {
         let tx = tx.clone();
@@ -434,7 +433,7 @@ async fn accept_admin(
             let (read, mut write) = stream.into_split();
             let mut lines = BufReader::new(read).lines();
             while let Ok(Some(line)) = lines.next_line().await {
-                let answer = admin_command(&line, &tx, &faults, &cfg).await;
+                let answer = admin_command(&line, &tx, &faults, &cfg, me).await;
                 if write
                     .write_all(format!("{answer}\n").as_bytes())
                     .await
@@ -452,6 +451,7 @@ async fn admin_command(
     tx: &mpsc::UnboundedSender<Event>,
     faults: &Faults,
     cfg: &ClusterConfig,
+    me: NodeId,
 ) -> String {
     let words: Vec<&str> = line.split_whitespace().collect();
     let peers = |names: &[&str]| -> Result<Vec<NodeId>, String> {
@@ -467,18 +467,10 @@ async fn admin_command(
                 return "error node stopped".into();
             }
             match rrx.await {
-                Ok(s) => format!(
-                    "ok node={} mode={} role={} epoch={} leader={} keys={} commit={} last={} clock_offset_ms={}",
-                    cfg.nodes[s.node as usize].id,
-                    s.mode,
-                    s.role,
-                    s.epoch,
-                    s.leader.map_or("none".to_string(), |l| cfg.nodes[l as usize].id.clone()),
-                    s.keys,
-                    s.commit_index,
-                    s.last_index,
-                    faults.clock_offset_ms.load(Ordering::Relaxed)
-                ),
+                Ok(s) => {
+                    let offset = faults.clock_offset_ms.load(Ordering::Relaxed);
+                    NodeStatus::new(cfg, me, &s, offset).admin_reply()
+                }
                 Err(_) => "error node stopped".into(),
             }
         }
@@ -539,13 +531,4 @@ async fn admin_command(
         },
         _ => format!("error unknown admin command {line:?}"),
     }
-}
-
-/// Sends one admin command to `addr` and returns the reply line.
-pub async fn admin_call(addr: &str, command: &str) -> std::io::Result<String> {
-    let stream = TcpStream::connect(addr).await?;
-    let (read, mut write) = stream.into_split();
-    write.write_all(format!("{command}\n").as_bytes()).await?;
-    let mut lines = BufReader::new(read).lines();
-    Ok(lines.next_line().await?.unwrap_or_default())
 }

@@ -3,10 +3,9 @@
 //! offsets, crashes and restarts from each node's durable log. Everything is
 //! drawn from one seed, so a seed replays exactly.
 
+use crate::admin::NodeStatus;
 use crate::config::ClusterConfig;
-use crate::core::{
-    build_core, ClientId, Core, Effect, Input, NodeStatus, PeerMsg, SeededRng, WalRecord,
-};
+use crate::core::{build_core, ClientId, Core, Effect, Input, PeerMsg, SeededRng, WalRecord};
 use crate::msg::{NodeId, Op, Request, RequestOptions, Response};
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
@@ -74,6 +73,17 @@ pub struct Sim {
     next_client: ClientId,
 }
 
+/// A simulated node's core. Its log holds only what its own mode wrote, so a
+/// refusal means the cluster file names a mode this build lacks.
+fn sim_core(
+    cfg: &ClusterConfig,
+    node: NodeId,
+    seed: u64,
+    recovered: Vec<WalRecord>,
+) -> Box<dyn Core> {
+    build_core(cfg, node, seed, recovered).unwrap_or_else(|e| panic!("simulated node {node}: {e}"))
+}
+
 /// Node clocks start here so that negative offsets stay representable.
 const CLOCK_BASE_MS: u64 = 1_000_000;
 
@@ -82,7 +92,7 @@ impl Sim {
         let n = cfg.nodes.len();
         let mut sim = Sim {
             nodes: (0..n)
-                .map(|i| Some(build_core(&cfg, i as NodeId, seed, Vec::new())))
+                .map(|i| Some(sim_core(&cfg, i as NodeId, seed, Vec::new())))
                 .collect(),
             cfg,
             seed,
@@ -168,7 +178,7 @@ impl Sim {
 
     pub fn restart(&mut self, node: NodeId) {
         let recovered = self.disks[node as usize].clone();
-        self.nodes[node as usize] = Some(build_core(
+        self.nodes[node as usize] = Some(sim_core(
             &self.cfg,
             node,
             self.seed ^ self.now_ms,
@@ -180,16 +190,25 @@ impl Sim {
         self.nodes[node as usize].is_some()
     }
 
+    /// What the node's admin port would report.
     pub fn status(&self, node: NodeId) -> Option<NodeStatus> {
-        self.nodes[node as usize].as_ref().map(|c| c.status())
+        self.nodes[node as usize].as_ref().map(|c| {
+            NodeStatus::new(
+                &self.cfg,
+                node,
+                &c.status(),
+                self.clock_offsets_ms[node as usize],
+            )
+        })
     }
 
-    /// The node every live node agrees leads, if any (single-leader mode).
+    /// The first live node that takes itself for the leader, if any (single-leader mode).
     pub fn leader(&self) -> Option<NodeId> {
-        let statuses: Vec<NodeStatus> = (0..self.nodes.len() as NodeId)
-            .filter_map(|n| self.status(n))
-            .collect();
-        statuses.iter().find(|s| s.role == "leader").map(|s| s.node)
+        (0..self.nodes.len() as NodeId).find(|n| {
+            self.nodes[*n as usize]
+                .as_ref()
+                .is_some_and(|c| c.status().role == "leader")
+        })
     }
 
     /// Sends a request from a fresh client to `node`; returns the client id.
@@ -310,15 +329,8 @@ impl Sim {
                         response,
                     });
                 }
-                // Nodes are ticked every `tick_ms`, which is finer than any timer they set.
-                Effect::SetTimer { .. } => {}
             }
         }
-    }
-
-    /// Events waiting in the simulated network and timers.
-    pub fn queued_events(&self) -> usize {
-        self.events.len()
     }
 
     /// Every node's durable log length (for tests of compaction and recovery).

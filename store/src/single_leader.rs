@@ -3,11 +3,11 @@
 //! (`async`) followers have it. Heartbeats, elections after a timeout, fencing
 //! epochs (switchable) and read leases (switchable).
 
-use crate::config::{Replication, SingleLeaderOptions};
-use crate::core::{
-    ClientId, Core, Effect, Input, NodeStatus, PeerMsg, SeededRng, WalRecord as CoreRecord,
-};
+use crate::config::{ClusterConfig, Replication, SingleLeaderOptions};
 use crate::msg::{apply_op, NodeId, Refusal, Reply, Request, Response, Value};
+use crate::protocol::{self, ClientId, CoreStatus, Protocol};
+use crate::quorum;
+use crate::seeded::SeededRng;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
@@ -129,15 +129,15 @@ pub struct SingleLeader {
     waiting: BTreeMap<u64, Vec<Waiting>>,
 }
 
+type Input = protocol::Input<Msg>;
+type Effect = protocol::Effect<Msg, WalRecord>;
+
 fn send(to: NodeId, msg: Msg) -> Effect {
-    Effect::Send {
-        to,
-        msg: PeerMsg::SingleLeader(msg),
-    }
+    Effect::Send { to, msg }
 }
 
 fn persist(rec: WalRecord) -> Effect {
-    Effect::Persist(CoreRecord::SingleLeader(rec))
+    Effect::Persist(rec)
 }
 
 fn reply(client: ClientId, id: u64, reply: Reply) -> Effect {
@@ -148,6 +148,8 @@ fn reply(client: ClientId, id: u64, reply: Reply) -> Effect {
 }
 
 impl SingleLeader {
+    /// `seed` drives this node's election jitter; nodes of a cluster need
+    /// different ones.
     pub fn new(
         id: NodeId,
         n: u32,
@@ -159,7 +161,7 @@ impl SingleLeader {
             id,
             n,
             opts,
-            rng: SeededRng::new(seed ^ (u64::from(id) << 32) ^ 0x5eed),
+            rng: SeededRng::new(seed),
             started: false,
             epoch: 0,
             voted_for: None,
@@ -220,7 +222,7 @@ impl SingleLeader {
     }
 
     fn majority(&self) -> usize {
-        self.n as usize / 2 + 1
+        quorum::majority(self.n as usize)
     }
 
     fn last_index(&self) -> u64 {
@@ -420,23 +422,12 @@ impl SingleLeader {
         ));
     }
 
-    fn needed_acks(&self) -> usize {
-        let followers = self.n as usize - 1;
-        match self.opts.replication {
-            Replication::Sync => followers,
-            Replication::SemiSync { k } => (k as usize).min(followers),
-            Replication::Async => 0,
-        }
-    }
-
     fn advance_commit(&mut self, fx: &mut Vec<Effect>) {
-        let needed = self.needed_acks();
+        let needed = quorum::follower_acks_needed(self.opts.replication, self.n as usize - 1);
         let candidate = if needed == 0 {
             self.last_index()
         } else {
-            let mut m: Vec<u64> = self.match_index.values().copied().collect();
-            m.sort_unstable_by(|a, b| b.cmp(a));
-            m.get(needed - 1).copied().unwrap_or(0)
+            quorum::kth_highest(self.match_index.values().copied(), needed).unwrap_or(0)
         };
         let candidate = candidate.min(self.last_index());
         if candidate > self.commit {
@@ -451,9 +442,7 @@ impl SingleLeader {
             self.lease_until_ms = u64::MAX;
             return;
         }
-        let mut s: Vec<u64> = self.acked_sent_ms.values().copied().collect();
-        s.sort_unstable_by(|a, b| b.cmp(a));
-        if let Some(&t) = s.get(needed - 1) {
+        if let Some(t) = quorum::kth_highest(self.acked_sent_ms.values().copied(), needed) {
             if t > 0 {
                 self.lease_until_ms = self.lease_until_ms.max(t + self.opts.lease_ms);
             }
@@ -851,21 +840,26 @@ impl SingleLeader {
                 }
                 self.next_heartbeat_ms = now + self.opts.heartbeat_ms;
             }
-            fx.push(Effect::SetTimer {
-                at_ms: self.next_heartbeat_ms,
-            });
-        } else {
-            if now >= self.election_deadline_ms {
-                self.start_election(now, fx);
-            }
-            fx.push(Effect::SetTimer {
-                at_ms: self.election_deadline_ms,
-            });
+        } else if now >= self.election_deadline_ms {
+            self.start_election(now, fx);
         }
     }
 }
 
-impl Core for SingleLeader {
+impl Protocol for SingleLeader {
+    type Msg = Msg;
+    type Record = WalRecord;
+
+    fn from_config(
+        cfg: &ClusterConfig,
+        node: NodeId,
+        seed: u64,
+        recovered: Vec<WalRecord>,
+    ) -> Self {
+        let n = cfg.nodes.len() as u32;
+        SingleLeader::new(node, n, cfg.single_leader.clone(), seed, recovered)
+    }
+
     fn step(&mut self, now_ms: u64, input: Input) -> Vec<Effect> {
         let mut fx = Vec::new();
         if !self.started {
@@ -895,10 +889,7 @@ impl Core for SingleLeader {
                 }
             }
             Input::Client { client, request } => self.on_client(now_ms, client, request, &mut fx),
-            Input::Peer {
-                from,
-                msg: PeerMsg::SingleLeader(msg),
-            } => match msg {
+            Input::Peer { from, msg } => match msg {
                 Msg::Append {
                     epoch,
                     prev_index,
@@ -952,15 +943,12 @@ impl Core for SingleLeader {
                     self.on_vote_resp(now_ms, from, epoch, granted, &mut fx)
                 }
             },
-            Input::Peer { .. } => {}
         }
         fx
     }
 
-    fn status(&self) -> NodeStatus {
-        NodeStatus {
-            node: self.id,
-            mode: "single-leader".into(),
+    fn status(&self) -> CoreStatus {
+        CoreStatus {
             role: match self.role {
                 Role::Follower => "follower",
                 Role::Candidate => "candidate",
@@ -975,7 +963,7 @@ impl Core for SingleLeader {
         }
     }
 
-    fn snapshot_records(&self) -> Vec<CoreRecord> {
+    fn snapshot_records(&self) -> Vec<WalRecord> {
         let kv = self
             .kv
             .iter()
@@ -988,16 +976,16 @@ impl Core for SingleLeader {
             .cloned()
             .collect();
         vec![
-            CoreRecord::SingleLeader(WalRecord::Meta {
+            WalRecord::Meta {
                 epoch: self.epoch,
                 voted_for: self.voted_for,
-            }),
-            CoreRecord::SingleLeader(WalRecord::Snapshot {
+            },
+            WalRecord::Snapshot {
                 index: self.applied,
                 epoch: self.epoch_at(self.applied).unwrap_or(0),
                 kv,
-            }),
-            CoreRecord::SingleLeader(WalRecord::Append(tail)),
+            },
+            WalRecord::Append(tail),
         ]
     }
 }

@@ -2,9 +2,9 @@
 //! flushed per the `fsync` policy, replayed on restart (a torn tail is cut
 //! off) and rewritten from a snapshot when it grows too large.
 
-use crate::codec::{decode, encode};
 use crate::config::Fsync;
-use crate::core::{stable_hash, WalRecord};
+use crate::core::WalRecord;
+use crate::seeded::stable_hash;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -35,10 +35,10 @@ pub struct Wal {
 }
 
 fn frame(rec: &WalRecord, out: &mut Vec<u8>) {
-    let payload = encode(rec);
+    let payload = rec.as_bytes();
     out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    out.extend_from_slice(&(stable_hash(&payload) as u32).to_le_bytes());
-    out.extend_from_slice(&payload);
+    out.extend_from_slice(&(stable_hash(payload) as u32).to_le_bytes());
+    out.extend_from_slice(payload);
 }
 
 impl Wal {
@@ -66,10 +66,9 @@ impl Wal {
             if end > bytes.len() || stable_hash(&bytes[pos + 8..end]) as u32 != sum {
                 break;
             }
-            match decode::<WalRecord>(&bytes[pos + 8..end]) {
-                Ok(r) => records.push(r),
-                Err(_) => break,
-            }
+            // Decoding is the core's: it refuses records it cannot read
+            // instead of cutting them off here as if they were torn.
+            records.push(WalRecord::from_bytes(bytes[pos + 8..end].to_vec()));
             pos = end;
         }
         let file = OpenOptions::new()
@@ -195,13 +194,9 @@ impl Wal {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::single_leader::WalRecord as SlRecord;
 
     fn meta(epoch: u64) -> WalRecord {
-        WalRecord::SingleLeader(SlRecord::Meta {
-            epoch,
-            voted_for: None,
-        })
+        WalRecord::from_bytes(format!("meta {epoch}").into_bytes())
     }
 
     #[test]

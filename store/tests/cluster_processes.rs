@@ -1,12 +1,12 @@
 //! Real node processes on loopback: failover under SIGKILL, recovery from the
 //! log, durability per fsync policy, and error replies to bad input.
 
+use splitbrain_store::admin::{admin_call, admin_status};
 use splitbrain_store::client::{Client, ClientOptions, Outcome};
 use splitbrain_store::codec::{encode, put_frame, read_frame};
 use splitbrain_store::msg::{
     Op, OpResult, ReadFrom, Reply, Request, RequestOptions, Response, Value,
 };
-use splitbrain_store::node::admin_call;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -109,10 +109,7 @@ impl Cluster {
     }
 
     async fn role(&self, i: usize) -> Option<String> {
-        let line = admin_call(&self.admin[i], "status").await.ok()?;
-        line.split_whitespace()
-            .find_map(|w| w.strip_prefix("role="))
-            .map(str::to_string)
+        admin_status(&self.admin[i]).await.ok().map(|s| s.role)
     }
 
     async fn wait_for_leader(&self, among: &[usize]) -> usize {
@@ -469,8 +466,12 @@ async fn leaderless_cluster_serves_through_any_node_and_reports_status() {
             [1, 2].into_iter().collect()
         ))))
     );
-    let status = admin_call(&cluster.admin[0], "status").await.unwrap();
-    assert!(status.contains("mode=leaderless"), "{status}");
+    let status = admin_status(&cluster.admin[0]).await.unwrap();
+    assert_eq!(status.node, "n1");
+    assert_eq!(status.mode, "leaderless");
+    assert_eq!(status.role, "replica");
+    assert_eq!(status.keys, 1);
+    assert_eq!(status.clock_offset_ms, 0);
     assert!(admin_call(&cluster.admin[0], "block n2")
         .await
         .unwrap()
@@ -479,10 +480,13 @@ async fn leaderless_cluster_serves_through_any_node_and_reports_status() {
         .await
         .unwrap()
         .starts_with("ok"));
-    assert!(admin_call(&cluster.admin[0], "status")
-        .await
-        .unwrap()
-        .contains("clock_offset_ms=-250"));
+    assert_eq!(
+        admin_status(&cluster.admin[0])
+            .await
+            .unwrap()
+            .clock_offset_ms,
+        -250
+    );
     assert!(admin_call(&cluster.admin[0], "fly")
         .await
         .unwrap()

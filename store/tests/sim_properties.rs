@@ -7,7 +7,8 @@ use splitbrain_store::msg::{
     NodeId, Op, OpResult, ReadFrom, Refusal, Reply, RequestOptions, Value,
 };
 use splitbrain_store::sim::{NetOptions, Sim};
-use std::collections::BTreeMap;
+use splitbrain_store::NodeStatus;
+use std::collections::{BTreeMap, BTreeSet};
 
 fn single_leader(n: usize, replication: Replication, fencing: bool, leases: bool) -> ClusterConfig {
     let mut cfg = Sim::cluster(n);
@@ -489,6 +490,58 @@ fn same_seed_replays_exactly() {
     };
     assert_eq!(run(9), run(9));
     assert_ne!(run(9), run(10));
+}
+
+/// Every node's status every 20 simulated ms while the leader is cut off
+/// again and again, so that elections happen throughout.
+fn election_trace(seed: u64) -> Vec<Vec<Option<NodeStatus>>> {
+    let net = NetOptions {
+        loss: 0.01,
+        ..Default::default()
+    };
+    let mut sim = Sim::new(single_leader(5, Replication::Sync, true, true), seed, net);
+    let mut trace = Vec::new();
+    for _ in 0..5 {
+        for phase in 0..2 {
+            for _ in 0..40 {
+                sim.run_for(20);
+                trace.push((0..5).map(|n| sim.status(n)).collect());
+            }
+            match (phase, sim.leader()) {
+                (0, Some(l)) => sim.isolate(l),
+                _ => sim.heal(),
+            }
+        }
+    }
+    trace
+}
+
+#[test]
+fn one_seed_gives_one_election_history_and_another_seed_another() {
+    let mut traces = Vec::new();
+    for seed in [0, 7, 8] {
+        let trace = election_trace(seed);
+        assert_eq!(
+            trace,
+            election_trace(seed),
+            "seed {seed} replayed differently"
+        );
+        let terms: BTreeSet<(String, u64)> = trace
+            .iter()
+            .flatten()
+            .flatten()
+            .filter(|s| s.is_leader())
+            .map(|s| (s.node.clone(), s.epoch))
+            .collect();
+        assert!(
+            terms.len() >= 4,
+            "seed {seed}: too few elections to tell seeds apart: {terms:?}"
+        );
+        traces.push(trace);
+    }
+    assert_ne!(traces[0], traces[1]);
+    assert_ne!(traces[1], traces[2]);
+    assert_ne!(traces[0], traces[2]);
 }
 
 fn five_node_leaderless(sloppy: bool) -> ClusterConfig {

@@ -1,0 +1,88 @@
+//! What a replication mode implements: a sans-IO state machine with message
+//! and log-record types of its own. Inputs go in, effects come out; a protocol
+//! reads no clock and draws no randomness of its own (the driver passes the
+//! time and a seed). [`crate::core`] runs any protocol behind one
+//! mode-agnostic interface; [`crate::modes`] lists the modes.
+
+use crate::config::ClusterConfig;
+use crate::msg::{NodeId, Request, Response};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use std::fmt::Debug;
+
+/// Names one in-flight client request; the driver maps it back to a connection.
+pub type ClientId = u64;
+
+/// An input to a core; `M` is the peer message type.
+#[derive(Clone, Debug)]
+pub enum Input<M> {
+    Client {
+        client: ClientId,
+        request: Request,
+    },
+    Peer {
+        from: NodeId,
+        msg: M,
+    },
+    /// The driver's periodic wake-up (every `tick_ms`), when a core checks
+    /// its deadlines: heartbeats, elections, request timeouts.
+    Tick,
+    /// The end of a batch of inputs: a core may hold sends back until now so
+    /// that one message carries the whole batch.
+    Flush,
+}
+
+/// An effect of a step; `M` is the peer message type, `R` the log record type.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Effect<M, R> {
+    Send {
+        to: NodeId,
+        msg: M,
+    },
+    /// Must reach the log before any later `Send` or `Reply` of the same step
+    /// is performed, when the durability mode requires it.
+    Persist(R),
+    Reply {
+        client: ClientId,
+        response: Response,
+    },
+}
+
+/// What a core reports about itself; the driver adds who and where it is
+/// (see [`crate::admin::NodeStatus`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CoreStatus {
+    pub role: String,
+    pub epoch: u64,
+    pub leader: Option<NodeId>,
+    pub keys: u64,
+    pub commit_index: u64,
+    pub last_index: u64,
+}
+
+/// One replication mode. Its messages and records travel and persist as
+/// bytes (bincode), so their types are its own business.
+pub trait Protocol: Send + Sized + 'static {
+    type Msg: Serialize + DeserializeOwned + Clone + Debug + Send;
+    type Record: Serialize + DeserializeOwned + Clone + Debug + Send;
+
+    /// Node `node` of the cluster described by `cfg`, rebuilt from the
+    /// records its log holds, oldest first. `seed` is this node's own (the
+    /// cluster's with the node index mixed in) for whatever it draws.
+    fn from_config(
+        cfg: &ClusterConfig,
+        node: NodeId,
+        seed: u64,
+        recovered: Vec<Self::Record>,
+    ) -> Self;
+
+    fn step(
+        &mut self,
+        now_ms: u64,
+        input: Input<Self::Msg>,
+    ) -> Vec<Effect<Self::Msg, Self::Record>>;
+
+    fn status(&self) -> CoreStatus;
+
+    /// Records that rebuild the current durable state; used to compact the log.
+    fn snapshot_records(&self) -> Vec<Self::Record>;
+}

@@ -794,48 +794,22 @@ fn test(args: TestArgs) -> Result<u8, Failure> {
     use splitbrain_store::msg::ReadFrom;
 
     let bad = |m: String| Failure::bad_input(m);
-    match (args.env.as_str(), args.db.as_str()) {
-        ("local" | "netns", "refstore")
-        | ("docker", "refstore" | "etcd" | "redis" | "postgres") => {}
-        ("local" | "netns", other) => {
-            return Err(bad(format!(
-            "--db {other} runs in --env docker; --env {} runs only the reference store (refstore)",
-            args.env
-        )))
-        }
-        ("docker", other) => {
-            return Err(bad(format!(
-                "--db {other}: expected refstore, etcd, redis or postgres"
-            )))
-        }
-        (other, _) => {
-            return Err(bad(format!(
-                "--env {other}: expected local, netns or docker"
-            )))
-        }
-    }
+    let db = splitbrain::dbs::catalog::find_in(&args.db, &args.env).map_err(bad)?;
     if args.image.is_some() && args.env != "docker" {
         return Err(bad("--image is for --env docker".into()));
     }
-    if args.db == "refstore" && args.isolation.is_some() {
-        return Err(bad("--isolation is for databases with isolation levels (postgres); the reference store's transactions are shaped by --replication and its options".into()));
+    if db.isolation_levels.is_empty() && args.isolation.is_some() {
+        return Err(bad(format!("--isolation is for databases with isolation levels; {} has none to choose (its transactions are shaped by its own options)", args.db)));
     }
-    // Each database's default is the workload that shows its characteristic failure.
-    let workload_name = args.workload.clone().unwrap_or_else(|| {
-        match args.db.as_str() {
-            "redis" => "set",
-            "postgres" => "list-append",
-            _ => "register",
-        }
-        .to_string()
-    });
+    let workload_name = args
+        .workload
+        .clone()
+        .unwrap_or_else(|| db.default_workload.name().to_string());
     let workload: WorkloadKind = workload_name.parse().map_err(bad)?;
     let faults = parse_faults(&args.nemesis).map_err(bad)?;
-    // A leader-based database loses or keeps acknowledged writes when its
-    // leader is cut off, stopped or killed: aim there by default (as Jepsen's
-    // tests of such databases do); the other shapes stay a flag away.
-    let leader_based = matches!(args.db.as_str(), "redis" | "etcd")
-        || (args.db == "refstore" && args.replication == "single-leader");
+    // Faults aim at a leader by default where there is one; the other
+    // shapes stay a flag away.
+    let leader_based = db.leader_based(args.replication == "single-leader");
     let default_list = |list: &str| list.split(',').map(str::to_string).collect::<Vec<_>>();
     let partition_names = args.partitions.clone().unwrap_or_else(|| {
         default_list(if leader_based {

@@ -15,12 +15,12 @@ use splitbrain_history::Value;
 use splitbrain_nemesis::netns::NetnsCluster;
 use splitbrain_nemesis::shape::{Grudge, Node};
 use splitbrain_nemesis::{Ability, Target};
+use splitbrain_store::admin::{admin_call, admin_status, NodeStatus};
 use splitbrain_store::client::{Client as StoreClient, ClientOptions, Outcome};
 use splitbrain_store::config::{ClusterConfig, Mode, NodeAddrs};
 use splitbrain_store::msg::{
     Op as StoreOp, OpResult, Refusal, RequestOptions, Value as StoreValue,
 };
-use splitbrain_store::node::admin_call;
 use splitbrain_workloads::{WorkloadKind, WorkloadOptions};
 
 use crate::controller::Cluster;
@@ -157,13 +157,9 @@ impl LocalRefstore {
             let mut ready = true;
             let mut leader_known = cfg.mode != Mode::SingleLeader;
             for n in &cfg.nodes {
-                match admin_call(&n.admin, "status").await {
-                    Ok(s) if s.starts_with("ok") => {
-                        if s.contains("role=leader") {
-                            leader_known = true;
-                        }
-                    }
-                    _ => ready = false,
+                match admin_status(&n.admin).await {
+                    Ok(s) => leader_known |= s.is_leader(),
+                    Err(_) => ready = false,
                 }
             }
             if ready && leader_known {
@@ -405,6 +401,10 @@ impl LocalExecutor {
             .ok_or_else(|| format!("no node {node}"))
     }
 
+    async fn status(&self, node: &str) -> Result<NodeStatus, String> {
+        NodeStatus::parse_admin_reply(&self.admin(node, "status").await?).map_err(|e| e.to_string())
+    }
+
     async fn admin(&self, node: &str, command: &str) -> Result<String, String> {
         let addr = self.admin_of(node)?;
         let reply = admin_call(&addr, command)
@@ -501,10 +501,8 @@ impl Target for LocalExecutor {
     async fn primaries(&mut self) -> Vec<Node> {
         let mut leaders = Vec::new();
         for n in self.nodes() {
-            if let Ok(s) = self.admin(&n, "status").await {
-                if s.contains("role=leader") {
-                    leaders.push(n);
-                }
+            if self.status(&n).await.is_ok_and(|s| s.is_leader()) {
+                leaders.push(n);
             }
         }
         leaders
@@ -600,10 +598,11 @@ impl Target for LocalExecutor {
     async fn set_clock_offset(&mut self, node: &Node, delta_ms: i64) -> Result<(), String> {
         self.admin(node, &format!("clock-offset {delta_ms}"))
             .await?;
-        let status = self.admin(node, "status").await?;
-        if !status.contains(&format!("clock_offset_ms={delta_ms}")) {
+        let status = self.status(node).await?;
+        if status.clock_offset_ms != delta_ms {
             return Err(format!(
-                "{node} reports {status}, not clock_offset_ms={delta_ms}"
+                "{node} reports a clock offset of {} ms, not {delta_ms} ms",
+                status.clock_offset_ms
             ));
         }
         Ok(())

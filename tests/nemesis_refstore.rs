@@ -17,8 +17,8 @@ use splitbrain::controller::Cluster;
 use splitbrain::refstore::LocalRefstore;
 use splitbrain_history::{Format, History, OpType, Process, Value};
 use splitbrain_nemesis::Target;
+use splitbrain_store::admin::{admin_status, NodeStatus};
 use splitbrain_store::config::{ClusterConfig, Replication};
-use splitbrain_store::node::admin_call;
 use splitbrain_workloads::WorkloadKind;
 
 fn netns_unavailable() -> Option<String> {
@@ -31,19 +31,9 @@ fn netns_unavailable() -> Option<String> {
     None
 }
 
-async fn status(cfg: &ClusterConfig, node: &str) -> Option<String> {
+async fn status(cfg: &ClusterConfig, node: &str) -> Option<NodeStatus> {
     let n = cfg.nodes.iter().find(|n| n.id == node)?;
-    admin_call(&n.admin, "status")
-        .await
-        .ok()
-        .filter(|s| s.starts_with("ok"))
-}
-
-fn field(status: &str, key: &str) -> Option<String> {
-    status
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix(&format!("{key}=")))
-        .map(str::to_string)
+    admin_status(&n.admin).await.ok()
 }
 
 /// Cut `minority` off from everyone else, both ways.
@@ -93,10 +83,7 @@ fn failover(netns_tag: Option<&str>) {
             let old = exec.primaries().await;
             assert_eq!(old.len(), 1, "one leader before the partition: {old:?}");
             let old_leader = old[0].clone();
-            let old_epoch: u64 = field(&status(&cfg, &old_leader).await.unwrap(), "epoch")
-                .unwrap()
-                .parse()
-                .unwrap();
+            let old_epoch = status(&cfg, &old_leader).await.unwrap().epoch;
             let buddy = nodes.iter().find(|n| **n != old_leader).unwrap().clone();
             let minority = BTreeSet::from([old_leader.clone(), buddy]);
             exec.partition(&split(&nodes, &minority))
@@ -109,8 +96,7 @@ fn failover(netns_tag: Option<&str>) {
                 let mut found = None;
                 for n in nodes.iter().filter(|n| !minority.contains(*n)) {
                     if let Some(s) = status(&cfg, n).await {
-                        let epoch: u64 = field(&s, "epoch").unwrap().parse().unwrap();
-                        if field(&s, "role").as_deref() == Some("leader") && epoch > old_epoch {
+                        if s.is_leader() && s.epoch > old_epoch {
                             found = Some(n.clone());
                         }
                     }

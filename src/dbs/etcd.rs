@@ -34,7 +34,7 @@ use super::{
 };
 use crate::interpreter::{Client, ClientFactory, Completion};
 
-const WORKLOADS: [WorkloadKind; 3] = [
+pub const WORKLOADS: [WorkloadKind; 3] = [
     WorkloadKind::Register,
     WorkloadKind::ListAppend,
     WorkloadKind::RwRegister,

@@ -7,6 +7,7 @@
 //! (how a node starts, when the cluster is ready, who leads, clients, and
 //! which faults it can take).
 
+pub mod catalog;
 pub mod etcd;
 pub mod postgres;
 pub mod redis;
@@ -51,23 +52,16 @@ pub const IMAGE_WORK_DIR: &str = "/var/tmp/splitbrain-images";
 /// The cluster for a docker test, or why the combination cannot run
 /// (checked before anything starts).
 pub fn docker_cluster(t: &DockerTest) -> Result<Box<dyn Cluster>, String> {
-    if t.db != "postgres" {
-        if let Some(i) = &t.isolation {
+    let db = catalog::find_in(&t.db, "docker")?;
+    if let Some(i) = &t.isolation {
+        if db.isolation_levels.is_empty() {
             return Err(format!(
-                "--isolation {i}: {} has no isolation levels to choose (only postgres does)",
+                "--isolation {i}: {} has no isolation levels to choose",
                 t.db
             ));
         }
     }
-    match t.db.as_str() {
-        "etcd" => Ok(Box::new(DockerDb::new(etcd::Etcd::new(t)?, t))),
-        "redis" => Ok(Box::new(DockerDb::new(redis::Redis::new(t)?, t))),
-        "postgres" => Ok(Box::new(DockerDb::new(postgres::Postgres::new(t)?, t))),
-        "refstore" => Ok(Box::new(DockerDb::new(refstore::RefstoreDb::new(t)?, t))),
-        other => Err(format!(
-            "--db {other}: expected etcd, redis or postgres in --env docker"
-        )),
-    }
+    (db.docker)(t)
 }
 
 /// The message for a workload a database does not run.

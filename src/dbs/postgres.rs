@@ -20,7 +20,7 @@ use super::{list_value, parse_txn, txn_value, unsupported_workload, Db, DockerTe
 use crate::docker::faketime_env;
 use crate::interpreter::{Client, ClientFactory, Completion};
 
-const WORKLOADS: [WorkloadKind; 2] = [WorkloadKind::ListAppend, WorkloadKind::RwRegister];
+pub const WORKLOADS: [WorkloadKind; 2] = [WorkloadKind::ListAppend, WorkloadKind::RwRegister];
 
 pub struct Postgres {
     workload: WorkloadKind,

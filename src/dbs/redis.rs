@@ -22,7 +22,7 @@ use splitbrain_workloads::WorkloadKind;
 use super::{key_name, unsupported_workload, Db, DockerTest};
 use crate::interpreter::{Client, ClientFactory, Completion};
 
-const WORKLOADS: [WorkloadKind; 2] = [WorkloadKind::Register, WorkloadKind::Set];
+pub const WORKLOADS: [WorkloadKind; 2] = [WorkloadKind::Register, WorkloadKind::Set];
 const MASTER: &str = "mymaster";
 const SENTINELS: usize = 3;
 const REDIS_PORT: u16 = 6379;

@@ -13,8 +13,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use splitbrain_nemesis::shape::Node;
 use splitbrain_nemesis::Ability;
+use splitbrain_store::admin::{admin_call, NodeStatus};
 use splitbrain_store::config::{ClusterConfig, Mode, NodeAddrs};
-use splitbrain_store::node::admin_call;
 use splitbrain_workloads::WorkloadKind;
 
 use super::{Db, DerivedImage, DockerTest};
@@ -68,7 +68,7 @@ impl RefstoreDb {
         cfg
     }
 
-    async fn statuses(&self, ips: &BTreeMap<Node, Ipv4Addr>) -> Vec<(Node, Option<String>)> {
+    async fn statuses(&self, ips: &BTreeMap<Node, Ipv4Addr>) -> Vec<(Node, Option<NodeStatus>)> {
         let asks = ips.iter().map(|(n, ip)| async move {
             let reply = tokio::time::timeout(
                 Duration::from_millis(800),
@@ -77,7 +77,7 @@ impl RefstoreDb {
             .await
             .ok()
             .and_then(Result::ok)
-            .filter(|s| s.starts_with("ok"));
+            .and_then(|s| NodeStatus::parse_admin_reply(&s).ok());
             (n.clone(), reply)
         });
         futures_util::future::join_all(asks).await
@@ -143,7 +143,7 @@ impl Db for RefstoreDb {
         }
         let leader = statuses
             .iter()
-            .any(|(_, s)| s.as_deref().is_some_and(|s| s.contains("role=leader")));
+            .any(|(_, s)| s.as_ref().is_some_and(NodeStatus::is_leader));
         if self.base.mode == Mode::SingleLeader && !leader {
             return Err("no leader yet".into());
         }
@@ -154,7 +154,7 @@ impl Db for RefstoreDb {
         self.statuses(ips)
             .await
             .into_iter()
-            .filter(|(_, s)| s.as_deref().is_some_and(|s| s.contains("role=leader")))
+            .filter(|(_, s)| s.as_ref().is_some_and(NodeStatus::is_leader))
             .map(|(n, _)| n)
             .collect()
     }

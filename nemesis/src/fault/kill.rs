@@ -6,7 +6,7 @@ use rand_chacha::ChaCha8Rng;
 use splitbrain_generators::OpSpec;
 use splitbrain_history::Value;
 
-use super::{kw, nodes_value, Cx, FaultPackage, NemesisOptions};
+use super::{kw, Cx, FaultPackage, NemesisOptions, NodeSignal};
 use crate::target::Ability;
 
 pub struct Kill;
@@ -30,16 +30,9 @@ impl FaultPackage for Kill {
         OpSpec::new("kill", kw(t.name()))
     }
     async fn start(&self, _f: &str, value: &Value, cx: &mut Cx<'_>) -> Result<Value, String> {
-        let nodes = cx.pick(value).await?;
-        // Recorded before the kill: a kill that fails half way is still restarted.
-        cx.affected.extend(nodes.iter().cloned());
-        cx.target.kill(&nodes).await?;
-        Ok(Value::map(vec![(kw("nodes"), nodes_value(&nodes))]))
+        NodeSignal::Kill.start(value, cx).await
     }
     async fn stop(&self, cx: &mut Cx<'_>) -> Result<Value, String> {
-        let nodes: Vec<String> = cx.affected.iter().cloned().collect();
-        cx.target.restart(&nodes).await?;
-        cx.affected.clear();
-        Ok(Value::map(vec![(kw("nodes"), nodes_value(&nodes))]))
+        NodeSignal::Kill.stop(cx).await
     }
 }

@@ -280,6 +280,46 @@ impl Cx<'_> {
     }
 }
 
+/// What a node fault does to its nodes, and what undoes it.
+#[derive(Clone, Copy)]
+pub(crate) enum NodeSignal {
+    Kill,
+    Pause,
+}
+
+impl NodeSignal {
+    async fn apply(self, target: &mut dyn Target, nodes: &[Node]) -> Result<(), String> {
+        match self {
+            NodeSignal::Kill => target.kill(nodes).await,
+            NodeSignal::Pause => target.pause(nodes).await,
+        }
+    }
+
+    async fn undo(self, target: &mut dyn Target, nodes: &[Node]) -> Result<(), String> {
+        match self {
+            NodeSignal::Kill => target.restart(nodes).await,
+            NodeSignal::Pause => target.resume(nodes).await,
+        }
+    }
+
+    /// Signal the nodes the spec picks; they count as affected before the
+    /// signal, so one that fails half way is still undone.
+    pub(crate) async fn start(self, value: &Value, cx: &mut Cx<'_>) -> Result<Value, String> {
+        let nodes = cx.pick(value).await?;
+        cx.affected.extend(nodes.iter().cloned());
+        self.apply(cx.target, &nodes).await?;
+        Ok(Value::map(vec![(kw("nodes"), nodes_value(&nodes))]))
+    }
+
+    /// Undo the signal on every node it reached.
+    pub(crate) async fn stop(self, cx: &mut Cx<'_>) -> Result<Value, String> {
+        let nodes: Vec<Node> = cx.affected.iter().cloned().collect();
+        self.undo(cx.target, &nodes).await?;
+        cx.affected.clear();
+        Ok(Value::map(vec![(kw("nodes"), nodes_value(&nodes))]))
+    }
+}
+
 /// `[n1 n2]` as a list of strings.
 pub(crate) fn nodes_value(nodes: &[Node]) -> Value {
     Value::List(

@@ -524,3 +524,48 @@ fn under_real_time_models_session_order_is_real_time_order() {
     );
     assert_eq!(r.anomaly_types, vec!["G-single-item-process".to_string()]);
 }
+
+#[test]
+fn a_huge_real_time_component_cannot_make_weaker_models_unknown() {
+    // 10,254 sequential appends whose one read lists them in reverse: a single
+    // component closed only by real-time edges. Models that do not forbid
+    // real-time cycles search nothing there and stay decided.
+    use splitbrain_history::{History, Op, OpType, Process, Value};
+    let kw = |s: &str| Value::Keyword(s.into());
+    let n = 10_254i64;
+    let mut ops = Vec::new();
+    for i in 0..n {
+        let v = Value::list(vec![Value::list(vec![
+            kw("append"),
+            Value::Int(1),
+            Value::Int(i),
+        ])]);
+        let p = Process::Client((i % 10) as u64);
+        ops.push(Op::new(p.clone(), OpType::Invoke, "txn", v.clone()));
+        ops.push(Op::new(p, OpType::Ok, "txn", v));
+    }
+    let read = |l: Value| Value::list(vec![Value::list(vec![kw("r"), Value::Int(1), l])]);
+    let all = Value::List((0..n).rev().map(Value::Int).collect());
+    ops.push(Op::new(
+        Process::Client(99),
+        OpType::Invoke,
+        "txn",
+        read(Value::Nil),
+    ));
+    ops.push(Op::new(Process::Client(99), OpType::Ok, "txn", read(all)));
+    let h = History::from_ops(ops).unwrap();
+    for model in [
+        "serializable",
+        "snapshot-isolation",
+        "repeatable-read",
+        "read-committed",
+    ] {
+        let r = check_list_append(&h, &opts(model)).unwrap();
+        assert_eq!(r.verdict, Verdict::Valid, "{model}: {}", r.explain());
+        assert!(r.cut_short.is_none(), "{model}");
+        assert_eq!(r.graph.components, 0, "{model}: nothing to search");
+    }
+    let strict = check_list_append(&h, &opts("strict-serializable")).unwrap();
+    assert_eq!(strict.verdict, Verdict::Invalid);
+    assert!(has(&strict, "G0-realtime"), "{:?}", strict.anomaly_types);
+}

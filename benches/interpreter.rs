@@ -127,7 +127,7 @@ fn refstore(rt: &tokio::runtime::Runtime, invocations: u64) {
     let outcome = rt
         .block_on(run(
             limit(invocations, w.client),
-            cluster.client_factory(),
+            cluster.client_factory(&WorkloadOptions::default()),
             None,
             &opts,
             &mut out,

@@ -29,7 +29,8 @@ pub trait Cluster: Send {
     fn describe(&self) -> String;
     /// Start the database; node logs go under `run_dir`.
     async fn setup(&mut self, run_dir: &Path) -> anyhow::Result<()>;
-    fn client_factory(&self) -> Arc<dyn ClientFactory>;
+    /// Clients for the run's workload, with its options (the bank's accounts, say).
+    fn client_factory(&self, workload: &WorkloadOptions) -> Arc<dyn ClientFactory>;
     /// The fault executor, if the environment can inject faults.
     fn executor(&mut self) -> Option<Box<dyn Target>>;
     /// Stop the database (unless asked to leave it running) and gather logs.
@@ -205,7 +206,7 @@ pub async fn run_test(
         concurrency: o.concurrency,
         op_timeout: Duration::from_millis(o.op_timeout_ms),
     };
-    let factory = cluster.client_factory();
+    let factory = cluster.client_factory(&o.workload_options);
     // Process ids of recorded ops count up from 0; this one is never recorded.
     let mut setup_client = factory.open(u64::MAX);
     if let Err(why) = setup_client.setup().await {

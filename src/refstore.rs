@@ -310,13 +310,9 @@ impl Cluster for LocalRefstore {
         self.wait_ready(Duration::from_secs(20)).await
     }
 
-    fn client_factory(&self) -> Arc<dyn ClientFactory> {
+    fn client_factory(&self, workload: &WorkloadOptions) -> Arc<dyn ClientFactory> {
         let cfg = self.config().unwrap_or_else(|_| self.base.clone());
-        Arc::new(RefstoreClients {
-            cfg,
-            workload: self.workload,
-            op_timeout: self.op_timeout,
-        })
+        clients(cfg, self.workload, workload, self.op_timeout)
     }
 
     fn executor(&mut self) -> Option<Box<dyn Target>> {
@@ -625,11 +621,13 @@ impl Target for LocalExecutor {
 pub fn clients(
     cfg: ClusterConfig,
     workload: WorkloadKind,
+    options: &WorkloadOptions,
     op_timeout: Duration,
 ) -> Arc<dyn ClientFactory> {
     Arc::new(RefstoreClients {
         cfg,
         workload,
+        opening_balances: Arc::new(opening_balances(options)),
         op_timeout,
     })
 }
@@ -638,6 +636,8 @@ pub fn clients(
 struct RefstoreClients {
     cfg: ClusterConfig,
     workload: WorkloadKind,
+    /// The bank's accounts and their opening balances, from the run's options.
+    opening_balances: Arc<Vec<(i64, i64)>>,
     op_timeout: Duration,
 }
 
@@ -656,6 +656,7 @@ impl ClientFactory for RefstoreClients {
         Box::new(RefstoreClient {
             client: StoreClient::from_config(&self.cfg, opts),
             workload: self.workload,
+            opening_balances: self.opening_balances.clone(),
         })
     }
 }
@@ -663,6 +664,7 @@ impl ClientFactory for RefstoreClients {
 struct RefstoreClient {
     client: StoreClient,
     workload: WorkloadKind,
+    opening_balances: Arc<Vec<(i64, i64)>>,
 }
 
 fn key_name(k: &Value) -> String {
@@ -698,8 +700,7 @@ fn account_key(i: i64) -> String {
 }
 
 /// The bank's opening balances: the total spread evenly, the remainder on account 0.
-fn opening_balances() -> Vec<(i64, i64)> {
-    let o = WorkloadOptions::default();
+fn opening_balances(o: &WorkloadOptions) -> Vec<(i64, i64)> {
     let n = o.accounts.max(2) as i64;
     (0..n)
         .map(|i| {
@@ -838,7 +839,7 @@ impl RefstoreClient {
 
     /// All balances, read in one transaction.
     async fn bank_read(&mut self) -> Result<Vec<(i64, Option<i64>)>, Outcome> {
-        let accounts: Vec<i64> = opening_balances().iter().map(|&(i, _)| i).collect();
+        let accounts: Vec<i64> = self.opening_balances.iter().map(|&(i, _)| i).collect();
         let ops = accounts
             .iter()
             .map(|&i| StoreOp::Get {
@@ -944,8 +945,10 @@ impl Client for RefstoreClient {
             return Ok(());
         }
         // Create each account unless it exists; retried while a leader settles.
-        let ops: Vec<StoreOp> = opening_balances()
-            .into_iter()
+        let ops: Vec<StoreOp> = self
+            .opening_balances
+            .iter()
+            .copied()
             .map(|(i, b)| StoreOp::Cas {
                 key: account_key(i),
                 expected: None,

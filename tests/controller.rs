@@ -107,7 +107,7 @@ impl Cluster for MemCluster {
     async fn setup(&mut self, _run_dir: &Path) -> anyhow::Result<()> {
         Ok(())
     }
-    fn client_factory(&self) -> Arc<dyn ClientFactory> {
+    fn client_factory(&self, _: &WorkloadOptions) -> Arc<dyn ClientFactory> {
         Arc::new(MemFactory(self.store.clone()))
     }
     fn executor(&mut self) -> Option<Box<dyn Target>> {

@@ -447,6 +447,7 @@ impl Db for Etcd {
         &self,
         ips: &BTreeMap<Node, Ipv4Addr>,
         op_timeout: Duration,
+        _workload: &splitbrain_workloads::WorkloadOptions,
     ) -> Arc<dyn ClientFactory> {
         Arc::new(EtcdClients {
             endpoints: ips.values().map(endpoint).collect(),

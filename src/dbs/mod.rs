@@ -24,7 +24,7 @@ use splitbrain_history::Value;
 use splitbrain_nemesis::shape::{Grudge, Node};
 use splitbrain_nemesis::{Ability, Target};
 use splitbrain_store::config::ClusterConfig;
-use splitbrain_workloads::WorkloadKind;
+use splitbrain_workloads::{WorkloadKind, WorkloadOptions};
 
 use crate::controller::Cluster;
 use crate::docker::{self, image, DockerCluster, NodeSpec};
@@ -108,6 +108,7 @@ pub trait Db: Send + Sync + 'static {
         &self,
         ips: &BTreeMap<Node, Ipv4Addr>,
         op_timeout: Duration,
+        workload: &WorkloadOptions,
     ) -> Arc<dyn ClientFactory>;
 }
 
@@ -239,8 +240,8 @@ impl<D: Db> Cluster for DockerDb<D> {
         }
     }
 
-    fn client_factory(&self) -> Arc<dyn ClientFactory> {
-        self.db.clients(&self.ips(), self.op_timeout)
+    fn client_factory(&self, workload: &WorkloadOptions) -> Arc<dyn ClientFactory> {
+        self.db.clients(&self.ips(), self.op_timeout, workload)
     }
 
     fn executor(&mut self) -> Option<Box<dyn Target>> {

@@ -135,6 +135,7 @@ exec runuser -u postgres -- "$BIN/postgres" -D "$D"
         &self,
         ips: &BTreeMap<Node, Ipv4Addr>,
         op_timeout: Duration,
+        _workload: &splitbrain_workloads::WorkloadOptions,
     ) -> Arc<dyn ClientFactory> {
         Arc::new(PgClients {
             ip: ips.get(NODE).copied().unwrap_or(Ipv4Addr::UNSPECIFIED),

@@ -246,6 +246,7 @@ save \"\"
         &self,
         ips: &BTreeMap<Node, Ipv4Addr>,
         op_timeout: Duration,
+        _workload: &splitbrain_workloads::WorkloadOptions,
     ) -> Arc<dyn ClientFactory> {
         Arc::new(RedisClients {
             sentinels: ips.values().take(SENTINELS).copied().collect(),

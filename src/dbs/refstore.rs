@@ -163,7 +163,8 @@ impl Db for RefstoreDb {
         &self,
         ips: &BTreeMap<Node, Ipv4Addr>,
         op_timeout: Duration,
+        workload: &splitbrain_workloads::WorkloadOptions,
     ) -> Arc<dyn ClientFactory> {
-        crate::refstore::clients(self.config(ips), self.workload, op_timeout)
+        crate::refstore::clients(self.config(ips), self.workload, workload, op_timeout)
     }
 }

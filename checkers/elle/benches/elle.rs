@@ -193,28 +193,7 @@ fn stress(txns: usize) {
 /// One key whose version order reverses real time: a single component of
 /// `txns` txns closed only by real-time edges.
 fn reverse_chain(txns: usize) {
-    use splitbrain_history::{Op, OpType, Process, Value};
-    let kw = |s: &str| Value::Keyword(s.into());
-    let mut ops = Vec::with_capacity(txns * 2 + 2);
-    for i in 0..txns as i64 {
-        let v = Value::list(vec![Value::list(vec![
-            kw("append"),
-            Value::Int(1),
-            Value::Int(i),
-        ])]);
-        let p = Process::Client((i % 10) as u64);
-        ops.push(Op::new(p.clone(), OpType::Invoke, "txn", v.clone()));
-        ops.push(Op::new(p, OpType::Ok, "txn", v));
-    }
-    let read = |l: Value| Value::list(vec![Value::list(vec![kw("r"), Value::Int(1), l])]);
-    let all = Value::List((0..txns as i64).rev().map(Value::Int).collect());
-    ops.push(Op::new(
-        Process::Client(99),
-        OpType::Invoke,
-        "txn",
-        read(Value::Nil),
-    ));
-    ops.push(Op::new(Process::Client(99), OpType::Ok, "txn", read(all)));
+    let ops = splitbrain_elle::sim::reverse_chain(txns);
     let history = History::from_ops(ops).expect("pairs");
     let t = Instant::now();
     let r = check_list_append(&history, &CheckOptions::default()).expect("check");

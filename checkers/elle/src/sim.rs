@@ -578,3 +578,31 @@ pub fn generate(opts: &SimOptions) -> Vec<Op> {
     }
     db.ops
 }
+
+/// `txns` one-append txns on key 1, one after another in real time, and a
+/// final read that lists them in reverse: one component of every txn,
+/// closed only by real-time edges (a stress case for the cycle search).
+pub fn reverse_chain(txns: usize) -> Vec<Op> {
+    let kw = |s: &str| Value::Keyword(s.into());
+    let mut ops = Vec::with_capacity(txns * 2 + 2);
+    for i in 0..txns as i64 {
+        let v = Value::list(vec![Value::list(vec![
+            kw("append"),
+            Value::Int(1),
+            Value::Int(i),
+        ])]);
+        let p = Process::Client((i % 10) as u64);
+        ops.push(Op::new(p.clone(), OpType::Invoke, "txn", v.clone()));
+        ops.push(Op::new(p, OpType::Ok, "txn", v));
+    }
+    let read = |l: Value| Value::list(vec![Value::list(vec![kw("r"), Value::Int(1), l])]);
+    let all = Value::List((0..txns as i64).rev().map(Value::Int).collect());
+    ops.push(Op::new(
+        Process::Client(99),
+        OpType::Invoke,
+        "txn",
+        read(Value::Nil),
+    ));
+    ops.push(Op::new(Process::Client(99), OpType::Ok, "txn", read(all)));
+    ops
+}

@@ -530,30 +530,8 @@ fn a_huge_real_time_component_cannot_make_weaker_models_unknown() {
     // 10,254 sequential appends whose one read lists them in reverse: a single
     // component closed only by real-time edges. Models that do not forbid
     // real-time cycles search nothing there and stay decided.
-    use splitbrain_history::{History, Op, OpType, Process, Value};
-    let kw = |s: &str| Value::Keyword(s.into());
-    let n = 10_254i64;
-    let mut ops = Vec::new();
-    for i in 0..n {
-        let v = Value::list(vec![Value::list(vec![
-            kw("append"),
-            Value::Int(1),
-            Value::Int(i),
-        ])]);
-        let p = Process::Client((i % 10) as u64);
-        ops.push(Op::new(p.clone(), OpType::Invoke, "txn", v.clone()));
-        ops.push(Op::new(p, OpType::Ok, "txn", v));
-    }
-    let read = |l: Value| Value::list(vec![Value::list(vec![kw("r"), Value::Int(1), l])]);
-    let all = Value::List((0..n).rev().map(Value::Int).collect());
-    ops.push(Op::new(
-        Process::Client(99),
-        OpType::Invoke,
-        "txn",
-        read(Value::Nil),
-    ));
-    ops.push(Op::new(Process::Client(99), OpType::Ok, "txn", read(all)));
-    let h = History::from_ops(ops).unwrap();
+    let h =
+        splitbrain_history::History::from_ops(splitbrain_elle::sim::reverse_chain(10_254)).unwrap();
     for model in [
         "serializable",
         "snapshot-isolation",

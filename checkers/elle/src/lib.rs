@@ -362,7 +362,7 @@ fn check(
     } else {
         g.sccs(None, kinds, &mut local)
     };
-    let mut stats = GraphStats {
+    let stats = GraphStats {
         txns: n,
         edges: g.edge_count(),
         components: components.len(),
@@ -412,7 +412,6 @@ fn check(
             }
         }
     }
-    stats.edges = g.edge_count();
     let mut counts: BTreeMap<String, usize> = cycle_counts;
     for (c, k) in &found.counts {
         counts.insert(c.to_string(), *k);

@@ -11,6 +11,15 @@ use splitbrain_history::{
     Budget, CheckError, CheckOptions, Format, History, HistoryError, OpWriter, Value,
 };
 
+/// `println!` that cannot panic: a reader that went away (`| head`) must not
+/// turn a verdict into an internal error, nor stop a run before it heals.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 use crate::exit;
 use splitbrain::docker::DockerError;
 use splitbrain::error::RunError;
@@ -488,9 +497,9 @@ fn check(args: CheckArgs) -> Result<u8, Failure> {
             "history": stats,
             "result": report.result,
         });
-        println!("{out}");
+        say!("{out}");
     } else {
-        println!(
+        say!(
             "{}: {} ({} checker, {} ops, checked in {:.1} ms, parsed in {:.1} ms)",
             args.file.display(),
             report.verdict.as_str(),
@@ -500,7 +509,7 @@ fn check(args: CheckArgs) -> Result<u8, Failure> {
             parse_ms
         );
         if !report.explanation.is_empty() {
-            println!("{}", report.explanation.trim_end());
+            say!("{}", report.explanation.trim_end());
         }
     }
     Ok(report.verdict.exit_code() as u8)
@@ -588,19 +597,19 @@ fn analyze(args: RunDirArgs) -> Result<u8, Failure> {
         .context("writing results.json")?;
     let report = report::render_run(&dir)?;
     if args.json {
-        println!(
+        say!(
             "{}",
             serde_json::json!({ "run": dir, "verdict": results.verdict, "anomalies": results.anomaly_types(), "report": report })
         );
     } else {
-        println!(
+        say!(
             "{}: {} ({})",
             dir.display(),
             results.verdict.as_str(),
             report.display()
         );
         for c in &results.checkers {
-            println!(
+            say!(
                 "  {}: {}{}",
                 c.checker,
                 c.verdict.as_str(),
@@ -618,7 +627,7 @@ fn analyze(args: RunDirArgs) -> Result<u8, Failure> {
 fn report(args: RunDirArgs) -> Result<u8, Failure> {
     let dir = run_dir(&args.run_dir)?;
     let path = report::render_run(&dir)?;
-    println!("{}", path.display());
+    say!("{}", path.display());
     Ok(exit::VALID)
 }
 
@@ -700,7 +709,7 @@ fn image(args: ImageArgs) -> Result<u8, Failure> {
                     }
                     e => Failure::from(anyhow::anyhow!("building {}: {e}", r.name)),
                 })?;
-            println!("{tag} {}", if built { "built" } else { "reused" });
+            say!("{tag} {}", if built { "built" } else { "reused" });
         }
         Ok::<(), Failure>(())
     })?;
@@ -1061,14 +1070,14 @@ fn test(args: TestArgs) -> Result<u8, Failure> {
         progress.finish();
         let page = report::render_run(&report.dir)
             .map_err(|e| Failure::from(e.context("rendering the report")))?;
-        println!(
+        say!(
             "{}: {} ({} ops)",
             report.dir.display(),
             report.results.verdict.as_str(),
             report.ops
         );
         for c in &report.results.checkers {
-            println!(
+            say!(
                 "  {}: {}{}",
                 c.checker,
                 c.verdict.as_str(),
@@ -1080,9 +1089,9 @@ fn test(args: TestArgs) -> Result<u8, Failure> {
             );
         }
         if let Some(p) = &report.results.problem {
-            println!("  problem: {p}");
+            say!("  problem: {p}");
         }
-        println!("  report: {}", page.display());
+        say!("  report: {}", page.display());
         worst = worst.worst(report.results.verdict);
     }
     Ok(worst.exit_code() as u8)

@@ -163,3 +163,42 @@ fn analyze_reads_test_json_typed_and_names_a_bad_field() {
         );
     }
 }
+
+#[test]
+fn deeply_nested_input_is_an_error_not_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("deep.edn");
+    let deep = format!(
+        "{{:process 0 :type :invoke :f :read :value {}1{}}}\n",
+        "[".repeat(20_000),
+        "]".repeat(20_000)
+    );
+    std::fs::write(&path, deep).unwrap();
+    let o = splitbrain(&["check", "--checker", "linearizable", path.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(254), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("deep.edn:1") && err.contains("nested more than"),
+        "{err}"
+    );
+    let o = splitbrain(&[
+        "check",
+        "--initial",
+        &"[".repeat(20_000),
+        path.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(254), "{}", stderr(&o));
+}
+
+#[test]
+fn a_closed_stdout_keeps_the_verdict_as_the_exit_code() {
+    // `| true` closes the pipe at once: the write fails, the verdict stands.
+    let script = format!(
+        "{} check --model cas-register {} | true; exit ${{PIPESTATUS[0]}}",
+        env!("CARGO_BIN_EXE_splitbrain"),
+        example("cas-register-bad.edn").display()
+    );
+    let o = Command::new("bash").args(["-c", &script]).output().unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("internal error"), "{}", stderr(&o));
+}

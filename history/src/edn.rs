@@ -21,7 +21,13 @@ pub struct EdnCursor<'a> {
     text: &'a [u8],
     pos: usize,
     line: u32,
+    /// Forms open around the one being read.
+    depth: u32,
 }
+
+/// How deeply forms may nest: far more than any history needs, and far
+/// less than would overflow the stack reading (or dropping) them.
+pub const MAX_DEPTH: u32 = 512;
 
 impl<'a> EdnCursor<'a> {
     pub fn new(text: &'a str) -> Self {
@@ -29,6 +35,7 @@ impl<'a> EdnCursor<'a> {
             text: text.as_bytes(),
             pos: 0,
             line: 1,
+            depth: 0,
         }
     }
 
@@ -112,6 +119,16 @@ impl<'a> EdnCursor<'a> {
     }
 
     fn read_form(&mut self) -> Result<Value, EdnError> {
+        if self.depth >= MAX_DEPTH {
+            return self.err(format!("forms nested more than {MAX_DEPTH} deep"));
+        }
+        self.depth += 1;
+        let form = self.read_form_here();
+        self.depth -= 1;
+        form
+    }
+
+    fn read_form_here(&mut self) -> Result<Value, EdnError> {
         let Some(c) = self.skip_ws() else {
             return self.err("unexpected end of input");
         };

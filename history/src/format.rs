@@ -92,6 +92,14 @@ pub fn read_ops(
     let name = path.display().to_string();
     let io_err = |e: io::Error| HistoryError::new(&name, None, format!("cannot read: {e}"));
     let mut reader = BufReader::with_capacity(1 << 20, File::open(path).map_err(io_err)?);
+    // A UTF-8 byte order mark says nothing a history needs.
+    if reader
+        .fill_buf()
+        .map_err(io_err)?
+        .starts_with(b"\xEF\xBB\xBF")
+    {
+        reader.consume(3);
+    }
     let format = match format {
         Some(f) => f,
         None => {
@@ -103,15 +111,13 @@ pub fn read_ops(
     };
     match format {
         Format::Jsonl if starts_array(&mut reader).map_err(io_err)? => {
-            let mut text = String::new();
-            reader.read_to_string(&mut text).map_err(io_err)?;
+            let text = read_text(&name, reader)?;
             read_json_array(&name, &text, &mut sink)?;
         }
         Format::Jsonl => read_jsonl(&name, reader, &mut sink)?,
         Format::JepsenLog => read_log(&name, reader, &mut sink)?,
         Format::Edn => {
-            let mut text = String::new();
-            reader.read_to_string(&mut text).map_err(io_err)?;
+            let text = read_text(&name, reader)?;
             read_edn(&name, &text, &mut sink)?;
         }
     }
@@ -132,8 +138,11 @@ fn read_jsonl(
     let mut buf: Vec<u8> = Vec::with_capacity(CHUNK * 2);
     let mut first_line = 1u32;
     let mut eof = false;
+    // How much to have read before cutting at the last newline; grows while
+    // one line is longer than that.
+    let mut want = CHUNK;
     while !eof || !buf.is_empty() {
-        while !eof && buf.len() < CHUNK {
+        while !eof && buf.len() < want {
             let old = buf.len();
             buf.resize(old + CHUNK, 0);
             let n = reader.read(&mut buf[old..]).map_err(|e| {
@@ -145,10 +154,22 @@ fn read_jsonl(
         let cut = if eof {
             buf.len()
         } else {
-            buf.iter()
-                .rposition(|&b| b == b'\n')
-                .map_or(buf.len(), |i| i + 1)
+            match buf.iter().rposition(|&b| b == b'\n') {
+                Some(i) => i + 1,
+                None if buf.len() >= MAX_LINE => {
+                    return Err(HistoryError::new(
+                        name,
+                        Some(first_line),
+                        format!("a line longer than {} MiB", MAX_LINE >> 20),
+                    ))
+                }
+                None => {
+                    want = buf.len() + CHUNK;
+                    continue;
+                }
+            }
         };
+        want = CHUNK;
         let lines: Vec<&[u8]> = buf[..cut].split(|&b| b == b'\n').collect();
         let lines = if lines.last().is_some_and(|l| l.is_empty()) {
             &lines[..lines.len() - 1]
@@ -183,6 +204,22 @@ fn read_jsonl(
         buf.drain(..cut);
     }
     Ok(())
+}
+
+/// The longest line a JSON Lines history may hold.
+const MAX_LINE: usize = 256 << 20;
+
+/// The whole text; invalid UTF-8 is an error naming its line.
+fn read_text(name: &str, mut reader: impl Read) -> Result<String, HistoryError> {
+    let mut bytes = Vec::new();
+    reader
+        .read_to_end(&mut bytes)
+        .map_err(|e| HistoryError::new(name, None, format!("cannot read: {e}")))?;
+    String::from_utf8(bytes).map_err(|e| {
+        let bad = e.utf8_error().valid_up_to();
+        let line = 1 + e.as_bytes()[..bad].iter().filter(|&&b| b == b'\n').count() as u32;
+        HistoryError::new(name, Some(line), "invalid UTF-8")
+    })
 }
 
 /// Whether the text opens with `[`: one JSON array of ops, not JSON Lines.

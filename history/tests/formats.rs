@@ -93,3 +93,39 @@ fn completion_only_ops_keep_their_process_order() {
         .unwrap();
     assert!(first_done < second_invoked, "{kinds:?}");
 }
+
+#[test]
+fn byte_order_marks_long_lines_and_bad_utf8() {
+    let dir = std::env::temp_dir().join(format!("sb-formats-bytes-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // A UTF-8 byte order mark is skipped.
+    let bom = dir.join("bom.edn");
+    std::fs::write(
+        &bom,
+        b"\xEF\xBB\xBF{:process 0 :type :invoke :f :read :value nil}\n{:process 0 :type :ok :f :read :value 1}\n",
+    )
+    .unwrap();
+    assert_eq!(History::read(&bom, None).unwrap().len(), 2);
+    // Invalid UTF-8 names its line.
+    let bad = dir.join("bad.edn");
+    std::fs::write(
+        &bad,
+        b"{:process 0 :type :invoke :f :read :value nil}\n{:process 0 :type :ok :f :read :value \"\xFF\"}\n",
+    )
+    .unwrap();
+    let e = History::read(&bad, None).unwrap_err();
+    assert_eq!(e.line, Some(2), "{e}");
+    assert!(e.problem.contains("UTF-8"), "{e}");
+    // A JSON Lines op longer than the reader's chunk (4 MiB) is read whole.
+    let long = dir.join("long.jsonl");
+    let big: Vec<String> = (0..900_000).map(|i| i.to_string()).collect();
+    let text = format!(
+        "{{\"process\":0,\"type\":\"invoke\",\"f\":\"read\"}}\n{{\"process\":0,\"type\":\"ok\",\"f\":\"read\",\"value\":[{}]}}\n",
+        big.join(",")
+    );
+    assert!(text.len() > 5 << 20);
+    std::fs::write(&long, text).unwrap();
+    let h = History::read(&long, None).unwrap();
+    assert_eq!(h.ops[1].value.as_list().map(|l| l.len()), Some(900_000));
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -10,9 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use splitbrain::controller::Cluster;
 use splitbrain::interpreter::{run, Client, ClientFactory, Completion, InterpreterOptions};
-use splitbrain::refstore::LocalRefstore;
 use splitbrain_generators::{limit, Invocation};
 use splitbrain_history::{Format, OpWriter, Value};
 use splitbrain_workloads::{build, WorkloadKind, WorkloadOptions};
@@ -104,9 +102,22 @@ fn main() {
 fn refstore(rt: &tokio::runtime::Runtime, invocations: u64) {
     let dir = tempfile::tempdir().unwrap();
     let base: splitbrain_store::config::ClusterConfig = toml::from_str("nodes = []").unwrap();
-    let mut cluster = LocalRefstore::new(base, 5, WorkloadKind::Register, Duration::from_secs(1))
-        .unwrap()
-        .with_program(env!("CARGO_BIN_EXE_splitbrain").into());
+    let mut cluster = splitbrain::deploy::cluster(
+        &splitbrain::dbs::DbOptions {
+            db: "refstore".into(),
+            env: "local".into(),
+            nodes: 5,
+            workload: WorkloadKind::Register,
+            isolation: None,
+            op_timeout: Duration::from_secs(1),
+            refstore: Some(base),
+        },
+        &splitbrain::env::EnvOptions {
+            image: None,
+            harness_program: Some(env!("CARGO_BIN_EXE_splitbrain").into()),
+        },
+    )
+    .unwrap();
     rt.block_on(cluster.setup(dir.path())).unwrap();
     let path = dir.path().join("history.jsonl");
     let mut out = OpWriter::new(

@@ -21,7 +21,7 @@ macro_rules! say {
 }
 
 use crate::exit;
-use splitbrain::docker::DockerError;
+use splitbrain::env::docker::DockerError;
 use splitbrain::error::RunError;
 use splitbrain::{controller, registry, report, run_store};
 use splitbrain_workloads::{self as workloads, WorkloadKind, WorkloadOptions};
@@ -126,9 +126,14 @@ struct TestArgs {
     /// docker: run this image instead of building one.
     #[arg(long)]
     image: Option<String>,
-    /// single-leader or leaderless.
+    /// The reference store's mode: single-leader, leaderless, or any other mode of `store/src/modes.rs`.
     #[arg(long, default_value = "single-leader")]
     replication: String,
+    /// Set any reference-store option by its key in the cluster file
+    /// (`leaderless.read_repair=false`, `tick_ms=5`); repeatable, applied
+    /// before the flags above.
+    #[arg(long = "store", value_name = "KEY=VALUE")]
+    store_options: Vec<String>,
     /// Single-leader: sync, semi-sync:K or async.
     #[arg(long, default_value = "sync")]
     sync: String,
@@ -668,7 +673,7 @@ fn image(args: ImageArgs) -> Result<u8, Failure> {
         mirror,
     } = args.action;
     if let Some(m) = &mirror {
-        splitbrain::docker::image::check_mirror(m)
+        splitbrain::env::docker::image::check_mirror(m)
             .map_err(|e| Failure::bad_input(e.to_string()))?;
     }
     let names = if names.is_empty() {
@@ -683,7 +688,7 @@ fn image(args: ImageArgs) -> Result<u8, Failure> {
     };
     let mut recipes = Vec::new();
     for n in &names {
-        let recipe = splitbrain::docker::image::Recipe::named(n).ok_or_else(|| {
+        let recipe = splitbrain::env::docker::image::Recipe::named(n).ok_or_else(|| {
             Failure::bad_input(format!(
                 "unknown image '{n}' (expected base, etcd, redis or postgres)"
             ))
@@ -695,12 +700,12 @@ fn image(args: ImageArgs) -> Result<u8, Failure> {
         .build()
         .context("starting the runtime")?;
     rt.block_on(async {
-        let docker = splitbrain::docker::connect()
+        let docker = splitbrain::env::docker::connect()
             .await
             .map_err(|e| Failure::bad_input(e.to_string()))?;
         for r in &recipes {
             eprintln!("image {}: {}", r.name, r.tag());
-            let (tag, built) = splitbrain::docker::image::ensure(&docker, r, &work_dir, force)
+            let (tag, built) = splitbrain::env::docker::image::ensure(&docker, r, &work_dir, force)
                 .await
                 .map_err(|e| match e {
                     // Nothing to build from: the operator's to give.
@@ -886,6 +891,9 @@ fn test(args: TestArgs) -> Result<u8, Failure> {
     let mut cfg: ClusterConfig =
         toml::from_str("nodes = []").context("the default cluster settings")?;
     cfg.fsync = Fsync::try_from(args.fsync.clone()).map_err(bad)?;
+    for kv in &args.store_options {
+        cfg = set_store_option(&cfg, kv).map_err(bad)?;
+    }
     let leaderless_flags = args.n.is_some()
         || args.r.is_some()
         || args.w.is_some()
@@ -952,9 +960,20 @@ fn test(args: TestArgs) -> Result<u8, Failure> {
             }
         }
         other => {
-            return Err(bad(format!(
-                "--replication {other}: expected single-leader or leaderless"
-            )))
+            let names: Vec<&str> = splitbrain_store::modes::MODES
+                .iter()
+                .map(|m| m.mode.name())
+                .collect();
+            cfg.mode = names
+                .iter()
+                .position(|n| *n == other)
+                .map(|i| splitbrain_store::modes::MODES[i].mode)
+                .ok_or_else(|| {
+                    bad(format!(
+                        "--replication {other}: expected {}",
+                        names.join(" or ")
+                    ))
+                })?;
         }
     }
     let seed = args.seed.unwrap_or_else(|| {
@@ -981,31 +1000,22 @@ fn test(args: TestArgs) -> Result<u8, Failure> {
             seed,
             ..cfg.clone()
         };
-        Ok(match args.env.as_str() {
-            "local" => Box::new(
-                splitbrain::refstore::LocalRefstore::new(
-                    cfg.clone(),
-                    args.nodes,
-                    workload,
-                    op_timeout,
-                )
-                .context("locating the splitbrain binary")?,
-            ),
-            "netns" => {
-                splitbrain::netns_env::cluster(cfg.clone(), args.nodes, workload, op_timeout)
-                    .map_err(bad)?
-            }
-            _ => splitbrain::dbs::docker_cluster(&splitbrain::dbs::DockerTest {
+        splitbrain::deploy::cluster(
+            &splitbrain::dbs::DbOptions {
                 db: args.db.clone(),
+                env: args.env.clone(),
                 nodes: args.nodes,
                 workload,
                 isolation: args.isolation.clone(),
-                image: args.image.clone(),
                 op_timeout,
                 refstore: (args.db == "refstore").then(|| cfg.clone()),
-            })
-            .map_err(bad)?,
-        })
+            },
+            &splitbrain::env::EnvOptions {
+                image: args.image.clone(),
+                harness_program: None,
+            },
+        )
+        .map_err(bad)
     };
     // Refuse impossible combinations before anything starts.
     drop(make_cluster(seed)?);
@@ -1151,5 +1161,44 @@ impl Progress {
         if self.tty {
             eprintln!();
         }
+    }
+}
+
+/// The cluster settings with one `KEY=VALUE` set (a dotted key of the
+/// cluster file; the value in TOML, or a bare word as a string).
+fn set_store_option(
+    cfg: &splitbrain_store::config::ClusterConfig,
+    kv: &str,
+) -> Result<splitbrain_store::config::ClusterConfig, String> {
+    let (key, raw) = kv
+        .split_once('=')
+        .ok_or_else(|| format!("--store {kv}: expected KEY=VALUE"))?;
+    let value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_string()));
+    let mut doc = toml::Value::try_from(cfg).map_err(|e| format!("--store {kv}: {e}"))?;
+    let mut slot = &mut doc;
+    for part in key.split('.') {
+        slot = slot
+            .as_table_mut()
+            .and_then(|t| t.get_mut(part))
+            .ok_or_else(|| format!("--store {kv}: the cluster file has no option {key}"))?;
+    }
+    *slot = value;
+    doc.try_into()
+        .map_err(|e: toml::de::Error| format!("--store {kv}: {}", e.message()))
+}
+
+#[cfg(test)]
+mod store_option_tests {
+    use super::*;
+
+    #[test]
+    fn a_store_option_round_trips_into_a_cluster_file() {
+        let cfg: splitbrain_store::config::ClusterConfig = toml::from_str("nodes = []").unwrap();
+        let set = set_store_option(&cfg, "tick_ms=5").unwrap();
+        assert_eq!(set.tick_ms, 5);
+        toml::to_string(&set).unwrap();
     }
 }

@@ -4,13 +4,12 @@
 
 pub mod controller;
 pub mod dbs;
-pub mod docker;
+pub mod deploy;
+pub mod env;
 pub mod error;
 pub mod interpreter;
-pub mod netns_env;
-pub mod refstore;
 pub mod registry;
 pub mod report;
 pub mod run_store;
 pub mod serve;
-pub mod supervisor;
+pub mod testkit;

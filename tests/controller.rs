@@ -1,122 +1,30 @@
-//! The lifecycle against an in-process register store: the run directory
+//! The lifecycle against an in-memory register on the shared fake environment: the run directory
 //! holds test.json, history.jsonl and results.json, `latest` points at it,
 //! the nemesis ops are in the history, and the final heal runs.
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use async_trait::async_trait;
-use splitbrain::controller::{run_test, Cluster, TestOptions};
-use splitbrain::interpreter::{Client, ClientFactory, Completion};
-use splitbrain_generators::Invocation;
-use splitbrain_history::{History, Process, Value};
+use splitbrain::controller::{run_test, TestOptions};
+use splitbrain::deploy::Deployment;
+use splitbrain::testkit::{CallLog, FakeEnv, MemDb};
+use splitbrain_history::{History, Process};
 use splitbrain_nemesis::fault::{parse_faults, NemesisOptions};
-use splitbrain_nemesis::Grudge;
-use splitbrain_nemesis::{Ability, Target};
+use splitbrain_nemesis::Ability;
 use splitbrain_workloads::{WorkloadKind, WorkloadOptions};
 
-type Store = Arc<Mutex<HashMap<Value, i64>>>;
-
-/// A single-copy register per key: linearizable by construction.
-struct MemClient(Store);
-
-#[async_trait]
-impl Client for MemClient {
-    async fn invoke(&mut self, op: &Invocation) -> Completion {
-        let key = op.key.clone().unwrap_or_default();
-        let mut m = self.0.lock().unwrap();
-        match op.f.as_str() {
-            "read" => Completion::ok(m.get(&key).map_or(Value::Nil, |v| Value::Int(*v))),
-            "write" => {
-                m.insert(key, op.value.as_int().unwrap());
-                Completion::ok(op.value.clone())
-            }
-            "cas" => {
-                let l = op.value.as_list().unwrap();
-                let (from, to) = (l[0].as_int().unwrap(), l[1].as_int().unwrap());
-                if m.get(&key) == Some(&from) {
-                    m.insert(key, to);
-                    Completion::ok(op.value.clone())
-                } else {
-                    Completion::fail(op.value.clone(), "precondition-failed")
-                }
-            }
-            f => Completion::fail(Value::Nil, &format!("unknown-f-{f}")),
-        }
-    }
-}
-
-struct MemFactory(Store);
-
-impl ClientFactory for MemFactory {
-    fn open(&self, _process: u64) -> Box<dyn Client> {
-        Box::new(MemClient(self.0.clone()))
-    }
-}
-
-/// Faults that only record what they were asked to do.
-struct Log(Arc<Mutex<Vec<String>>>);
-
-#[async_trait]
-impl Target for Log {
-    fn lacks(&self, ability: Ability) -> Option<String> {
-        (ability == Ability::Clock).then(|| "no clocks in memory".into())
-    }
-    fn nodes(&self) -> Vec<String> {
-        vec!["n1".into(), "n2".into(), "n3".into()]
-    }
-    async fn partition(&mut self, _g: &Grudge) -> Result<(), String> {
-        self.0.lock().unwrap().push("partition".into());
-        Ok(())
-    }
-    async fn heal(&mut self) -> Result<(), String> {
-        self.0.lock().unwrap().push("heal".into());
-        Ok(())
-    }
-    async fn kill(&mut self, n: &[String]) -> Result<(), String> {
-        self.0.lock().unwrap().push(format!("kill {}", n.join(",")));
-        Ok(())
-    }
-    async fn restart(&mut self, n: &[String]) -> Result<(), String> {
-        self.0
-            .lock()
-            .unwrap()
-            .push(format!("restart {}", n.join(",")));
-        Ok(())
-    }
-    async fn pause(&mut self, _n: &[String]) -> Result<(), String> {
-        Ok(())
-    }
-    async fn resume(&mut self, _n: &[String]) -> Result<(), String> {
-        Ok(())
-    }
-}
-
-struct MemCluster {
-    store: Store,
-    log: Arc<Mutex<Vec<String>>>,
-    torn_down: bool,
-}
-
-#[async_trait]
-impl Cluster for MemCluster {
-    fn describe(&self) -> String {
-        "in-memory register".into()
-    }
-    async fn setup(&mut self, _run_dir: &Path) -> anyhow::Result<()> {
-        Ok(())
-    }
-    fn client_factory(&self, _: &WorkloadOptions) -> Arc<dyn ClientFactory> {
-        Arc::new(MemFactory(self.store.clone()))
-    }
-    fn executor(&mut self) -> Option<Box<dyn Target>> {
-        Some(Box::new(Log(self.log.clone())))
-    }
-    async fn teardown(&mut self, _leave: bool) -> anyhow::Result<Vec<PathBuf>> {
-        self.torn_down = true;
-        Ok(Vec::new())
-    }
+/// The in-memory register on the shared fake environment, which lacks clocks.
+fn cluster() -> (Deployment, CallLog, Arc<Mutex<bool>>) {
+    let log = CallLog::default();
+    let env = FakeEnv::new(log.clone()).lacking(Ability::Clock, "no clocks in memory");
+    let torn_down = env.torn_down();
+    let c = Deployment::new(
+        Box::new(MemDb::default()),
+        Box::new(env),
+        Duration::from_secs(1),
+    );
+    (c, log, torn_down)
 }
 
 fn options(store_dir: &Path, nemesis: &str) -> TestOptions {
@@ -152,11 +60,7 @@ fn a_run_is_stored_and_healed() {
         .enable_all()
         .build()
         .unwrap();
-    let mut cluster = MemCluster {
-        store: Default::default(),
-        log: Default::default(),
-        torn_down: false,
-    };
+    let (mut cluster, log, torn_down) = cluster();
     let report = rt
         .block_on(run_test(
             &options(store.path(), "partition,kill"),
@@ -164,7 +68,7 @@ fn a_run_is_stored_and_healed() {
             |_| {},
         ))
         .unwrap();
-    assert!(cluster.torn_down);
+    assert!(*torn_down.lock().unwrap());
     for f in ["test.json", "history.jsonl", "results.json"] {
         assert!(report.dir.join(f).exists(), "{f}");
     }
@@ -186,17 +90,24 @@ fn a_run_is_stored_and_healed() {
             .any(|f| f == "start-partition" || f == "kill"),
         "{nemesis:?}"
     );
-    // The last nemesis ops are the final heal.
-    let log = cluster.log.lock().unwrap().clone();
+    // The last nemesis ops are the final heal, before the teardown.
+    let log = log.lock().unwrap().clone();
+    assert_eq!(log.first().map(String::as_str), Some("place n1,n2,n3"));
+    assert_eq!(log.last().map(String::as_str), Some("teardown"));
+    let before_teardown = &log[..log.len() - 1];
     assert!(
-        log.iter().rev().take(2).any(|l| l == "heal")
-            && log.iter().rev().take(2).any(|l| l.starts_with("restart")),
+        before_teardown.iter().rev().take(2).any(|l| l == "heal")
+            && before_teardown
+                .iter()
+                .rev()
+                .take(2)
+                .any(|l| l.starts_with("restart")),
         "{log:?}"
     );
     let test: serde_json::Value =
         serde_json::from_slice(&std::fs::read(report.dir.join("test.json")).unwrap()).unwrap();
     assert_eq!(test["seed"], 11);
-    assert_eq!(test["database"], "in-memory register");
+    assert_eq!(test["database"], "in-memory register, a fake environment");
 
     // The run renders to a report, and the index lists it.
     let page = splitbrain::report::render_run(&report.dir).unwrap();
@@ -217,11 +128,7 @@ fn impossible_faults_are_refused_before_anything_starts() {
         .enable_all()
         .build()
         .unwrap();
-    let mut cluster = MemCluster {
-        store: Default::default(),
-        log: Default::default(),
-        torn_down: false,
-    };
+    let (mut cluster, _log, torn_down) = cluster();
     let err = rt
         .block_on(run_test(
             &options(store.path(), "clock"),
@@ -234,5 +141,5 @@ fn impossible_faults_are_refused_before_anything_starts() {
         err.to_string(),
         "refused: clock: no clock ability: no clocks in memory"
     );
-    assert!(!cluster.torn_down);
+    assert!(!*torn_down.lock().unwrap());
 }

@@ -14,7 +14,7 @@ fn docker_available() -> Option<String> {
         .enable_all()
         .build()
         .unwrap();
-    rt.block_on(splitbrain::docker::connect())
+    rt.block_on(splitbrain::env::docker::connect())
         .err()
         .map(|e| e.to_string())
 }

@@ -4,8 +4,8 @@
 //! Skipped with a clear message where there is no Docker engine.
 
 use rand::SeedableRng;
-use splitbrain::docker::image::{ensure, Recipe};
-use splitbrain::docker::{connect, faketime_env, managed_by_run, DockerCluster, NodeSpec};
+use splitbrain::env::docker::image::{ensure, Recipe};
+use splitbrain::env::docker::{connect, faketime_env, managed_by_run, DockerCluster, NodeSpec};
 use splitbrain_nemesis::Target;
 use splitbrain_nemesis::{grudge, PartitionShape};
 
@@ -33,7 +33,7 @@ fn containers_take_faults_and_leave_nothing_behind() {
         .await
         .expect("base image");
         // Deriving under a recipe's own name would replace (and prune) its image.
-        let refused = splitbrain::docker::image::derive(&docker, &tag, "base", &[]).await;
+        let refused = splitbrain::env::docker::image::derive(&docker, &tag, "base", &[]).await;
         assert!(
             refused
                 .as_ref()
@@ -52,6 +52,7 @@ fn containers_take_faults_and_leave_nothing_behind() {
                     "echo node up; exec sleep infinity".into(),
                 ],
                 env: faketime_env(),
+                working_dir: None,
             })
             .collect();
         let mut c = DockerCluster::create(docker.clone(), &run, &specs, logs.path())

@@ -13,16 +13,13 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use splitbrain::controller::Cluster;
-use splitbrain::refstore::LocalRefstore;
 use splitbrain_history::{Format, History, OpType, Process, Value};
 use splitbrain_nemesis::Target;
 use splitbrain_store::admin::{admin_status, NodeStatus};
 use splitbrain_store::config::{ClusterConfig, Replication};
-use splitbrain_workloads::WorkloadKind;
 
 fn netns_unavailable() -> Option<String> {
-    if let Err(e) = splitbrain_nemesis::netns::available() {
+    if let Err(e) = splitbrain::env::netns::available() {
         return Some(e.to_string());
     }
     if Command::new("ping").arg("-V").output().is_err() {
@@ -56,7 +53,7 @@ fn split(nodes: &[String], minority: &BTreeSet<String>) -> BTreeMap<String, BTre
         .collect()
 }
 
-fn failover(netns_tag: Option<&str>) {
+fn failover(env: &str) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -64,12 +61,7 @@ fn failover(netns_tag: Option<&str>) {
     let dir = tempfile::tempdir().unwrap();
     let mut base: ClusterConfig = toml::from_str("nodes = []").unwrap();
     base.single_leader.replication = Replication::Async;
-    let mut cluster = LocalRefstore::new(base, 5, WorkloadKind::Register, Duration::from_secs(1))
-        .unwrap()
-        .with_program(env!("CARGO_BIN_EXE_splitbrain").into());
-    if let Some(tag) = netns_tag {
-        cluster = cluster.in_netns(tag);
-    }
+    let mut cluster = common::refstore_cluster(base, env, 5);
     let mut exec = cluster
         .executor()
         .expect("the reference store takes faults");
@@ -137,7 +129,7 @@ fn failover(netns_tag: Option<&str>) {
 
 #[test]
 fn majority_partition_of_async_single_leader_fails_over_local() {
-    failover(None);
+    failover("local");
 }
 
 #[test]
@@ -146,7 +138,7 @@ fn majority_partition_of_async_single_leader_fails_over_netns() {
         eprintln!("SKIPPED: majority_partition_of_async_single_leader_fails_over_netns: {why}");
         return;
     }
-    failover(Some(&format!("f{}", std::process::id() % 100_000)));
+    failover("netns");
 }
 
 /// A whole run with majority partitions: every fault op is proven (the run

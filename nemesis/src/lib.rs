@@ -5,7 +5,6 @@
 //! environment: those implement [`Target`].
 
 pub mod fault;
-pub mod netns;
 pub mod shape;
 pub mod target;
 

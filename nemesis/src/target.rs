@@ -28,6 +28,15 @@ pub enum Ability {
 }
 
 impl Ability {
+    pub const ALL: [Ability; 6] = [
+        Ability::Partition,
+        Ability::Kill,
+        Ability::Pause,
+        Ability::Clock,
+        Ability::Loss,
+        Ability::Primaries,
+    ];
+
     pub fn name(self) -> &'static str {
         match self {
             Ability::Partition => "partition",

@@ -3,8 +3,7 @@
 
 use splitbrain_workloads::WorkloadKind;
 
-use super::{etcd, postgres, redis, refstore, DockerDb, DockerTest};
-use crate::controller::Cluster;
+use super::{etcd, postgres, redis, refstore, Db, DbOptions};
 
 /// Whether a database has one node that leads (a leader, a primary).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,8 +24,8 @@ pub struct DbEntry {
     /// `--isolation` values it offers; empty when it has no levels to choose.
     pub isolation_levels: &'static [&'static str],
     pub leadership: Option<Leadership>,
-    /// Its cluster in `--env docker`.
-    pub docker: fn(&DockerTest) -> Result<Box<dyn Cluster>, String>,
+    /// The database, or why these options cannot run.
+    pub make: fn(&DbOptions) -> Result<Box<dyn Db>, String>,
 }
 
 impl DbEntry {
@@ -50,7 +49,7 @@ pub static DATABASES: &[DbEntry] = &[
         default_workload: WorkloadKind::Register,
         isolation_levels: &[],
         leadership: Some(Leadership::InSingleLeaderMode),
-        docker: |t| Ok(Box::new(DockerDb::new(refstore::RefstoreDb::new(t)?, t))),
+        make: |o| Ok(Box::new(refstore::RefstoreDb::new(o)?)),
     },
     DbEntry {
         name: "etcd",
@@ -59,7 +58,7 @@ pub static DATABASES: &[DbEntry] = &[
         default_workload: WorkloadKind::Register,
         isolation_levels: &[],
         leadership: Some(Leadership::Always),
-        docker: |t| Ok(Box::new(DockerDb::new(etcd::Etcd::new(t)?, t))),
+        make: |o| Ok(Box::new(etcd::Etcd::new(o)?)),
     },
     DbEntry {
         name: "redis",
@@ -68,7 +67,7 @@ pub static DATABASES: &[DbEntry] = &[
         default_workload: WorkloadKind::Set,
         isolation_levels: &[],
         leadership: Some(Leadership::Always),
-        docker: |t| Ok(Box::new(DockerDb::new(redis::Redis::new(t)?, t))),
+        make: |o| Ok(Box::new(redis::Redis::new(o)?)),
     },
     DbEntry {
         name: "postgres",
@@ -77,7 +76,7 @@ pub static DATABASES: &[DbEntry] = &[
         default_workload: WorkloadKind::ListAppend,
         isolation_levels: &["read-committed", "repeatable-read", "serializable"],
         leadership: None,
-        docker: |t| Ok(Box::new(DockerDb::new(postgres::Postgres::new(t)?, t))),
+        make: |o| Ok(Box::new(postgres::Postgres::new(o)?)),
     },
 ];
 
@@ -96,10 +95,7 @@ pub fn find(name: &str) -> Result<&'static DbEntry, String> {
 
 /// The entry for `--db NAME` in `--env ENV`, or why that cannot run.
 pub fn find_in(name: &str, env: &str) -> Result<&'static DbEntry, String> {
-    const ENVS: &[&str] = &["local", "netns", "docker"];
-    if !ENVS.contains(&env) {
-        return Err(format!("--env {env}: expected {}", ENVS.join(", ")));
-    }
+    crate::env::find(env)?;
     let db = find(name)?;
     if !db.envs.contains(&env) {
         return Err(format!(

@@ -29,9 +29,8 @@ use splitbrain_nemesis::Ability;
 use splitbrain_workloads::WorkloadKind;
 use tokio::net::TcpStream;
 
-use super::{
-    key_name, list_value, parse_txn, txn_value, unsupported_workload, Db, DockerTest, Mop,
-};
+use super::{key_name, list_value, parse_txn, txn_value, unsupported_workload, Db, DbOptions, Mop};
+use crate::env::{Addresses, NodeCommand, NodeImage};
 use crate::interpreter::{Client, ClientFactory, Completion};
 
 pub const WORKLOADS: [WorkloadKind; 3] = [
@@ -49,7 +48,7 @@ pub struct Etcd {
 }
 
 impl Etcd {
-    pub fn new(t: &DockerTest) -> Result<Etcd, String> {
+    pub fn new(t: &DbOptions) -> Result<Etcd, String> {
         if !WORKLOADS.contains(&t.workload) {
             return Err(unsupported_workload("etcd", t.workload, &WORKLOADS));
         }
@@ -373,10 +372,6 @@ impl Gateway {
 
 #[async_trait]
 impl Db for Etcd {
-    fn recipe(&self) -> &'static str {
-        "etcd"
-    }
-
     fn describe(&self) -> String {
         format!(
             "etcd 3.4 (Debian etcd-server), {} members in Docker",
@@ -394,29 +389,44 @@ impl Db for Etcd {
         })
     }
 
-    fn env(&self) -> Vec<String> {
-        // No libfaketime: it cannot fool a Go program, and preloading it buys nothing.
-        Vec::new()
+    fn ports(&self) -> Vec<u16> {
+        vec![2379, 2380]
     }
 
-    fn start_script(&self, node: &str, ips: &BTreeMap<Node, Ipv4Addr>) -> String {
-        let ip = ips.get(node).copied().unwrap_or(Ipv4Addr::UNSPECIFIED);
-        let cluster: Vec<String> = ips
-            .iter()
-            .map(|(n, ip)| format!("{n}=http://{ip}:2380"))
-            .collect();
-        // The data directory lives in the container, so a restart after a
-        // kill resumes as the same member (and ignores the initial-* flags).
-        format!(
+    fn image(&self) -> NodeImage {
+        let process_env = {
+            // No libfaketime: it cannot fool a Go program, and preloading it buys nothing.
+            Vec::new()
+        };
+        NodeImage {
+            recipe: "etcd",
+            with_harness: false,
+            process_env,
+        }
+    }
+
+    fn node_command(&self, node: &str, addrs: &Addresses, _harness: &str) -> NodeCommand {
+        let ips = &addrs.ips;
+        NodeCommand::shell({
+            let ip = ips.get(node).copied().unwrap_or(Ipv4Addr::UNSPECIFIED);
+            let cluster: Vec<String> = ips
+                .iter()
+                .map(|(n, ip)| format!("{n}=http://{ip}:2380"))
+                .collect();
+            // The data directory lives in the container, so a restart after a
+            // kill resumes as the same member (and ignores the initial-* flags).
+            format!(
             "mkdir -p /var/lib/etcd-sb && exec etcd --name {node} --data-dir /var/lib/etcd-sb/{node} \
              --listen-client-urls http://0.0.0.0:2379 --advertise-client-urls http://{ip}:2379 \
              --listen-peer-urls http://0.0.0.0:2380 --initial-advertise-peer-urls http://{ip}:2380 \
              --initial-cluster {} --initial-cluster-state new --initial-cluster-token splitbrain",
             cluster.join(",")
         )
+        })
     }
 
-    async fn ready(&self, ips: &BTreeMap<Node, Ipv4Addr>) -> Result<(), String> {
+    async fn ready(&self, addrs: &Addresses) -> Result<(), String> {
+        let ips = &addrs.ips;
         // Every member serves a linearizable read (which needs a leader and a quorum).
         for (n, ip) in ips {
             Gateway::new(Some(endpoint(ip)), Duration::from_secs(2))
@@ -427,7 +437,8 @@ impl Db for Etcd {
         Ok(())
     }
 
-    async fn primaries(&self, ips: &BTreeMap<Node, Ipv4Addr>) -> Vec<Node> {
+    async fn primaries(&self, addrs: &Addresses) -> Vec<Node> {
+        let ips = &addrs.ips;
         let asks = ips.iter().map(|(n, ip)| async move {
             let s = Gateway::new(Some(endpoint(ip)), Duration::from_millis(800))
                 .status()
@@ -445,10 +456,11 @@ impl Db for Etcd {
 
     fn clients(
         &self,
-        ips: &BTreeMap<Node, Ipv4Addr>,
+        addrs: &Addresses,
         op_timeout: Duration,
         _workload: &splitbrain_workloads::WorkloadOptions,
     ) -> Arc<dyn ClientFactory> {
+        let ips = &addrs.ips;
         Arc::new(EtcdClients {
             endpoints: ips.values().map(endpoint).collect(),
             workload: self.workload,

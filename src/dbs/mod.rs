@@ -1,67 +1,43 @@
-//! Databases in the Docker environment: etcd, Redis with Sentinel and
-//! PostgreSQL, each started in containers of an image built for it, driven
-//! by its own client library, and faulted through the Docker API.
-//!
-//! [`DockerDb`] is the environment's half (image, containers, fixed
-//! addresses, teardown, the fault executor); a [`Db`] is the database's half
-//! (how a node starts, when the cluster is ready, who leads, clients, and
-//! which faults it can take).
+//! Databases: etcd, Redis with Sentinel, PostgreSQL and the reference
+//! store, each one file implementing [`Db`] and one row in the catalog
+//! (`catalog.rs`). A database says how a node starts, when the cluster is
+//! ready, who leads, its clients, which faults it cannot take and which it
+//! carries out itself; it knows nothing of the environment it runs in.
 
 pub mod catalog;
 pub mod etcd;
 pub mod postgres;
 pub mod redis;
 pub mod refstore;
+pub mod refstore_client;
 
-use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use splitbrain_history::Value;
 use splitbrain_nemesis::shape::{Grudge, Node};
-use splitbrain_nemesis::{Ability, Target};
+use splitbrain_nemesis::Ability;
 use splitbrain_store::config::ClusterConfig;
 use splitbrain_workloads::{WorkloadKind, WorkloadOptions};
 
-use crate::controller::Cluster;
-use crate::docker::{self, image, DockerCluster, NodeSpec};
+use crate::env::{Addresses, NodeCommand, NodeImage};
 use crate::interpreter::ClientFactory;
 
-/// What `splitbrain test --env docker` asks for.
+/// What `splitbrain test` asks of a database.
 #[derive(Debug, Clone)]
-pub struct DockerTest {
+pub struct DbOptions {
     /// refstore, etcd, redis or postgres.
     pub db: String,
+    /// The `--env` it runs in.
+    pub env: String,
     pub nodes: usize,
     pub workload: WorkloadKind,
     /// postgres: read-committed, repeatable-read or serializable.
     pub isolation: Option<String>,
-    /// Run this image instead of building one.
-    pub image: Option<String>,
     pub op_timeout: Duration,
     /// The reference store's settings, when `db` is refstore.
     pub refstore: Option<ClusterConfig>,
-}
-
-/// Where `splitbrain image build` and the docker environment keep their work.
-pub const IMAGE_WORK_DIR: &str = "/var/tmp/splitbrain-images";
-
-/// The cluster for a docker test, or why the combination cannot run
-/// (checked before anything starts).
-pub fn docker_cluster(t: &DockerTest) -> Result<Box<dyn Cluster>, String> {
-    let db = catalog::find_in(&t.db, "docker")?;
-    if let Some(i) = &t.isolation {
-        if db.isolation_levels.is_empty() {
-            return Err(format!(
-                "--isolation {i}: {} has no isolation levels to choose",
-                t.db
-            ));
-        }
-    }
-    (db.docker)(t)
 }
 
 /// The message for a workload a database does not run.
@@ -73,271 +49,62 @@ fn unsupported_workload(db: &str, w: WorkloadKind, supported: &[WorkloadKind]) -
     )
 }
 
-/// An image made from a recipe's by adding files from this host.
-pub struct DerivedImage {
-    /// `splitbrain-NAME:HASH`; never a recipe's own name, whose image it would replace.
-    pub name: &'static str,
-    /// (host path, path in the image).
-    pub files: Vec<(PathBuf, String)>,
-}
-
-/// A database's half of a docker cluster.
+/// A database (Jepsen's `db`): its core, plus the faults it does itself.
 #[async_trait]
 pub trait Db: Send + Sync + 'static {
-    /// The image recipe ([`image::Recipe::named`]).
-    fn recipe(&self) -> &'static str;
     fn describe(&self) -> String;
     fn nodes(&self) -> Vec<Node>;
-    /// Why this database cannot give a fault `ability`, if it cannot.
-    fn lacks(&self, ability: Ability) -> Option<String>;
-    /// Environment for every container (libfaketime, for databases it can fool).
-    fn env(&self) -> Vec<String>;
-    /// Files from this host the nodes' image must hold, when it is the
-    /// recipe's image with them added ([`image::derive`]).
-    fn derived_image(&self) -> Option<DerivedImage> {
-        None
-    }
-    /// The shell script a node's container runs at every start, restarts
-    /// after a kill included; `ips` are every node's fixed address.
-    fn start_script(&self, node: &str, ips: &BTreeMap<Node, Ipv4Addr>) -> String;
+    /// The ports a node listens on where it has an address of its own.
+    fn ports(&self) -> Vec<u16>;
+    /// Its nodes' image, in environments that run images.
+    fn image(&self) -> NodeImage;
+    /// What a node runs at every start; `harness` is this splitbrain binary
+    /// as the node sees it.
+    fn node_command(&self, node: &str, addrs: &Addresses, harness: &str) -> NodeCommand;
     /// One readiness check: `Ok` once the database serves clients.
-    async fn ready(&self, ips: &BTreeMap<Node, Ipv4Addr>) -> Result<(), String>;
+    async fn ready(&self, addrs: &Addresses) -> Result<(), String>;
+    /// How long it may take to come up.
+    fn ready_within(&self) -> Duration {
+        Duration::from_secs(90)
+    }
+    /// Whether one node answers again after a restart.
+    async fn node_up(&self, _addrs: &Addresses, _node: &str) -> bool {
+        true
+    }
     /// The nodes that lead now (etcd's leader, Redis's primary).
-    async fn primaries(&self, ips: &BTreeMap<Node, Ipv4Addr>) -> Vec<Node>;
+    async fn primaries(&self, addrs: &Addresses) -> Vec<Node>;
     fn clients(
         &self,
-        ips: &BTreeMap<Node, Ipv4Addr>,
+        addrs: &Addresses,
         op_timeout: Duration,
         workload: &WorkloadOptions,
     ) -> Arc<dyn ClientFactory>;
-}
-
-type Shared = Arc<tokio::sync::Mutex<Option<DockerCluster>>>;
-type Ips = Arc<std::sync::Mutex<BTreeMap<Node, Ipv4Addr>>>;
-
-/// How long a database may take to come up after its containers start.
-const READY_WITHIN: Duration = Duration::from_secs(90);
-
-/// A third-party database in Docker containers.
-pub struct DockerDb<D: Db> {
-    db: Arc<D>,
-    image: Option<String>,
-    op_timeout: Duration,
-    run: String,
-    /// The containers, shared with the fault executor, which is handed out
-    /// before they exist.
-    cluster: Shared,
-    ips: Ips,
-    logs: Vec<PathBuf>,
-}
-
-impl<D: Db> DockerDb<D> {
-    pub fn new(db: D, t: &DockerTest) -> Self {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        DockerDb {
-            db: Arc::new(db),
-            image: t.image.clone(),
-            op_timeout: t.op_timeout,
-            // Short and unique: it names the network and the containers.
-            run: format!("{}{}x{}", t.db, std::process::id(), nanos % 1_000_000),
-            cluster: Arc::new(tokio::sync::Mutex::new(None)),
-            ips: Arc::new(std::sync::Mutex::new(BTreeMap::new())),
-            logs: Vec::new(),
-        }
+    /// Why this database cannot take a fault needing `ability`, whatever the environment.
+    fn lacks(&self, ability: Ability) -> Option<String>;
+    /// Whether it carries out `ability` itself where the environment cannot
+    /// (the reference store cuts links and moves clocks through its admin port).
+    fn does_itself(&self, _ability: Ability) -> bool {
+        false
     }
-
-    fn ips(&self) -> BTreeMap<Node, Ipv4Addr> {
-        self.ips.lock().map(|i| i.clone()).unwrap_or_default()
+    /// Cut the grudge's links itself; `up` are the nodes that can answer.
+    async fn partition(
+        &self,
+        _addrs: &Addresses,
+        _grudge: &Grudge,
+        _up: &[Node],
+    ) -> Result<(), String> {
+        Err("this database cannot cut links itself".into())
     }
-
-    async fn start(&mut self, run_dir: &Path) -> anyhow::Result<()> {
-        let docker = docker::connect().await?;
-        let tag = match &self.image {
-            Some(tag) => {
-                if !image::exists(&docker, tag).await {
-                    anyhow::bail!("--image {tag}: the Docker engine has no such image");
-                }
-                tag.clone()
-            }
-            None => {
-                let recipe = image::Recipe::named(self.db.recipe())
-                    .ok_or_else(|| anyhow::anyhow!("no image recipe {}", self.db.recipe()))?;
-                if !image::exists(&docker, &recipe.tag()).await {
-                    eprintln!(
-                        "building image {} (debootstrap; takes minutes the first time)",
-                        recipe.tag()
-                    );
-                }
-                image::ensure(&docker, &recipe, Path::new(IMAGE_WORK_DIR), false)
-                    .await?
-                    .0
-            }
-        };
-        let tag = match self.db.derived_image() {
-            None => tag,
-            Some(d) => {
-                let (derived, made) = image::derive(&docker, &tag, d.name, &d.files).await?;
-                if made {
-                    eprintln!("made image {derived}: {tag} with this host's files added");
-                }
-                derived
-            }
-        };
-        let names = self.db.nodes();
-        let db = self.db.clone();
-        let env = db.env();
-        let cluster = DockerCluster::create_with(docker, &self.run, &names, run_dir, |ips| {
-            names
-                .iter()
-                .map(|n| NodeSpec {
-                    name: n.clone(),
-                    image: tag.clone(),
-                    cmd: vec!["sh".into(), "-c".into(), db.start_script(n, ips)],
-                    env: env.clone(),
-                })
-                .collect()
-        })
-        .await?;
-        let ips = cluster.ips().clone();
-        self.logs = names
-            .iter()
-            .map(|n| run_dir.join(format!("{n}.log")))
-            .collect();
-        if let Ok(mut slot) = self.ips.lock() {
-            *slot = ips.clone();
-        }
-        *self.cluster.lock().await = Some(cluster);
-
-        let deadline = Instant::now() + READY_WITHIN;
-        loop {
-            match self.db.ready(&ips).await {
-                Ok(()) => return Ok(()),
-                Err(why) if Instant::now() > deadline => anyhow::bail!(
-                    "{} did not come up within {READY_WITHIN:?}: {why} (node logs in {})",
-                    self.db.recipe(),
-                    run_dir.display()
-                ),
-                Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
-            }
-        }
+    async fn heal(&self, _addrs: &Addresses, _up: &[Node]) -> Result<(), String> {
+        Err("this database cannot cut links itself".into())
     }
-}
-
-#[async_trait]
-impl<D: Db> Cluster for DockerDb<D> {
-    fn describe(&self) -> String {
-        self.db.describe()
-    }
-
-    async fn setup(&mut self, run_dir: &Path) -> anyhow::Result<()> {
-        // Ctrl-C while containers start still ends in a teardown (the
-        // controller tears down after a failed setup), so nothing is left.
-        tokio::select! {
-            r = self.start(run_dir) => r,
-            _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted by Ctrl-C while the cluster started"),
-        }
-    }
-
-    fn client_factory(&self, workload: &WorkloadOptions) -> Arc<dyn ClientFactory> {
-        self.db.clients(&self.ips(), self.op_timeout, workload)
-    }
-
-    fn executor(&mut self) -> Option<Box<dyn Target>> {
-        Some(Box::new(DbExecutor {
-            db: self.db.clone(),
-            cluster: self.cluster.clone(),
-            ips: self.ips.clone(),
-        }))
-    }
-
-    async fn teardown(&mut self, leave_running: bool) -> anyhow::Result<Vec<PathBuf>> {
-        if leave_running {
-            return Ok(self.logs.clone());
-        }
-        if let Some(mut c) = self.cluster.lock().await.take() {
-            c.destroy().await;
-        }
-        // Whatever carries this run's label, recorded or not.
-        let docker = docker::connect().await?;
-        docker::remove_run(&docker, &self.run).await?;
-        Ok(self.logs.clone())
-    }
-}
-
-/// Faults for a docker database: the database's refusals first, then the
-/// containers (shared with the cluster, which removes them at the end).
-struct DbExecutor<D: Db> {
-    db: Arc<D>,
-    cluster: Shared,
-    ips: Ips,
-}
-
-/// Run one fault on the containers, holding them for its whole length.
-macro_rules! on_cluster {
-    ($self:ident, $c:ident => $body:expr) => {{
-        let mut guard = $self.cluster.lock().await;
-        let $c = guard.as_mut().ok_or("the cluster is not running")?;
-        $body
-    }};
-}
-
-impl<D: Db> DbExecutor<D> {
-    fn supports(&self, ability: Ability) -> Result<(), String> {
-        match self.lacks(ability) {
-            Some(why) => Err(why),
-            None => Ok(()),
-        }
-    }
-}
-
-#[async_trait]
-impl<D: Db> Target for DbExecutor<D> {
-    fn lacks(&self, ability: Ability) -> Option<String> {
-        self.db.lacks(ability)
-    }
-    fn nodes(&self) -> Vec<Node> {
-        self.db.nodes()
-    }
-    async fn primaries(&mut self) -> Vec<Node> {
-        let ips = self.ips.lock().map(|i| i.clone()).unwrap_or_default();
-        self.db.primaries(&ips).await
-    }
-    async fn partition(&mut self, grudge: &Grudge) -> Result<(), String> {
-        self.supports(Ability::Partition)?;
-        on_cluster!(self, c => c.partition(grudge).await)
-    }
-    async fn heal(&mut self) -> Result<(), String> {
-        on_cluster!(self, c => c.heal().await)
-    }
-    async fn kill(&mut self, nodes: &[Node]) -> Result<(), String> {
-        self.supports(Ability::Kill)?;
-        on_cluster!(self, c => c.kill(nodes).await)
-    }
-    async fn restart(&mut self, nodes: &[Node]) -> Result<(), String> {
-        on_cluster!(self, c => c.restart(nodes).await)
-    }
-    async fn pause(&mut self, nodes: &[Node]) -> Result<(), String> {
-        self.supports(Ability::Pause)?;
-        on_cluster!(self, c => c.pause(nodes).await)
-    }
-    async fn resume(&mut self, nodes: &[Node]) -> Result<(), String> {
-        on_cluster!(self, c => c.resume(nodes).await)
-    }
-    async fn set_clock_offset(&mut self, node: &Node, delta_ms: i64) -> Result<(), String> {
-        // A reset (0) is always allowed: it undoes, whatever the database.
-        if delta_ms != 0 {
-            self.supports(Ability::Clock)?;
-        }
-        on_cluster!(self, c => c.set_clock_offset(node, delta_ms).await)
-    }
-    async fn loss(&mut self, fraction: f64) -> Result<(), String> {
-        self.supports(Ability::Loss)?;
-        on_cluster!(self, c => c.loss(fraction).await)
-    }
-    async fn stop_loss(&mut self) -> Result<(), String> {
-        on_cluster!(self, c => c.stop_loss().await)
+    async fn set_clock_offset(
+        &self,
+        _addrs: &Addresses,
+        _node: &Node,
+        _delta_ms: i64,
+    ) -> Result<(), String> {
+        Err("this database cannot move its clock itself".into())
     }
 }
 
@@ -452,16 +219,18 @@ mod tests {
 
     #[test]
     fn combinations_are_refused_before_anything_starts() {
-        let t = |db: &str, w: WorkloadKind, iso: Option<&str>, nodes: usize| DockerTest {
+        let t = |db: &str, w: WorkloadKind, iso: Option<&str>, nodes: usize| DbOptions {
             db: db.into(),
+            env: "docker".into(),
             nodes,
             workload: w,
             isolation: iso.map(str::to_string),
-            image: None,
             op_timeout: Duration::from_secs(1),
             refstore: None,
         };
-        let refused = |t: DockerTest| docker_cluster(&t).err().unwrap_or_default();
+        let docker_cluster =
+            |t: &DbOptions| crate::deploy::cluster(t, &crate::env::EnvOptions::default());
+        let refused = |t: DbOptions| docker_cluster(&t).err().unwrap_or_default();
         assert!(refused(t("etcd", WorkloadKind::Bank, None, 3)).contains("register"));
         assert!(refused(t("redis", WorkloadKind::ListAppend, None, 3)).contains("set"));
         assert!(refused(t("redis", WorkloadKind::Set, None, 2)).contains("3"));
@@ -487,24 +256,24 @@ mod tests {
 
     #[test]
     fn faults_a_database_cannot_take_are_refused() {
-        let etcd = etcd::Etcd::new(&DockerTest {
+        let etcd = etcd::Etcd::new(&DbOptions {
             db: "etcd".into(),
+            env: "docker".into(),
             nodes: 3,
             workload: WorkloadKind::Register,
             isolation: None,
-            image: None,
             op_timeout: Duration::from_secs(1),
             refstore: None,
         })
         .unwrap();
         assert!(etcd.lacks(Ability::Clock).unwrap().contains("Go"));
         assert!(etcd.lacks(Ability::Partition).is_none());
-        let pg = postgres::Postgres::new(&DockerTest {
+        let pg = postgres::Postgres::new(&DbOptions {
             db: "postgres".into(),
+            env: "docker".into(),
             nodes: 1,
             workload: WorkloadKind::ListAppend,
             isolation: Some("repeatable-read".into()),
-            image: None,
             op_timeout: Duration::from_secs(1),
             refstore: None,
         })

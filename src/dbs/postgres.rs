@@ -2,7 +2,6 @@
 //! `rw-register` as SQL transactions at a chosen isolation level.
 //! Serialization failures and deadlocks are certain failures (`fail`).
 
-use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,8 +15,9 @@ use splitbrain_workloads::WorkloadKind;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{IsolationLevel, NoTls};
 
-use super::{list_value, parse_txn, txn_value, unsupported_workload, Db, DockerTest, Mop};
-use crate::docker::faketime_env;
+use super::{list_value, parse_txn, txn_value, unsupported_workload, Db, DbOptions, Mop};
+use crate::env::docker::faketime_env;
+use crate::env::{Addresses, NodeCommand, NodeImage};
 use crate::interpreter::{Client, ClientFactory, Completion};
 
 pub const WORKLOADS: [WorkloadKind; 2] = [WorkloadKind::ListAppend, WorkloadKind::RwRegister];
@@ -31,7 +31,7 @@ pub struct Postgres {
 }
 
 impl Postgres {
-    pub fn new(t: &DockerTest) -> Result<Postgres, String> {
+    pub fn new(t: &DbOptions) -> Result<Postgres, String> {
         if !WORKLOADS.contains(&t.workload) {
             return Err(unsupported_workload("postgres", t.workload, &WORKLOADS));
         }
@@ -59,10 +59,6 @@ const NODE: &str = "n1";
 
 #[async_trait]
 impl Db for Postgres {
-    fn recipe(&self) -> &'static str {
-        "postgres"
-    }
-
     fn describe(&self) -> String {
         format!(
             "PostgreSQL 15 (Debian postgresql), one server in Docker, transactions at {}{}",
@@ -88,14 +84,24 @@ impl Db for Postgres {
         })
     }
 
-    fn env(&self) -> Vec<String> {
-        faketime_env()
+    fn ports(&self) -> Vec<u16> {
+        vec![5432]
     }
 
-    fn start_script(&self, _node: &str, _ips: &BTreeMap<Node, Ipv4Addr>) -> String {
-        // Our own data directory, made on first start and reused after a
-        // kill; trust authentication, since the network is the test's own.
-        r#"set -e
+    fn image(&self) -> NodeImage {
+        let process_env = { faketime_env() };
+        NodeImage {
+            recipe: "postgres",
+            with_harness: false,
+            process_env,
+        }
+    }
+
+    fn node_command(&self, _node: &str, _addrs: &Addresses, _harness: &str) -> NodeCommand {
+        NodeCommand::shell({
+            // Our own data directory, made on first start and reused after a
+            // kill; trust authentication, since the network is the test's own.
+            r#"set -e
 BIN=$(ls -d /usr/lib/postgresql/*/bin | head -n 1)
 D=/var/lib/postgresql/splitbrain
 if [ ! -f "$D/PG_VERSION" ]; then
@@ -110,10 +116,12 @@ fi
 mkdir -p /var/run/postgresql && chown postgres:postgres /var/run/postgresql
 exec runuser -u postgres -- "$BIN/postgres" -D "$D"
 "#
-        .to_string()
+            .to_string()
+        })
     }
 
-    async fn ready(&self, ips: &BTreeMap<Node, Ipv4Addr>) -> Result<(), String> {
+    async fn ready(&self, addrs: &Addresses) -> Result<(), String> {
+        let ips = &addrs.ips;
         let ip = ips.get(NODE).ok_or("no address for n1")?;
         let (client, conn) = connect(ip, Duration::from_secs(2)).await?;
         let task = tokio::spawn(conn);
@@ -127,16 +135,17 @@ exec runuser -u postgres -- "$BIN/postgres" -D "$D"
         r
     }
 
-    async fn primaries(&self, _ips: &BTreeMap<Node, Ipv4Addr>) -> Vec<Node> {
+    async fn primaries(&self, _addrs: &Addresses) -> Vec<Node> {
         vec![NODE.to_string()]
     }
 
     fn clients(
         &self,
-        ips: &BTreeMap<Node, Ipv4Addr>,
+        addrs: &Addresses,
         op_timeout: Duration,
         _workload: &splitbrain_workloads::WorkloadOptions,
     ) -> Arc<dyn ClientFactory> {
+        let ips = &addrs.ips;
         Arc::new(PgClients {
             ip: ips.get(NODE).copied().unwrap_or(Ipv4Addr::UNSPECIFIED),
             workload: self.workload,

@@ -19,7 +19,8 @@ use splitbrain_nemesis::shape::Node;
 use splitbrain_nemesis::Ability;
 use splitbrain_workloads::WorkloadKind;
 
-use super::{key_name, unsupported_workload, Db, DockerTest};
+use super::{key_name, unsupported_workload, Db, DbOptions};
+use crate::env::{Addresses, NodeCommand, NodeImage};
 use crate::interpreter::{Client, ClientFactory, Completion};
 
 pub const WORKLOADS: [WorkloadKind; 2] = [WorkloadKind::Register, WorkloadKind::Set];
@@ -41,7 +42,7 @@ pub struct Redis {
 }
 
 impl Redis {
-    pub fn new(t: &DockerTest) -> Result<Redis, String> {
+    pub fn new(t: &DbOptions) -> Result<Redis, String> {
         if !WORKLOADS.contains(&t.workload) {
             return Err(unsupported_workload("redis", t.workload, &WORKLOADS));
         }
@@ -96,10 +97,6 @@ async fn replication(c: &mut MultiplexedConnection) -> Result<String, redis::Red
 
 #[async_trait]
 impl Db for Redis {
-    fn recipe(&self) -> &'static str {
-        "redis"
-    }
-
     fn describe(&self) -> String {
         format!(
             "Redis 7.0 with Sentinel (Debian redis-server, redis-sentinel), {} nodes in Docker: a primary, {} asynchronous replicas, {SENTINELS} Sentinels (quorum 2, down after {DOWN_AFTER_MS} ms)",
@@ -118,25 +115,38 @@ impl Db for Redis {
         })
     }
 
-    fn env(&self) -> Vec<String> {
-        // No libfaketime: preloaded, it stops redis-server from starting (see `refuses`).
-        Vec::new()
+    fn ports(&self) -> Vec<u16> {
+        vec![6379, 26379]
     }
 
-    fn start_script(&self, node: &str, ips: &BTreeMap<Node, Ipv4Addr>) -> String {
-        let first = ips.get("n1").copied().unwrap_or(Ipv4Addr::UNSPECIFIED);
-        let replicaof = if node == "n1" {
-            String::new()
-        } else {
-            format!("replicaof {first} {REDIS_PORT}\n")
+    fn image(&self) -> NodeImage {
+        let process_env = {
+            // No libfaketime: preloaded, it stops redis-server from starting (see `refuses`).
+            Vec::new()
         };
-        let sentinel_index = self.nodes.iter().position(|n| n == node).unwrap_or(0);
-        // Sentinel and the server rewrite their files as roles change, so
-        // they are written on the first start only and a restart after a
-        // kill resumes from what they last knew.
-        let sentinel = if sentinel_index < SENTINELS {
-            format!(
-                "[ -f sentinel.conf ] || cat > sentinel.conf <<EOF
+        NodeImage {
+            recipe: "redis",
+            with_harness: false,
+            process_env,
+        }
+    }
+
+    fn node_command(&self, node: &str, addrs: &Addresses, _harness: &str) -> NodeCommand {
+        let ips = &addrs.ips;
+        NodeCommand::shell({
+            let first = ips.get("n1").copied().unwrap_or(Ipv4Addr::UNSPECIFIED);
+            let replicaof = if node == "n1" {
+                String::new()
+            } else {
+                format!("replicaof {first} {REDIS_PORT}\n")
+            };
+            let sentinel_index = self.nodes.iter().position(|n| n == node).unwrap_or(0);
+            // Sentinel and the server rewrite their files as roles change, so
+            // they are written on the first start only and a restart after a
+            // kill resumes from what they last knew.
+            let sentinel = if sentinel_index < SENTINELS {
+                format!(
+                    "[ -f sentinel.conf ] || cat > sentinel.conf <<EOF
 port {SENTINEL_PORT}
 bind 0.0.0.0
 protected-mode no
@@ -148,12 +158,12 @@ sentinel parallel-syncs {MASTER} 1
 EOF
 redis-sentinel sentinel.conf &
 "
-            )
-        } else {
-            String::new()
-        };
-        format!(
-            "set -e
+                )
+            } else {
+                String::new()
+            };
+            format!(
+                "set -e
 mkdir -p /var/lib/splitbrain-redis && cd /var/lib/splitbrain-redis
 [ -f redis.conf ] || cat > redis.conf <<EOF
 bind 0.0.0.0
@@ -166,10 +176,12 @@ save \"\"
 {replicaof}EOF
 {sentinel}exec redis-server redis.conf
 "
-        )
+            )
+        })
     }
 
-    async fn ready(&self, ips: &BTreeMap<Node, Ipv4Addr>) -> Result<(), String> {
+    async fn ready(&self, addrs: &Addresses) -> Result<(), String> {
+        let ips = &addrs.ips;
         let t = Duration::from_secs(2);
         let primary = ips.get("n1").copied().ok_or("no address for n1")?;
         // Every Sentinel names n1 and sees enough of the others to fail over.
@@ -203,7 +215,8 @@ save \"\"
         Ok(())
     }
 
-    async fn primaries(&self, ips: &BTreeMap<Node, Ipv4Addr>) -> Vec<Node> {
+    async fn primaries(&self, addrs: &Addresses) -> Vec<Node> {
+        let ips = &addrs.ips;
         let node_of = |ip: Ipv4Addr| ips.iter().find(|(_, a)| **a == ip).map(|(n, _)| n.clone());
         // The Sentinels' majority view: what most of them name. (The nemesis
         // asks again a few times when nobody is named.)
@@ -244,10 +257,11 @@ save \"\"
 
     fn clients(
         &self,
-        ips: &BTreeMap<Node, Ipv4Addr>,
+        addrs: &Addresses,
         op_timeout: Duration,
         _workload: &splitbrain_workloads::WorkloadOptions,
     ) -> Arc<dyn ClientFactory> {
+        let ips = &addrs.ips;
         Arc::new(RedisClients {
             sentinels: ips.values().take(SENTINELS).copied().collect(),
             workload: self.workload,

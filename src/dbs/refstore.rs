@@ -1,157 +1,219 @@
-//! The reference store in Docker: each node a container of an image holding
-//! this very `splitbrain` binary (the base image with the binary copied in at
-//! `/opt/splitbrain/splitbrain`, remade when the binary changes) running
-//! `store-node`, with its cluster file written by the start script from the
-//! nodes' fixed addresses.
+//! The reference store (`store/`) as a database: every node runs this very
+//! splitbrain binary's `store-node` with a cluster file naming every node's
+//! addresses. Its admin port answers a typed status (who leads, the clock
+//! offset), and it cuts links and moves its clock itself where the
+//! environment cannot: on loopback, links are cut by each node's transport
+//! (proven by probes through it) and clocks are offsets inside the node.
 
-use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use splitbrain_nemesis::shape::Node;
+use splitbrain_nemesis::shape::{Grudge, Node};
 use splitbrain_nemesis::Ability;
 use splitbrain_store::admin::{admin_call, NodeStatus};
-use splitbrain_store::config::{ClusterConfig, Mode, NodeAddrs};
-use splitbrain_workloads::WorkloadKind;
+use splitbrain_store::config::{ClusterConfig, NodeAddrs};
+use splitbrain_workloads::{WorkloadKind, WorkloadOptions};
 
-use super::{Db, DerivedImage, DockerTest};
+use super::{refstore_client, Db, DbOptions};
+use crate::env::{Addresses, NodeCommand, NodeImage};
 use crate::interpreter::ClientFactory;
 
-/// Ports every node listens on in its own container.
+/// Client, peer and admin ports, where each node has an address of its own.
 const PORTS: [u16; 3] = [7100, 7101, 7102];
-const BINARY: &str = "/opt/splitbrain/splitbrain";
+const ADMIN: usize = 2;
+const CONFIG_FILE: &str = "cluster.toml";
 
 pub struct RefstoreDb {
     base: ClusterConfig,
     nodes: Vec<Node>,
     workload: WorkloadKind,
-    program: PathBuf,
+    env: String,
 }
 
 impl RefstoreDb {
-    pub fn new(t: &DockerTest) -> Result<RefstoreDb, String> {
-        let base = t
+    pub fn new(o: &DbOptions) -> Result<RefstoreDb, String> {
+        let base = o
             .refstore
             .clone()
             .ok_or("--db refstore needs the store's settings")?;
-        if t.nodes == 0 || t.nodes > 250 {
-            return Err(format!("--nodes {}: expected 1 to 250", t.nodes));
+        if o.nodes == 0 || o.nodes > 250 {
+            return Err(format!("--nodes {}: expected 1 to 250", o.nodes));
         }
         Ok(RefstoreDb {
             base,
-            nodes: (1..=t.nodes).map(|i| format!("n{i}")).collect(),
-            workload: t.workload,
-            program: std::env::current_exe()
-                .map_err(|e| format!("locating the splitbrain binary: {e}"))?,
+            nodes: (1..=o.nodes).map(|i| format!("n{i}")).collect(),
+            workload: o.workload,
+            env: o.env.clone(),
         })
     }
 
-    fn config(&self, ips: &BTreeMap<Node, Ipv4Addr>) -> ClusterConfig {
+    /// The cluster file every node reads; data lives in the node's working directory.
+    pub fn config(&self, addrs: &Addresses) -> ClusterConfig {
         let mut cfg = self.base.clone();
-        cfg.data_dir = Some(PathBuf::from("/var/lib/splitbrain"));
+        cfg.data_dir = Some(PathBuf::from("data"));
         cfg.nodes = self
             .nodes
             .iter()
-            .map(|n| {
-                let ip = ips.get(n).copied().unwrap_or(Ipv4Addr::UNSPECIFIED);
-                NodeAddrs {
-                    id: n.clone(),
-                    client: format!("{ip}:{}", PORTS[0]),
-                    peer: format!("{ip}:{}", PORTS[1]),
-                    admin: format!("{ip}:{}", PORTS[2]),
-                }
+            .map(|n| NodeAddrs {
+                id: n.clone(),
+                client: addrs.socket(n, 0),
+                peer: addrs.socket(n, 1),
+                admin: addrs.socket(n, ADMIN),
             })
             .collect();
         cfg
     }
 
-    async fn statuses(&self, ips: &BTreeMap<Node, Ipv4Addr>) -> Vec<(Node, Option<NodeStatus>)> {
-        let asks = ips.iter().map(|(n, ip)| async move {
-            let reply = tokio::time::timeout(
-                Duration::from_millis(800),
-                admin_call(&format!("{ip}:{}", PORTS[2]), "status"),
-            )
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .and_then(|s| NodeStatus::parse_admin_reply(&s).ok());
-            (n.clone(), reply)
+    async fn status(addrs: &Addresses, node: &str) -> Result<NodeStatus, String> {
+        let reply = admin(addrs, node, "status").await?;
+        NodeStatus::parse_admin_reply(&reply).map_err(|e| e.to_string())
+    }
+
+    async fn statuses(&self, addrs: &Addresses) -> Vec<(Node, Option<NodeStatus>)> {
+        let asks = self.nodes.iter().map(|n| async move {
+            let s = tokio::time::timeout(Duration::from_millis(800), Self::status(addrs, n))
+                .await
+                .ok()
+                .and_then(Result::ok);
+            (n.clone(), s)
         });
         futures_util::future::join_all(asks).await
     }
+
+    /// Probes every link between `up` nodes through the store's own
+    /// transport and checks that exactly the links `cut` names are cut.
+    async fn verify_links(
+        addrs: &Addresses,
+        up: &[Node],
+        cut: impl Fn(&str, &str) -> bool,
+    ) -> Result<(), String> {
+        let mut checks = Vec::new();
+        for (i, a) in up.iter().enumerate() {
+            for b in &up[i + 1..] {
+                let should_cut = cut(a, b) || cut(b, a);
+                checks.push(async move {
+                    // A cut link must stay silent; an open one may need a moment
+                    // to reconnect after a restart.
+                    let attempts = if should_cut { 1 } else { 10 };
+                    let mut reached = false;
+                    for _ in 0..attempts {
+                        let reply = admin(addrs, a, &format!("probe {b} 300")).await?;
+                        reached = reply.contains("reached") && !reply.contains("unreachable");
+                        if reached {
+                            break;
+                        }
+                    }
+                    match (should_cut, reached) {
+                        (true, true) => Err(format!("the link {a}-{b} still carries messages")),
+                        (false, false) => {
+                            Err(format!("the link {a}-{b} carries no messages but should"))
+                        }
+                        _ => Ok(()),
+                    }
+                });
+            }
+        }
+        let problems: Vec<String> = futures_util::future::join_all(checks)
+            .await
+            .into_iter()
+            .filter_map(Result::err)
+            .collect();
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "the fault did not take effect: {}",
+                problems.join("; ")
+            ))
+        }
+    }
+}
+
+/// One admin command; an error unless the node answers `ok`.
+async fn admin(addrs: &Addresses, node: &str, command: &str) -> Result<String, String> {
+    let addr = addrs.socket(node, ADMIN);
+    let reply = admin_call(&addr, command)
+        .await
+        .map_err(|e| format!("{node} admin {addr}: {e}"))?;
+    if reply.starts_with("ok") {
+        Ok(reply)
+    } else {
+        Err(format!("{node} refused '{command}': {reply}"))
+    }
+}
+
+/// The store's mode and options, for the test record.
+pub fn describe_mode(cfg: &ClusterConfig) -> String {
+    format!(
+        "refstore {}, fsync {}",
+        splitbrain_store::modes::describe(cfg),
+        String::from(cfg.fsync)
+    )
 }
 
 #[async_trait]
 impl Db for RefstoreDb {
-    fn recipe(&self) -> &'static str {
-        "base"
-    }
-
     fn describe(&self) -> String {
-        let mode = match self.base.mode {
-            Mode::SingleLeader => format!(
-                "single-leader {}",
-                String::from(self.base.single_leader.replication)
-            ),
-            Mode::Leaderless => format!(
-                "leaderless N={} R={} W={}",
-                self.base.leaderless.n, self.base.leaderless.r, self.base.leaderless.w
-            ),
-        };
-        format!(
-            "refstore {mode}, {} nodes in Docker (the base image with this splitbrain binary added)",
-            self.nodes.len()
-        )
+        format!("{}, {} nodes", describe_mode(&self.base), self.nodes.len())
     }
 
     fn nodes(&self) -> Vec<Node> {
         self.nodes.clone()
     }
 
-    fn lacks(&self, ability: Ability) -> Option<String> {
-        (ability == Ability::Clock).then(|| {
-            "clock faults of the reference store go through its admin port; run it with --env local or --env netns for those".to_string()
-        })
+    fn ports(&self) -> Vec<u16> {
+        PORTS.to_vec()
     }
 
-    fn env(&self) -> Vec<String> {
-        Vec::new()
+    fn image(&self) -> NodeImage {
+        NodeImage {
+            recipe: "base",
+            with_harness: true,
+            process_env: Vec::new(),
+        }
     }
 
-    fn derived_image(&self) -> Option<DerivedImage> {
-        Some(DerivedImage {
-            name: "refstore",
-            files: vec![(self.program.clone(), BINARY.to_string())],
-        })
+    fn node_command(&self, node: &str, addrs: &Addresses, harness: &str) -> NodeCommand {
+        let toml = toml::to_string(&self.config(addrs)).unwrap_or_default();
+        NodeCommand {
+            program: harness.to_string(),
+            args: vec![
+                "store-node".into(),
+                "--config".into(),
+                CONFIG_FILE.into(),
+                "--id".into(),
+                node.to_string(),
+            ],
+            files: vec![(CONFIG_FILE.to_string(), toml.into_bytes())],
+        }
     }
 
-    fn start_script(&self, node: &str, ips: &BTreeMap<Node, Ipv4Addr>) -> String {
-        let toml = toml::to_string(&self.config(ips)).unwrap_or_default();
-        // The data directory survives a kill and restart of the container.
-        format!(
-            "set -e\nmkdir -p /etc/splitbrain /var/lib/splitbrain\ncat > /etc/splitbrain/cluster.toml <<'SPLITBRAIN_EOF'\n{toml}SPLITBRAIN_EOF\nexec {BINARY} store-node --config /etc/splitbrain/cluster.toml --id {node}\n"
-        )
-    }
-
-    async fn ready(&self, ips: &BTreeMap<Node, Ipv4Addr>) -> Result<(), String> {
-        let statuses = self.statuses(ips).await;
+    async fn ready(&self, addrs: &Addresses) -> Result<(), String> {
+        let statuses = self.statuses(addrs).await;
         if let Some((n, _)) = statuses.iter().find(|(_, s)| s.is_none()) {
             return Err(format!("{n} does not answer on its admin port"));
         }
         let leader = statuses
             .iter()
             .any(|(_, s)| s.as_ref().is_some_and(NodeStatus::is_leader));
-        if self.base.mode == Mode::SingleLeader && !leader {
+        if splitbrain_store::modes::has_leader(&self.base) && !leader {
             return Err("no leader yet".into());
         }
         Ok(())
     }
 
-    async fn primaries(&self, ips: &BTreeMap<Node, Ipv4Addr>) -> Vec<Node> {
-        self.statuses(ips)
+    fn ready_within(&self) -> Duration {
+        Duration::from_secs(30)
+    }
+
+    async fn node_up(&self, addrs: &Addresses, node: &str) -> bool {
+        admin(addrs, node, "status").await.is_ok()
+    }
+
+    async fn primaries(&self, addrs: &Addresses) -> Vec<Node> {
+        self.statuses(addrs)
             .await
             .into_iter()
             .filter(|(_, s)| s.as_ref().is_some_and(NodeStatus::is_leader))
@@ -161,10 +223,67 @@ impl Db for RefstoreDb {
 
     fn clients(
         &self,
-        ips: &BTreeMap<Node, Ipv4Addr>,
+        addrs: &Addresses,
         op_timeout: Duration,
-        workload: &splitbrain_workloads::WorkloadOptions,
+        workload: &WorkloadOptions,
     ) -> Arc<dyn ClientFactory> {
-        crate::refstore::clients(self.config(ips), self.workload, workload, op_timeout)
+        refstore_client::clients(self.config(addrs), self.workload, workload, op_timeout)
+    }
+
+    fn lacks(&self, ability: Ability) -> Option<String> {
+        // In a container the node's clock is libfaketime's to move, which the store is not run under.
+        (ability == Ability::Clock && self.env == "docker").then(|| {
+            "clock faults of the reference store go through its admin port; run it with --env local or --env netns for those".to_string()
+        })
+    }
+
+    fn does_itself(&self, ability: Ability) -> bool {
+        matches!(ability, Ability::Partition | Ability::Clock)
+    }
+
+    async fn partition(
+        &self,
+        addrs: &Addresses,
+        grudge: &Grudge,
+        up: &[Node],
+    ) -> Result<(), String> {
+        self.heal(addrs, up).await?;
+        for (node, froms) in grudge {
+            if froms.is_empty() || !up.contains(node) {
+                continue;
+            }
+            let names: Vec<&str> = froms.iter().map(String::as_str).collect();
+            admin(addrs, node, &format!("block {}", names.join(" "))).await?;
+        }
+        let g = grudge.clone();
+        Self::verify_links(addrs, up, move |a, b| {
+            g.get(a).is_some_and(|f| f.contains(b))
+        })
+        .await
+    }
+
+    async fn heal(&self, addrs: &Addresses, up: &[Node]) -> Result<(), String> {
+        // A killed node has nothing blocked; it restarts clean.
+        for n in up {
+            admin(addrs, n, "unblock-all").await?;
+        }
+        Self::verify_links(addrs, up, |_, _| false).await
+    }
+
+    async fn set_clock_offset(
+        &self,
+        addrs: &Addresses,
+        node: &Node,
+        delta_ms: i64,
+    ) -> Result<(), String> {
+        admin(addrs, node, &format!("clock-offset {delta_ms}")).await?;
+        let status = Self::status(addrs, node).await?;
+        if status.clock_offset_ms != delta_ms {
+            return Err(format!(
+                "{node} reports a clock offset of {} ms, not {delta_ms} ms",
+                status.clock_offset_ms
+            ));
+        }
+        Ok(())
     }
 }

@@ -144,6 +144,8 @@ pub struct ModeEntry {
     pub mode: Mode,
     pub wal_tag: u8,
     build: fn(&ModeEntry, &ClusterConfig, NodeId, u64, Vec<WalRecord>) -> BuildResult,
+    pub has_leader: fn(&ClusterConfig) -> bool,
+    pub describe: fn(&ClusterConfig) -> String,
 }
 
 type BuildResult = Result<Box<dyn Core>, CoreError>;
@@ -154,6 +156,8 @@ impl ModeEntry {
             mode,
             wal_tag,
             build: build_adapter::<P>,
+            has_leader: P::has_leader,
+            describe: P::describe,
         }
     }
 }

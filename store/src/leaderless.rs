@@ -901,6 +901,14 @@ impl Protocol for Leaderless {
     type Msg = Msg;
     type Record = WalRecord;
 
+    fn describe(cfg: &ClusterConfig) -> String {
+        let o = &cfg.leaderless;
+        format!(
+            "leaderless N={} R={} W={} ({:?})",
+            o.n, o.r, o.w, o.conflict
+        )
+    }
+
     fn from_config(
         cfg: &ClusterConfig,
         node: NodeId,

@@ -12,3 +12,18 @@ pub static MODES: &[ModeEntry] = &[
     ModeEntry::of::<SingleLeader>(Mode::SingleLeader, 0),
     ModeEntry::of::<Leaderless>(Mode::Leaderless, 1),
 ];
+
+/// The row of `cfg`'s mode (every mode has one).
+pub fn entry(mode: Mode) -> Option<&'static ModeEntry> {
+    MODES.iter().find(|m| m.mode == mode)
+}
+
+/// Whether `cfg`'s cluster has a leader once it is up.
+pub fn has_leader(cfg: &crate::config::ClusterConfig) -> bool {
+    entry(cfg.mode).is_some_and(|m| (m.has_leader)(cfg))
+}
+
+/// `cfg`'s mode and options in a few words.
+pub fn describe(cfg: &crate::config::ClusterConfig) -> String {
+    entry(cfg.mode).map_or_else(|| cfg.mode.name().to_string(), |m| (m.describe)(cfg))
+}

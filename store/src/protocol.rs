@@ -85,4 +85,15 @@ pub trait Protocol: Send + Sized + 'static {
 
     /// Records that rebuild the current durable state; used to compact the log.
     fn snapshot_records(&self) -> Vec<Self::Record>;
+
+    /// Whether a cluster of this mode has a leader once it is up (so a
+    /// harness waits for one, and aims faults at it).
+    fn has_leader(_cfg: &ClusterConfig) -> bool {
+        false
+    }
+
+    /// The mode and its options in a few words, for a test's record.
+    fn describe(cfg: &ClusterConfig) -> String {
+        cfg.mode.name().to_string()
+    }
 }

@@ -850,6 +850,21 @@ impl Protocol for SingleLeader {
     type Msg = Msg;
     type Record = WalRecord;
 
+    fn has_leader(_cfg: &ClusterConfig) -> bool {
+        true
+    }
+
+    fn describe(cfg: &ClusterConfig) -> String {
+        let o = &cfg.single_leader;
+        format!(
+            "single-leader {} (fencing {}, leases {}, reads from {:?})",
+            String::from(o.replication),
+            if o.fencing { "on" } else { "off" },
+            if o.leases { "on" } else { "off" },
+            o.read_from
+        )
+    }
+
     fn from_config(
         cfg: &ClusterConfig,
         node: NodeId,

@@ -54,3 +54,28 @@ pub fn checker<'a>(results: &'a serde_json::Value, name: &str) -> &'a serde_json
         .find(|c| c["checker"] == name)
         .unwrap_or_else(|| panic!("no {name} checker in {results:#}"))
 }
+
+/// The reference store in `env` (local or netns), its nodes run by the
+/// splitbrain binary cargo built.
+pub fn refstore_cluster(
+    base: splitbrain_store::config::ClusterConfig,
+    env: &str,
+    nodes: usize,
+) -> Box<dyn splitbrain::controller::Cluster> {
+    splitbrain::deploy::cluster(
+        &splitbrain::dbs::DbOptions {
+            db: "refstore".into(),
+            env: env.into(),
+            nodes,
+            workload: splitbrain_workloads::WorkloadKind::Register,
+            isolation: None,
+            op_timeout: std::time::Duration::from_secs(1),
+            refstore: Some(base),
+        },
+        &splitbrain::env::EnvOptions {
+            image: None,
+            harness_program: Some(env!("CARGO_BIN_EXE_splitbrain").into()),
+        },
+    )
+    .expect("the reference store runs here")
+}

@@ -4,7 +4,7 @@
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use splitbrain_nemesis::netns::{available, NetnsCluster};
+use splitbrain::env::netns::{available, NetnsCluster};
 use splitbrain_nemesis::{grudge, PartitionShape};
 
 #[test]

@@ -22,7 +22,11 @@ use futures_util::StreamExt;
 use super::DockerError;
 
 /// What goes into an image.
+/// Where `splitbrain image build` and the docker environment keep their work.
+pub const WORK_DIR: &str = "/var/tmp/splitbrain-images";
+
 #[derive(Debug, Clone)]
+
 pub struct Recipe {
     /// `etcd`, `redis`, `postgres`, `base`, ...
     pub name: &'static str,

@@ -326,6 +326,7 @@ pub struct NodeSpec {
     pub image: String,
     pub cmd: Vec<String>,
     pub env: Vec<String>,
+    pub working_dir: Option<String>,
 }
 
 /// A cluster of containers on a network of its own.
@@ -395,18 +396,23 @@ impl DockerCluster {
         log_dir: &Path,
     ) -> Result<DockerCluster, DockerError> {
         let names: Vec<Node> = specs.iter().map(|s| s.name.clone()).collect();
-        Self::create_with(docker, run, &names, log_dir, |_| specs.to_vec()).await
+        let mut c = Self::place(docker, run, &names, log_dir).await?;
+        for s in specs {
+            if let Err(e) = c.create_node(s, Vec::new()).await {
+                c.destroy().await;
+                return Err(e);
+            }
+        }
+        Ok(c)
     }
 
-    /// [`DockerCluster::create`] for nodes whose commands name each other's
-    /// addresses: every node has a fixed address (kept across restarts),
-    /// handed to `specs` before any container starts.
-    pub async fn create_with(
+    /// The network, with a fixed address for every node (kept across
+    /// restarts), before any container exists.
+    pub async fn place(
         docker: Docker,
         run: &str,
         names: &[Node],
         log_dir: &Path,
-        specs: impl FnOnce(&BTreeMap<Node, Ipv4Addr>) -> Vec<NodeSpec>,
     ) -> Result<DockerCluster, DockerError> {
         remove_leftovers(&docker).await?;
         let network = format!("sb-{run}");
@@ -416,7 +422,7 @@ impl DockerCluster {
             .enumerate()
             .map(|(i, n)| (n.clone(), Ipv4Addr::new(a, b, c, 10 + i as u8)))
             .collect();
-        let mut c = DockerCluster {
+        Ok(DockerCluster {
             docker,
             run: run.to_string(),
             network: network.clone(),
@@ -427,13 +433,7 @@ impl DockerCluster {
             log_tasks: Vec::new(),
             down: BTreeSet::new(),
             grudge: None,
-        };
-        let specs = specs(&ips);
-        if let Err(e) = c.start_all(&specs).await {
-            c.destroy().await;
-            return Err(e);
-        }
-        Ok(c)
+        })
     }
 
     /// Every node's fixed address.
@@ -441,56 +441,63 @@ impl DockerCluster {
         &self.ips
     }
 
-    async fn start_all(&mut self, specs: &[NodeSpec]) -> Result<(), DockerError> {
-        for s in specs {
-            let name = format!("sb-{}-{}", self.run, s.name);
-            let ip = self.ip(&s.name)?;
-            let endpoint = EndpointSettings {
-                aliases: Some(vec![s.name.clone()]),
-                ipam_config: Some(EndpointIpamConfig {
-                    ipv4_address: Some(ip.to_string()),
-                    ..Default::default()
-                }),
+    /// Create a node's container, copy `files` into it, and start it.
+    pub async fn create_node(
+        &mut self,
+        s: &NodeSpec,
+        files: Vec<(String, FileSource, u32)>,
+    ) -> Result<(), DockerError> {
+        let name = format!("sb-{}-{}", self.run, s.name);
+        let ip = self.ip(&s.name)?;
+        let endpoint = EndpointSettings {
+            aliases: Some(vec![s.name.clone()]),
+            ipam_config: Some(EndpointIpamConfig {
+                ipv4_address: Some(ip.to_string()),
                 ..Default::default()
-            };
-            let body = ContainerCreateBody {
-                image: Some(s.image.clone()),
-                hostname: Some(s.name.clone()),
-                cmd: Some(s.cmd.clone()),
-                env: Some(s.env.clone()),
-                labels: Some(labels(&self.run)),
-                host_config: Some(HostConfig {
-                    network_mode: Some(self.network.clone()),
-                    cap_add: Some(vec!["NET_ADMIN".into()]),
-                    init: Some(true),
-                    ..Default::default()
-                }),
-                networking_config: Some(NetworkingConfig {
-                    endpoints_config: Some(HashMap::from([(self.network.clone(), endpoint)])),
-                }),
+            }),
+            ..Default::default()
+        };
+        let body = ContainerCreateBody {
+            image: Some(s.image.clone()),
+            hostname: Some(s.name.clone()),
+            cmd: Some(s.cmd.clone()),
+            env: Some(s.env.clone()),
+            working_dir: s.working_dir.clone(),
+            labels: Some(labels(&self.run)),
+            host_config: Some(HostConfig {
+                network_mode: Some(self.network.clone()),
+                cap_add: Some(vec!["NET_ADMIN".into()]),
+                init: Some(true),
                 ..Default::default()
-            };
-            self.docker
-                .create_container(
-                    Some(CreateContainerOptionsBuilder::new().name(&name).build()),
-                    body,
-                )
-                .await?;
-            self.containers.insert(s.name.clone(), name.clone());
-            self.docker.start_container(&name, None).await?;
-            let info = self.docker.inspect_container(&name, None).await?;
-            let got = info
-                .network_settings
-                .and_then(|n| n.networks)
-                .and_then(|n| n.get(&self.network).and_then(|e| e.ip_address.clone()));
-            if got.as_deref() != Some(ip.to_string().as_str()) {
-                return Err(DockerError::Other(format!(
-                    "{} has address {got:?} on {}, not {ip}",
-                    s.name, self.network
-                )));
-            }
-            self.follow_logs(&s.name, &name);
+            }),
+            networking_config: Some(NetworkingConfig {
+                endpoints_config: Some(HashMap::from([(self.network.clone(), endpoint)])),
+            }),
+            ..Default::default()
+        };
+        self.docker
+            .create_container(
+                Some(CreateContainerOptionsBuilder::new().name(&name).build()),
+                body,
+            )
+            .await?;
+        self.containers.insert(s.name.clone(), name.clone());
+        if !files.is_empty() {
+            copy_in(&self.docker, &name, files).await?;
         }
+        self.docker.start_container(&name, None).await?;
+        let info = self.docker.inspect_container(&name, None).await?;
+        let got = info
+            .network_settings
+            .and_then(|n| n.networks)
+            .and_then(|n| n.get(&self.network).and_then(|e| e.ip_address.clone()));
+        if got.as_deref() != Some(ip.to_string().as_str()) {
+            return Err(DockerError::Other(format!(
+                "{} has address {got:?} on {}, not {ip}",
+                s.name, self.network
+            )));
+        }
+        self.follow_logs(&s.name, &name);
         Ok(())
     }
 
@@ -865,5 +872,257 @@ impl Target for DockerCluster {
             Some(g) => self.partition(&g).await,
             None => self.heal().await,
         }
+    }
+}
+
+/// Where this splitbrain binary is in an image made `with_harness`.
+pub const HARNESS_PROGRAM: &str = "/opt/splitbrain/splitbrain";
+/// Every node's working directory in its container.
+pub const NODE_DIR: &str = "/var/lib/splitbrain";
+
+/// The image every node of a run starts from: `--image`, or the recipe's
+/// (built when missing), with this binary added when asked.
+async fn node_image(
+    docker: &Docker,
+    image: &super::NodeImage,
+    image_override: Option<&str>,
+) -> Result<String, super::EnvError> {
+    let tag = match image_override {
+        Some(tag) => {
+            if !image::exists(docker, tag).await {
+                return Err(super::EnvError::Other(format!(
+                    "--image {tag}: the Docker engine has no such image"
+                )));
+            }
+            tag.to_string()
+        }
+        None => {
+            let recipe = image::Recipe::named(image.recipe).ok_or_else(|| {
+                super::EnvError::Other(format!("no image recipe {}", image.recipe))
+            })?;
+            if !image::exists(docker, &recipe.tag()).await {
+                eprintln!(
+                    "building image {} (debootstrap; takes minutes the first time)",
+                    recipe.tag()
+                );
+            }
+            image::ensure(docker, &recipe, Path::new(image::WORK_DIR), false)
+                .await?
+                .0
+        }
+    };
+    if !image.with_harness {
+        return Ok(tag);
+    }
+    let program = std::env::current_exe()?;
+    let name = format!("{}-harness", image.recipe);
+    let (derived, made) = image::derive(
+        docker,
+        &tag,
+        &name,
+        &[(program, HARNESS_PROGRAM.to_string())],
+    )
+    .await?;
+    if made {
+        eprintln!("made image {derived}: {tag} with this splitbrain binary added");
+    }
+    Ok(derived)
+}
+
+/// Nodes as containers.
+pub struct DockerEnv {
+    image_override: Option<String>,
+    run: String,
+    image: String,
+    process_env: Vec<String>,
+    cluster: Option<DockerCluster>,
+    nodes: Vec<Node>,
+    logs: Vec<PathBuf>,
+}
+
+impl DockerEnv {
+    pub fn new(o: &super::EnvOptions) -> DockerEnv {
+        DockerEnv {
+            image_override: o.image.clone(),
+            run: String::new(),
+            image: String::new(),
+            process_env: Vec::new(),
+            cluster: None,
+            nodes: Vec::new(),
+            logs: Vec::new(),
+        }
+    }
+
+    fn cluster(&self) -> Result<&DockerCluster, String> {
+        self.cluster
+            .as_ref()
+            .ok_or_else(|| "the containers are not running".to_string())
+    }
+
+    fn cluster_mut(&mut self) -> Result<&mut DockerCluster, String> {
+        self.cluster
+            .as_mut()
+            .ok_or_else(|| "the containers are not running".to_string())
+    }
+}
+
+#[async_trait]
+impl Target for DockerEnv {
+    fn nodes(&self) -> Vec<Node> {
+        self.nodes.clone()
+    }
+    fn lacks(&self, ability: Ability) -> Option<String> {
+        match ability {
+            Ability::Primaries => {
+                Some("containers alone do not know who leads; the database does".into())
+            }
+            _ => None,
+        }
+    }
+    async fn partition(&mut self, grudge: &Grudge) -> Result<(), String> {
+        self.cluster_mut()?.partition(grudge).await
+    }
+    async fn heal(&mut self) -> Result<(), String> {
+        self.cluster_mut()?.heal().await
+    }
+    async fn kill(&mut self, nodes: &[Node]) -> Result<(), String> {
+        self.cluster_mut()?.kill(nodes).await
+    }
+    async fn restart(&mut self, nodes: &[Node]) -> Result<(), String> {
+        self.cluster_mut()?.restart(nodes).await
+    }
+    async fn pause(&mut self, nodes: &[Node]) -> Result<(), String> {
+        self.cluster_mut()?.pause(nodes).await
+    }
+    async fn resume(&mut self, nodes: &[Node]) -> Result<(), String> {
+        self.cluster_mut()?.resume(nodes).await
+    }
+    async fn set_clock_offset(&mut self, node: &Node, delta_ms: i64) -> Result<(), String> {
+        self.cluster_mut()?.set_clock_offset(node, delta_ms).await
+    }
+    async fn loss(&mut self, fraction: f64) -> Result<(), String> {
+        self.cluster_mut()?.loss(fraction).await
+    }
+    async fn stop_loss(&mut self) -> Result<(), String> {
+        self.cluster_mut()?.stop_loss().await
+    }
+}
+
+#[async_trait]
+impl super::Environment for DockerEnv {
+    fn describe(&self) -> String {
+        "Docker containers".into()
+    }
+    fn harness_program(&self) -> String {
+        HARNESS_PROGRAM.into()
+    }
+    async fn place(
+        &mut self,
+        nodes: &[Node],
+        ports: &[u16],
+        image: &super::NodeImage,
+        run_dir: &Path,
+    ) -> Result<super::Addresses, super::EnvError> {
+        let docker = connect().await?;
+        self.image = node_image(&docker, image, self.image_override.as_deref()).await?;
+        self.process_env = image.process_env.clone();
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        // Short and unique: it names the network and the containers.
+        self.run = format!(
+            "{}{}x{}",
+            image.recipe,
+            std::process::id(),
+            nanos % 1_000_000
+        );
+        let cluster = DockerCluster::place(docker, &self.run, nodes, run_dir).await?;
+        let mut addrs = super::Addresses::default();
+        for (n, ip) in cluster.ips() {
+            addrs.ips.insert(n.clone(), *ip);
+            addrs.ports.insert(n.clone(), ports.to_vec());
+        }
+        self.nodes = nodes.to_vec();
+        self.logs = nodes
+            .iter()
+            .map(|n| run_dir.join(format!("{n}.log")))
+            .collect();
+        self.cluster = Some(cluster);
+        Ok(addrs)
+    }
+    async fn start(
+        &mut self,
+        node: &Node,
+        command: super::NodeCommand,
+    ) -> Result<(), super::EnvError> {
+        let spec = NodeSpec {
+            name: node.clone(),
+            image: self.image.clone(),
+            cmd: std::iter::once(command.program)
+                .chain(command.args)
+                .collect(),
+            env: self.process_env.clone(),
+            working_dir: Some(NODE_DIR.into()),
+        };
+        let files = command
+            .files
+            .into_iter()
+            .map(|(name, bytes)| {
+                (
+                    format!("{NODE_DIR}/{name}"),
+                    FileSource::Bytes(bytes),
+                    0o644,
+                )
+            })
+            .collect();
+        let c = self.cluster_mut().map_err(super::EnvError::Other)?;
+        Ok(c.create_node(&spec, files).await?)
+    }
+    async fn exec(&self, node: &Node, argv: &[&str]) -> Result<(i64, String), super::EnvError> {
+        let c = self.cluster().map_err(super::EnvError::Other)?;
+        Ok(c.exec(node, argv).await?)
+    }
+    async fn put_file(
+        &self,
+        node: &Node,
+        path: &str,
+        contents: &[u8],
+    ) -> Result<(), super::EnvError> {
+        let c = self.cluster().map_err(super::EnvError::Other)?;
+        let path = if path.starts_with('/') {
+            path.to_string()
+        } else {
+            format!("{NODE_DIR}/{path}")
+        };
+        Ok(c.put_file(node, &path, contents, 0o644).await?)
+    }
+    async fn get_file(&self, node: &Node, path: &str) -> Result<Vec<u8>, super::EnvError> {
+        let c = self.cluster().map_err(super::EnvError::Other)?;
+        let path = if path.starts_with('/') {
+            path.to_string()
+        } else {
+            format!("{NODE_DIR}/{path}")
+        };
+        Ok(c.get_file(node, &path).await?)
+    }
+    async fn teardown(&mut self, leave_running: bool) -> Result<Vec<PathBuf>, super::EnvError> {
+        if leave_running {
+            if !self.run.is_empty() {
+                eprintln!(
+                    "left the containers running: `docker rm -f $(docker ps -aq --filter label={LABEL_RUN}={})` removes them",
+                    self.run
+                );
+            }
+            return Ok(self.logs.clone());
+        }
+        if let Some(mut c) = self.cluster.take() {
+            c.destroy().await;
+        }
+        if !self.run.is_empty() {
+            // Whatever carries this run's label, recorded or not.
+            let docker = connect().await?;
+            remove_run(&docker, &self.run).await?;
+        }
+        Ok(self.logs.clone())
     }
 }

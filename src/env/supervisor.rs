@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 /// How to start one node: a program, its arguments and working directory.
 #[derive(Debug, Clone)]
-pub struct NodeCommand {
+pub struct ProcessSpec {
     pub program: PathBuf,
     pub args: Vec<String>,
     pub dir: PathBuf,
@@ -18,7 +18,7 @@ pub struct NodeCommand {
 
 #[derive(Debug)]
 struct NodeProcess {
-    command: NodeCommand,
+    command: ProcessSpec,
     child: Option<Child>,
     paused: bool,
 }
@@ -69,7 +69,7 @@ impl Supervisor {
         Supervisor::default()
     }
 
-    pub fn add(&mut self, node: &str, command: NodeCommand) {
+    pub fn add(&mut self, node: &str, command: ProcessSpec) {
         self.nodes.insert(
             node.to_string(),
             NodeProcess {
@@ -229,6 +229,19 @@ impl Supervisor {
     }
 }
 
+impl Supervisor {
+    /// Forget every process without stopping it: the cluster is left running.
+    pub fn release(&mut self) -> Vec<u32> {
+        let pids = self
+            .nodes
+            .values_mut()
+            .filter_map(|p| p.child.take().map(|c| c.id()))
+            .collect();
+        self.nodes.clear();
+        pids
+    }
+}
+
 impl Drop for Supervisor {
     fn drop(&mut self) {
         // Never leave node processes behind, even when a run fails.
@@ -252,7 +265,7 @@ mod tests {
     fn start_pause_resume_kill_restart() {
         let dir = tempfile::tempdir().unwrap();
         let mut s = Supervisor::new();
-        let cmd = |log: &str| NodeCommand {
+        let cmd = |log: &str| ProcessSpec {
             program: "/bin/sh".into(),
             args: vec!["-c".into(), "echo started; exec sleep 30".into()],
             dir: dir.path().to_path_buf(),

@@ -1,8 +1,8 @@
-//! The `netns` executor: each node in a network namespace of its own with its
-//! own address, all joined by a bridge that lives in another namespace, plus
-//! a control link from the namespace the harness runs in. Partitions and
-//! packet loss are iptables rules inside the node namespaces, so this works
-//! for any database binary. Needs root on Linux.
+//! The netns environment: each node a process in a network namespace of its
+//! own with its own address, all joined by a bridge that lives in another
+//! namespace, plus a control link from the namespace the harness runs in.
+//! Partitions and packet loss are iptables rules inside the node
+//! namespaces, so this works for any database binary. Needs root on Linux.
 //!
 //! Layout for cluster `c` (a short tag) with nodes n1..nN:
 //! - namespace `sb-c-br` holds bridge `br0`;
@@ -14,7 +14,15 @@ use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 use std::process::{Command, Output, Stdio};
 
-use crate::shape::{cut_links, Grudge, Node};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use splitbrain_nemesis::shape::{cut_links, Grudge, Node};
+use splitbrain_nemesis::{Ability, Target};
+
+use super::local::{exec_here, Processes};
+use super::{Addresses, EnvError, EnvOptions, Environment, NodeCommand, NodeImage};
 
 #[derive(Debug, thiserror::Error)]
 pub enum NetnsError {
@@ -378,5 +386,185 @@ impl NetnsCluster {
         }
         let _ = run(&["ip", "netns", "del", &self.bridge_ns()]);
         let _ = run(&["ip", "link", "del", &self.control_link()]);
+    }
+}
+/// A tag no other environment alive has: this process's id and a count of
+/// the environments it made, in base 36 (at most 6 characters).
+fn unique_tag() -> String {
+    static MADE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 16;
+    let mut v = ((u64::from(std::process::id()) << 4) | n) % 36u64.pow(6);
+    let mut tag = Vec::new();
+    loop {
+        tag.push(b"0123456789abcdefghijklmnopqrstuvwxyz"[(v % 36) as usize]);
+        v /= 36;
+        if v == 0 {
+            break;
+        }
+    }
+    tag.reverse();
+    String::from_utf8(tag).unwrap_or_default()
+}
+
+/// Nodes as processes in namespaces of their own.
+pub struct NetnsEnv {
+    processes: Processes,
+    /// Short and ours alone: concurrent runs must not share namespaces.
+    tag: String,
+    net: Option<Arc<NetnsCluster>>,
+    nodes: Vec<Node>,
+}
+
+impl NetnsEnv {
+    pub fn new(o: &EnvOptions) -> Result<NetnsEnv, String> {
+        available().map_err(|e| format!("--env netns: {e}"))?;
+        // Partitions are proven with pings between the namespaces.
+        if Command::new("ping").arg("-V").output().is_err() {
+            return Err("--env netns proves partitions with ping, which is not installed (apt-get install iputils-ping)".into());
+        }
+        Ok(NetnsEnv {
+            processes: Processes::new(o)?,
+            tag: unique_tag(),
+            net: None,
+            nodes: Vec::new(),
+        })
+    }
+
+    fn prefix(&self, node: &str) -> Result<Vec<String>, EnvError> {
+        let net = self.net()?;
+        // `ip netns exec` execs in place: the pid is the node's, for signals.
+        Ok(vec![
+            "ip".into(),
+            "netns".into(),
+            "exec".into(),
+            net.namespace(node)?,
+        ])
+    }
+
+    fn net(&self) -> Result<Arc<NetnsCluster>, EnvError> {
+        self.net
+            .clone()
+            .ok_or_else(|| EnvError::Other("the network namespaces are not set up".into()))
+    }
+
+    /// Runs a blocking namespace operation off the runtime's thread, so
+    /// client ops keep flowing while pings wait out their timeouts.
+    async fn on_net(
+        &self,
+        f: impl FnOnce(&NetnsCluster) -> Result<(), NetnsError> + Send + 'static,
+    ) -> Result<(), String> {
+        let net = self.net().map_err(|e| e.to_string())?;
+        tokio::task::spawn_blocking(move || f(&net))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())
+    }
+}
+
+#[async_trait]
+impl Target for NetnsEnv {
+    fn nodes(&self) -> Vec<Node> {
+        self.nodes.clone()
+    }
+    fn lacks(&self, ability: Ability) -> Option<String> {
+        match ability {
+            Ability::Clock => Some("nodes in namespaces share this machine's clock".into()),
+            Ability::Primaries => {
+                Some("processes alone do not know who leads; the database does".into())
+            }
+            _ => None,
+        }
+    }
+    async fn partition(&mut self, grudge: &Grudge) -> Result<(), String> {
+        let g = grudge.clone();
+        self.on_net(move |n| n.partition(&g)).await
+    }
+    async fn heal(&mut self) -> Result<(), String> {
+        self.on_net(|n| n.heal()).await
+    }
+    async fn loss(&mut self, fraction: f64) -> Result<(), String> {
+        self.on_net(move |n| n.loss(fraction)).await
+    }
+    async fn stop_loss(&mut self) -> Result<(), String> {
+        self.on_net(|n| n.stop_loss()).await
+    }
+    async fn kill(&mut self, nodes: &[Node]) -> Result<(), String> {
+        self.processes.kill(nodes)
+    }
+    async fn restart(&mut self, nodes: &[Node]) -> Result<(), String> {
+        self.processes.restart(nodes)
+    }
+    async fn pause(&mut self, nodes: &[Node]) -> Result<(), String> {
+        self.processes.pause(nodes).await
+    }
+    async fn resume(&mut self, nodes: &[Node]) -> Result<(), String> {
+        self.processes.resume(nodes)
+    }
+}
+
+#[async_trait]
+impl Environment for NetnsEnv {
+    fn describe(&self) -> String {
+        "processes in network namespaces".into()
+    }
+    fn harness_program(&self) -> String {
+        self.processes.program.display().to_string()
+    }
+    async fn place(
+        &mut self,
+        nodes: &[Node],
+        ports: &[u16],
+        _image: &NodeImage,
+        run_dir: &Path,
+    ) -> Result<Addresses, EnvError> {
+        if nodes.len() > 250 {
+            return Err(NetnsError::TooManyNodes(nodes.len()).into());
+        }
+        self.processes.place(run_dir)?;
+        let (tag, names) = (self.tag.clone(), nodes.to_vec());
+        let net = tokio::task::spawn_blocking(move || NetnsCluster::create(&tag, &names))
+            .await
+            .map_err(|e| EnvError::Other(e.to_string()))??;
+        let mut addrs = Addresses::default();
+        for n in nodes {
+            addrs.ips.insert(n.clone(), net.addr(n)?);
+            addrs.ports.insert(n.clone(), ports.to_vec());
+        }
+        self.net = Some(Arc::new(net));
+        self.nodes = nodes.to_vec();
+        Ok(addrs)
+    }
+    async fn start(&mut self, node: &Node, command: NodeCommand) -> Result<(), EnvError> {
+        let prefix = self.prefix(node)?;
+        self.processes.start(node, command, &prefix)
+    }
+    async fn check_alive(&mut self, node: &Node) -> Result<(), EnvError> {
+        self.processes.check_alive(node)
+    }
+    async fn exec(&self, node: &Node, argv: &[&str]) -> Result<(i64, String), EnvError> {
+        exec_here(&self.prefix(node)?, argv).await
+    }
+    async fn put_file(&self, _node: &Node, path: &str, contents: &[u8]) -> Result<(), EnvError> {
+        Ok(tokio::fs::write(self.processes.run_dir().join(path), contents).await?)
+    }
+    async fn get_file(&self, _node: &Node, path: &str) -> Result<Vec<u8>, EnvError> {
+        Ok(tokio::fs::read(self.processes.run_dir().join(path)).await?)
+    }
+    async fn teardown(&mut self, leave_running: bool) -> Result<Vec<PathBuf>, EnvError> {
+        let logs = self.processes.teardown(leave_running);
+        if !leave_running {
+            // Processes first: a namespace with processes in it lingers.
+            if let Some(net) = self.net.take() {
+                tokio::task::spawn_blocking(move || net.destroy())
+                    .await
+                    .map_err(|e| EnvError::Other(e.to_string()))??;
+            }
+        } else if let Some(net) = &self.net {
+            eprintln!(
+                "left the network namespaces sb-{}-* in place: `ip netns list` names them",
+                net.tag
+            );
+        }
+        Ok(logs)
     }
 }

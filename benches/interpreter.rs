@@ -115,6 +115,7 @@ fn refstore(rt: &tokio::runtime::Runtime, invocations: u64) {
         &splitbrain::env::EnvOptions {
             image: None,
             harness_program: Some(env!("CARGO_BIN_EXE_splitbrain").into()),
+            leave_running: false,
         },
     )
     .unwrap();

@@ -1013,6 +1013,7 @@ fn test(args: TestArgs) -> Result<u8, Failure> {
             &splitbrain::env::EnvOptions {
                 image: args.image.clone(),
                 harness_program: None,
+                leave_running: args.leave_db_running,
             },
         )
         .map_err(bad)

@@ -100,6 +100,21 @@ impl TestOptions {
     }
 }
 
+/// Resolves on SIGINT or SIGTERM, naming it; never, where neither can be watched.
+pub async fn interrupted() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = int.recv() => "SIGINT",
+        _ = term.recv() => "SIGTERM",
+    }
+}
+
 /// What `splitbrain test` reports for one run.
 pub struct RunReport {
     pub dir: PathBuf,
@@ -214,7 +229,8 @@ pub async fn run_test(
         anyhow::bail!("setting up the workload's starting state: {why}");
     }
     drop(setup_client);
-    // Ctrl-C ends the run early; what was recorded is kept and checked.
+    // SIGINT or SIGTERM (a CI timeout) ends the run early; what was
+    // recorded is kept and checked.
     let mut problem = None;
     let ops = tokio::select! {
         r = interpreter::run(gen, factory, nemesis_runner, &iopts, &mut out, &mut on_op) => match r {
@@ -224,8 +240,8 @@ pub async fn run_test(
                 return Err(anyhow::Error::from(e).context("recording the history"));
             }
         },
-        _ = tokio::signal::ctrl_c() => {
-            problem = Some("interrupted by Ctrl-C; the history holds what was recorded until then".to_string());
+        signal = interrupted() => {
+            problem = Some(format!("interrupted by {signal}; the history holds what was recorded until then"));
             Vec::new()
         }
     };

@@ -112,11 +112,11 @@ impl Cluster for Deployment {
     }
 
     async fn setup(&mut self, run_dir: &Path) -> anyhow::Result<()> {
-        // Ctrl-C while nodes start still ends in a teardown (the controller
-        // tears down after a failed setup), so nothing is left.
+        // SIGINT or SIGTERM while nodes start still ends in a teardown (the
+        // controller tears down after a failed setup), so nothing is left.
         tokio::select! {
             r = self.start(run_dir) => r,
-            _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted by Ctrl-C while the cluster started"),
+            signal = crate::controller::interrupted() => anyhow::bail!("interrupted by {signal} while the cluster started"),
         }
     }
 

@@ -248,7 +248,7 @@ fn the_reference_store_runs_in_docker_through_faults() {
         .args([
             "images",
             "--filter",
-            "reference=splitbrain-refstore",
+            "reference=splitbrain-base-harness",
             "--format",
             "{{.Repository}}:{{.Tag}}",
         ])

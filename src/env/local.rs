@@ -70,10 +70,12 @@ impl Processes {
             None => std::env::current_exe()
                 .map_err(|e| format!("locating the splitbrain binary: {e}"))?,
         };
+        let mut supervisor = Supervisor::new();
+        supervisor.die_with_harness(!o.leave_running);
         Ok(Processes {
             program,
             run_dir: PathBuf::new(),
-            supervisor: Supervisor::new(),
+            supervisor,
         })
     }
 

@@ -128,6 +128,9 @@ pub struct EnvOptions {
     pub image: Option<String>,
     /// Local processes: the splitbrain binary nodes run (tests use the one cargo built).
     pub harness_program: Option<PathBuf>,
+    /// The nodes outlive the harness (`--leave-db-running`); else local
+    /// processes die with it, even when it is killed.
+    pub leave_running: bool,
 }
 
 /// One environment of the catalog.

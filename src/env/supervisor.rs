@@ -27,6 +27,10 @@ struct NodeProcess {
 #[derive(Debug, Default)]
 pub struct Supervisor {
     nodes: BTreeMap<String, NodeProcess>,
+    /// Set in each child: killed when the thread that started it ends, so
+    /// only for a harness that runs its nodes from the thread that lives
+    /// as long as it (the controller's), and never for nodes left running.
+    die_with_harness: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +73,11 @@ impl Supervisor {
         Supervisor::default()
     }
 
+    /// Nodes started from now on are killed by the kernel when the harness dies.
+    pub fn die_with_harness(&mut self, yes: bool) {
+        self.die_with_harness = yes;
+    }
+
     pub fn add(&mut self, node: &str, command: ProcessSpec) {
         self.nodes.insert(
             node.to_string(),
@@ -96,6 +105,7 @@ impl Supervisor {
 
     /// Start a node that is not running (appending to its log).
     pub fn start(&mut self, node: &str) -> Result<u32, SupervisorError> {
+        let die_with_harness = self.die_with_harness;
         let p = self.get(node)?;
         if let Some(child) = &mut p.child {
             if matches!(child.try_wait(), Ok(None)) {
@@ -114,7 +124,21 @@ impl Supervisor {
             .open(&c.log)
             .map_err(start_err)?;
         let log2 = log.try_clone().map_err(start_err)?;
-        let child = Command::new(&c.program)
+        let mut command = Command::new(&c.program);
+        if die_with_harness {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: prctl only, between fork and exec; it allocates nothing.
+            unsafe {
+                command.pre_exec(|| {
+                    // The node dies with the harness, even when the harness is SIGKILLed.
+                    if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let child = command
             .args(&c.args)
             .current_dir(&c.dir)
             .stdin(Stdio::null())

@@ -75,6 +75,7 @@ pub fn refstore_cluster(
         &splitbrain::env::EnvOptions {
             image: None,
             harness_program: Some(env!("CARGO_BIN_EXE_splitbrain").into()),
+            leave_running: false,
         },
     )
     .expect("the reference store runs here")

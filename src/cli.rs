@@ -631,6 +631,10 @@ fn analyze(args: RunDirArgs) -> Result<u8, Failure> {
 
 fn report(args: RunDirArgs) -> Result<u8, Failure> {
     let dir = run_dir(&args.run_dir)?;
+    let test = dir.join(run_store::TEST_FILE);
+    if test.exists() {
+        controller::TestOptions::read(&test).map_err(Failure::bad_input)?;
+    }
     let path = report::render_run(&dir)?;
     say!("{}", path.display());
     Ok(exit::VALID)

@@ -80,7 +80,13 @@ fn stored_run(store: &Path, name: &str, history: &Path, checkers: Vec<CheckerUse
         w.write(op).unwrap();
     }
     drop(w);
-    write_json(&dir.join(TEST_FILE), &serde_json::json!({ "name": name, "workload": "recorded", "seed": 0, "command": format!("splitbrain check {}", history.display()) })).unwrap();
+    // test.json is read typed: the workload the checkers belong to.
+    let workload = match checkers.first().map(|c| c.name) {
+        Some("set") => "set",
+        Some("list-append") => "list-append",
+        _ => "register",
+    };
+    write_json(&dir.join(TEST_FILE), &serde_json::json!({ "name": name, "workload": workload, "seed": 0, "command": format!("splitbrain check {}", history.display()) })).unwrap();
     write_json(
         &dir.join(RESULTS_FILE),
         &check_all(&h, &checkers, Some(Duration::from_secs(30))),

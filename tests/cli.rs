@@ -138,7 +138,7 @@ fn bad_arguments_exit_254() {
 }
 
 #[test]
-fn analyze_reads_test_json_typed_and_names_a_bad_field() {
+fn analyze_and_report_read_test_json_typed_and_name_a_bad_field() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("history.jsonl"), "").unwrap();
     for (text, field) in [
@@ -153,14 +153,21 @@ fn analyze_reads_test_json_typed_and_names_a_bad_field() {
         (r#"{"name":"t""#, "EOF while parsing"),
     ] {
         std::fs::write(dir.path().join("test.json"), text).unwrap();
-        let o = splitbrain(&["analyze", dir.path().to_str().unwrap()]);
-        assert_eq!(o.status.code(), Some(254), "{text}: {}", stderr(&o));
-        let err = stderr(&o);
-        assert_eq!(err.lines().count(), 1, "one-line error: {err}");
-        assert!(
-            err.contains("test.json") && err.contains(field),
-            "{text}: {err}"
-        );
+        for command in ["analyze", "report"] {
+            let o = splitbrain(&[command, dir.path().to_str().unwrap()]);
+            assert_eq!(
+                o.status.code(),
+                Some(254),
+                "{command} {text}: {}",
+                stderr(&o)
+            );
+            let err = stderr(&o);
+            assert_eq!(err.lines().count(), 1, "one-line error: {err}");
+            assert!(
+                err.contains("test.json") && err.contains(field),
+                "{command} {text}: {err}"
+            );
+        }
     }
 }
 

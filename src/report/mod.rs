@@ -17,6 +17,7 @@ use serde_json::Value as Json;
 use splitbrain_basic::perf::{check_perf, PerfResult};
 use splitbrain_history::{CheckOptions, History, OpType, Verdict};
 
+use crate::controller::TestOptions;
 use crate::run_store::{self, RunResults, HISTORY_FILE, RESULTS_FILE, TEST_FILE};
 use svg::{esc, Plot, Series, Window};
 
@@ -27,7 +28,7 @@ const MAX_SCATTER_POINTS: usize = 20_000;
 
 /// Everything a report is made from.
 pub struct ReportInput<'a> {
-    pub test: Option<&'a Json>,
+    pub test: Option<&'a TestOptions>,
     pub history: &'a History,
     pub results: Option<&'a RunResults>,
     /// Files in the run directory to link to, relative to it.
@@ -86,30 +87,25 @@ pub fn render(input: &ReportInput) -> anyhow::Result<String> {
     let verdict = input
         .results
         .map_or("unchecked".to_string(), |r| r.verdict.as_str().to_string());
-    let test = input.test.cloned().unwrap_or(Json::Null);
-    let field = |k: &str| match &test[k] {
-        Json::Null => String::new(),
-        Json::String(s) => s.clone(),
-        other => other.to_string(),
-    };
+    let test = input.test;
+    let field = |f: fn(&TestOptions) -> String| test.map(f).unwrap_or_default();
     let mut ctx = tera::Context::new();
     ctx.insert("verdict", &verdict);
-    ctx.insert("name", &field("name"));
-    ctx.insert("database", &field("database"));
-    ctx.insert("workload", &field("workload"));
-    ctx.insert("seed", &field("seed"));
-    ctx.insert("command", &field("command"));
+    ctx.insert("name", &field(|t| t.name.clone()));
+    ctx.insert("database", &field(|t| t.database.clone()));
+    ctx.insert("workload", &field(|t| t.workload.name().to_string()));
+    ctx.insert("seed", &field(|t| t.seed.to_string()));
+    ctx.insert("command", &field(|t| t.command.clone()));
     ctx.insert(
         "nemesis",
-        &test["nemesis"]["faults"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|v| v.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            })
-            .unwrap_or_default(),
+        &field(|t| {
+            t.nemesis
+                .faults
+                .iter()
+                .map(|f| f.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        }),
     );
     ctx.insert("duration_s", &format!("{:.1}", end_ms(h) / 1000.0));
     ctx.insert("stats", &stats);
@@ -628,7 +624,13 @@ fn round2(v: f64) -> f64 {
 pub fn render_run(dir: &Path) -> anyhow::Result<PathBuf> {
     let history =
         History::read(&dir.join(HISTORY_FILE), None).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let test: Option<Json> = run_store::read_json(&dir.join(TEST_FILE)).ok();
+    // A run of ours has a test.json, read typed; a history from elsewhere may have none.
+    let test_path = dir.join(TEST_FILE);
+    let test = if test_path.exists() {
+        Some(TestOptions::read(&test_path).map_err(|e| anyhow::anyhow!("{e}"))?)
+    } else {
+        None
+    };
     let results: Option<RunResults> = run_store::read_json(&dir.join(RESULTS_FILE)).ok();
     let mut files: Vec<String> = std::fs::read_dir(dir)?
         .filter_map(|e| e.ok())

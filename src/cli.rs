@@ -827,7 +827,16 @@ fn test(args: TestArgs) -> Result<u8, Failure> {
     let faults = parse_faults(&args.nemesis).map_err(bad)?;
     // Faults aim at a leader by default where there is one; the other
     // shapes stay a flag away.
-    let leader_based = db.leader_based(args.replication == "single-leader");
+    let mode_has_leader = splitbrain_store::modes::MODES
+        .iter()
+        .find(|m| m.mode.name() == args.replication)
+        .is_some_and(|m| {
+            toml::from_str::<ClusterConfig>("nodes = []").is_ok_and(|mut cfg| {
+                cfg.mode = m.mode;
+                (m.has_leader)(&cfg)
+            })
+        });
+    let leader_based = db.leader_based(mode_has_leader);
     let default_list = |list: &str| list.split(',').map(str::to_string).collect::<Vec<_>>();
     let partition_names = args.partitions.clone().unwrap_or_else(|| {
         default_list(if leader_based {

@@ -9,8 +9,8 @@ use super::{etcd, postgres, redis, refstore, Db, DbOptions};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Leadership {
     Always,
-    /// The reference store leads in single-leader mode only.
-    InSingleLeaderMode,
+    /// The reference store leads in the modes that have a leader.
+    WhenItsModeHasOne,
 }
 
 /// One database of the catalog.
@@ -32,10 +32,10 @@ impl DbEntry {
     /// Whether faults are best aimed at its leader: a leader-based database
     /// loses or keeps acknowledged writes when its leader is cut off,
     /// stopped or killed (as Jepsen's tests of such databases aim them).
-    pub fn leader_based(&self, single_leader_mode: bool) -> bool {
+    pub fn leader_based(&self, mode_has_leader: bool) -> bool {
         match self.leadership {
             Some(Leadership::Always) => true,
-            Some(Leadership::InSingleLeaderMode) => single_leader_mode,
+            Some(Leadership::WhenItsModeHasOne) => mode_has_leader,
             None => false,
         }
     }
@@ -48,7 +48,7 @@ pub static DATABASES: &[DbEntry] = &[
         workloads: &WorkloadKind::ALL,
         default_workload: WorkloadKind::Register,
         isolation_levels: &[],
-        leadership: Some(Leadership::InSingleLeaderMode),
+        leadership: Some(Leadership::WhenItsModeHasOne),
         make: |o| Ok(Box::new(refstore::RefstoreDb::new(o)?)),
     },
     DbEntry {

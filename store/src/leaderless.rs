@@ -184,8 +184,11 @@ pub enum Msg {
         key: String,
         versions: Vec<Versioned>,
     },
+    /// `digest` names the versions handed off: the hint is done only if it
+    /// has not grown since.
     HandoffAck {
         key: String,
+        digest: u64,
     },
     Ping,
     Pong,
@@ -224,6 +227,10 @@ pub enum WalRecord {
         key: String,
         counter: u64,
     },
+}
+
+fn versions_digest(versions: &[Versioned]) -> u64 {
+    stable_hash(&encode(&versions))
 }
 
 fn dot_of(v: &Versioned) -> Option<Dot> {
@@ -1069,10 +1076,17 @@ impl Leaderless {
             Msg::WriteAck { req, key } => self.on_write_ack(from, req, key, fx),
             Msg::Handoff { key, versions } => {
                 self.local_write(&key, &versions, None, fx);
-                fx.push(send(from, Msg::HandoffAck { key }));
+                let digest = versions_digest(&versions);
+                fx.push(send(from, Msg::HandoffAck { key, digest }));
             }
-            Msg::HandoffAck { key } => {
-                if self.hints.remove(&(from, key.clone())).is_some() {
+            Msg::HandoffAck { key, digest } => {
+                let slot = (from, key.clone());
+                // A write that grew the hint after the handoff left still has to go.
+                let unchanged = self
+                    .hints
+                    .get(&slot)
+                    .is_some_and(|v| versions_digest(v) == digest);
+                if unchanged && self.hints.remove(&slot).is_some() {
                     fx.push(persist(WalRecord::HintDone {
                         for_node: from,
                         key,
@@ -1349,5 +1363,30 @@ mod tests {
         assert!(matches!(next.clock, Clock::Dotted { dot: (0, 5), .. }));
         let next = node.new_version(0, "j", Value::Int(2), &[], &mut fx);
         assert!(matches!(next.clock, Clock::Dotted { dot: (0, 10), .. }));
+    }
+
+    #[test]
+    fn a_handoff_ack_for_an_older_hint_keeps_the_newer_one() {
+        let opts = LeaderlessOptions {
+            sloppy_quorum: true,
+            ..Default::default()
+        };
+        let mut standin = Leaderless::new(0, 3, opts, Vec::new());
+        let mut fx = Vec::new();
+        standin.local_write("h", &v(1, 1), Some(2), &mut fx);
+        let digest = versions_digest(&v(1, 1));
+        // A newer write for node 2 lands while the first handoff is in flight.
+        standin.local_write("h", &v(2, 2), Some(2), &mut fx);
+        let ack = |digest| Input::Peer {
+            from: 2,
+            msg: Msg::HandoffAck {
+                key: "h".into(),
+                digest,
+            },
+        };
+        standin.step(10, ack(digest));
+        assert_eq!(standin.hints.get(&(2, "h".to_string())), Some(&v(2, 2)));
+        standin.step(20, ack(versions_digest(&v(2, 2))));
+        assert!(standin.hints.is_empty());
     }
 }

@@ -1,10 +1,13 @@
 //! The async client library. Every request has a deadline: a timeout or a
 //! lost connection after sending is an unknown outcome; a refusal is
-//! definitely not done. Requests to single-leader clusters follow the
-//! leader's redirects and retry refusals until the deadline.
+//! definitely not done. [`Routing`] picks the node a request goes to: by
+//! default the leader, following its redirects and retrying refusals until
+//! the deadline; for leaderless clusters, one coordinator bound to the
+//! client, or one per request.
 
 use crate::codec::{decode, encode, put_frame, read_frame};
 use crate::msg::{Op, OpResult, ReadFrom, Refusal, Reply, Request, RequestOptions, Response};
+use crate::seeded::mix64;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -32,11 +35,32 @@ impl Outcome {
     }
 }
 
+/// Which node [`Client::request`] sends to. Node indices are in cluster-file order.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Routing {
+    /// Single-leader: the node believed to lead (node 0 at first), following
+    /// redirects and retrying refusals until the deadline; reads allowed
+    /// away from the leader are spread over the others.
+    #[default]
+    Leader,
+    /// Leaderless: every request goes to this node, which coordinates it,
+    /// and only to it, as Jepsen binds each client process to one node. It
+    /// never fails over: another coordinator would hide what this one's side
+    /// of a partition sees, so an unreachable node is that request's failure
+    /// (`NotDone(Unreachable)`) and a lost one its unknown outcome.
+    Bound(usize),
+    /// Leaderless: each request goes to the next node in turn, starting from
+    /// a node drawn from `seed` (give each client its own). A node that
+    /// cannot be connected to is skipped for the next, as nothing was sent.
+    PerRequest { seed: u64 },
+}
+
 #[derive(Clone, Debug)]
 pub struct ClientOptions {
     pub timeout: Duration,
     /// Pause before retrying a refusal such as "not the leader".
     pub retry_pause: Duration,
+    pub routing: Routing,
 }
 
 impl Default for ClientOptions {
@@ -44,6 +68,7 @@ impl Default for ClientOptions {
         ClientOptions {
             timeout: Duration::from_secs(2),
             retry_pause: Duration::from_millis(20),
+            routing: Routing::Leader,
         }
     }
 }
@@ -63,6 +88,8 @@ pub struct Client {
     conns: Arc<Vec<AsyncMutex<Option<Arc<Conn>>>>>,
     next_id: Arc<AtomicU64>,
     leader_hint: Arc<AtomicUsize>,
+    /// Requests routed per request so far, for the rotation.
+    routed: Arc<AtomicU64>,
     opts: ClientOptions,
 }
 
@@ -81,6 +108,7 @@ impl Client {
             conns: Arc::new((0..n).map(|_| AsyncMutex::new(None)).collect()),
             next_id: Arc::new(AtomicU64::new(1)),
             leader_hint: Arc::new(AtomicUsize::new(0)),
+            routed: Arc::new(AtomicU64::new(0)),
             opts,
         }
     }
@@ -195,8 +223,9 @@ impl Client {
         }
     }
 
-    /// Sends `op` to the node most likely to serve it, following redirects and
-    /// retrying definite refusals (not leader, no lease, unreachable) until the deadline.
+    /// Sends `op` where the options' [`Routing`] says. By default that is
+    /// the node most likely to serve it, following redirects and retrying
+    /// definite refusals (not leader, no lease, unreachable) until the deadline.
     pub async fn request(&self, op: Op, options: RequestOptions) -> Outcome {
         self.request_with_timeout(op, options, self.opts.timeout)
             .await
@@ -209,6 +238,46 @@ impl Client {
         options: RequestOptions,
         timeout: Duration,
     ) -> Outcome {
+        match self.opts.routing {
+            Routing::Leader => self.to_leader(op, options, timeout).await,
+            Routing::Bound(home) if home < self.addrs.len() => {
+                self.call_with_timeout(home, op, options, timeout).await
+            }
+            Routing::Bound(home) => Outcome::Rejected(format!(
+                "client bound to node {home}, but the cluster has {} nodes",
+                self.addrs.len()
+            )),
+            Routing::PerRequest { seed } => self.per_request(seed, op, options, timeout).await,
+        }
+    }
+
+    async fn per_request(
+        &self,
+        seed: u64,
+        op: Op,
+        options: RequestOptions,
+        timeout: Duration,
+    ) -> Outcome {
+        let deadline = Instant::now() + timeout;
+        let n = self.addrs.len() as u64;
+        if n == 0 {
+            return Outcome::Rejected("no nodes".into());
+        }
+        let k = self.routed.fetch_add(1, Ordering::Relaxed);
+        let first = (mix64(seed) % n + k % n) % n;
+        let mut last = Outcome::Rejected("no nodes".into());
+        for i in 0..n {
+            let node = ((first + i) % n) as usize;
+            match self.send_once(node, &op, &options, deadline).await {
+                Ok(reply) => return reply_outcome(reply),
+                Err(SendError::NotSent(e)) => last = Outcome::NotDone(Refusal::Unreachable(e)),
+                Err(SendError::Lost(e)) => return Outcome::Unknown(e),
+            }
+        }
+        last
+    }
+
+    async fn to_leader(&self, op: Op, options: RequestOptions, timeout: Duration) -> Outcome {
         let deadline = Instant::now() + timeout;
         let n = self.addrs.len();
         let leader = self.leader_hint.load(Ordering::Relaxed) % n.max(1);
@@ -264,5 +333,192 @@ fn reply_outcome(reply: Reply) -> Outcome {
         Reply::NotDone(r) => Outcome::NotDone(r),
         Reply::Unknown(e) => Outcome::Unknown(e),
         Reply::Error(e) => Outcome::Rejected(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::msg::Value;
+    use std::collections::BTreeSet;
+    use tokio::net::TcpListener;
+
+    /// A stand-in node that answers every request with its own index (or,
+    /// given `redirect`, with "not the leader, ask that one") and counts them.
+    async fn fake_node(index: i64, redirect: Option<u32>) -> (String, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let served = Arc::new(AtomicUsize::new(0));
+        let count = served.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let count = count.clone();
+                tokio::spawn(async move {
+                    let (read, mut write) = stream.into_split();
+                    let mut reader = tokio::io::BufReader::new(read);
+                    while let Ok(Some(bytes)) = read_frame(&mut reader, 1 << 20).await {
+                        let Ok(req) = decode::<Request>(&bytes) else {
+                            return;
+                        };
+                        count.fetch_add(1, Ordering::Relaxed);
+                        let reply = match redirect {
+                            Some(l) => Reply::NotDone(Refusal::NotLeader { leader: Some(l) }),
+                            None => Reply::Ok(OpResult::Value(Some(Value::Int(index)))),
+                        };
+                        let mut frame = Vec::new();
+                        put_frame(&mut frame, &encode(&Response { id: req.id, reply }));
+                        if write.write_all(&frame).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (addr, served)
+    }
+
+    /// An address nothing listens on.
+    async fn dead_addr() -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        listener.local_addr().unwrap().to_string()
+    }
+
+    fn client(addrs: Vec<String>, routing: Routing) -> Client {
+        let opts = ClientOptions {
+            timeout: Duration::from_secs(2),
+            routing,
+            ..ClientOptions::default()
+        };
+        Client::new(addrs, opts)
+    }
+
+    fn ops() -> Vec<(Op, RequestOptions)> {
+        let any = RequestOptions {
+            read_from: Some(ReadFrom::Any),
+            ..RequestOptions::default()
+        };
+        let key = || "s".to_string();
+        vec![
+            (
+                Op::Add {
+                    key: key(),
+                    elem: 1,
+                },
+                RequestOptions::default(),
+            ),
+            (Op::ReadSet { key: key() }, RequestOptions::default()),
+            (Op::Get { key: key() }, any),
+        ]
+    }
+
+    fn counts(served: &[Arc<AtomicUsize>]) -> Vec<usize> {
+        served.iter().map(|s| s.load(Ordering::Relaxed)).collect()
+    }
+
+    #[tokio::test]
+    async fn a_bound_client_talks_to_its_own_node_only() {
+        let mut addrs = Vec::new();
+        let mut served = Vec::new();
+        for i in 0..3 {
+            let (a, s) = fake_node(i, None).await;
+            addrs.push(a);
+            served.push(s);
+        }
+        let c = client(addrs, Routing::Bound(1));
+        for _ in 0..4 {
+            for (op, options) in ops() {
+                let got = c.request(op, options).await;
+                assert_eq!(got, Outcome::Ok(OpResult::Value(Some(Value::Int(1)))));
+            }
+        }
+        assert_eq!(counts(&served), vec![0, 12, 0]);
+    }
+
+    #[tokio::test]
+    async fn a_bound_client_does_not_fail_over_when_its_node_is_unreachable() {
+        let (a0, s0) = fake_node(0, None).await;
+        let (a2, s2) = fake_node(2, None).await;
+        let addrs = vec![a0, dead_addr().await, a2];
+        let c = client(addrs.clone(), Routing::Bound(1));
+        for (op, options) in ops() {
+            let got = c.request(op, options).await;
+            assert!(
+                matches!(got, Outcome::NotDone(Refusal::Unreachable(_))),
+                "{got:?}"
+            );
+        }
+        assert_eq!(counts(&[s0, s2]), vec![0, 0]);
+        let c = client(addrs, Routing::Bound(3));
+        let (op, options) = ops().remove(0);
+        assert!(matches!(c.request(op, options).await, Outcome::Rejected(_)));
+    }
+
+    #[tokio::test]
+    async fn per_request_routing_rotates_and_skips_unreachable_nodes() {
+        let mut addrs = Vec::new();
+        let mut served = Vec::new();
+        for i in 0..3 {
+            let (a, s) = fake_node(i, None).await;
+            addrs.push(a);
+            served.push(s);
+        }
+        let c = client(addrs.clone(), Routing::PerRequest { seed: 7 });
+        let mut answered_by = Vec::new();
+        for _ in 0..2 {
+            for (op, options) in ops() {
+                match c.request(op, options).await {
+                    Outcome::Ok(OpResult::Value(Some(Value::Int(i)))) => answered_by.push(i),
+                    other => panic!("{other:?}"),
+                }
+            }
+        }
+        assert_eq!(counts(&served), vec![2, 2, 2]);
+        let start = answered_by[0];
+        let rotation: Vec<i64> = (0..6).map(|k| (start + k) % 3).collect();
+        assert_eq!(answered_by, rotation);
+
+        addrs[1] = dead_addr().await;
+        let c = client(addrs, Routing::PerRequest { seed: 7 });
+        for _ in 0..6 {
+            let (op, options) = ops().remove(0);
+            let got = c.request(op, options).await;
+            assert!(
+                matches!(got, Outcome::Ok(OpResult::Value(Some(Value::Int(0 | 2))))),
+                "{got:?}"
+            );
+        }
+        // Node 1's turns go on to node 2.
+        assert_eq!(counts(&served), vec![2 + 2, 2, 2 + 4]);
+    }
+
+    #[tokio::test]
+    async fn per_request_clients_with_other_seeds_start_at_other_nodes() {
+        let mut addrs = Vec::new();
+        for i in 0..3 {
+            addrs.push(fake_node(i, None).await.0);
+        }
+        let mut firsts = BTreeSet::new();
+        for seed in 0..8 {
+            let c = client(addrs.clone(), Routing::PerRequest { seed });
+            let (op, options) = ops().remove(0);
+            firsts.insert(format!("{:?}", c.request(op, options).await));
+        }
+        assert_eq!(firsts.len(), 3, "{firsts:?}");
+    }
+
+    #[tokio::test]
+    async fn leader_routing_is_the_default_and_follows_redirects() {
+        assert_eq!(ClientOptions::default().routing, Routing::Leader);
+        let (a0, s0) = fake_node(0, Some(2)).await;
+        let (a1, s1) = fake_node(1, None).await;
+        let (a2, s2) = fake_node(2, None).await;
+        let c = Client::new(vec![a0, a1, a2], ClientOptions::default());
+        for _ in 0..3 {
+            let (op, options) = ops().remove(0);
+            let got = c.request(op, options).await;
+            assert_eq!(got, Outcome::Ok(OpResult::Value(Some(Value::Int(2)))));
+        }
+        // One redirect, then straight to the leader.
+        assert_eq!(counts(&[s0, s1, s2]), vec![1, 0, 3]);
     }
 }

@@ -3,7 +3,9 @@
 //! talks to coordinates, waiting for R reads or W write acks. Sloppy quorums
 //! with hinted handoff, read repair and Merkle-tree anti-entropy are switchable;
 //! conflicts resolve by last-write-wins on the coordinator's clock or are kept
-//! as siblings under version vectors. Transactions are per-key operations
+//! as siblings under dotted version vectors (each version's own write event
+//! apart from the events it supersedes, so that concurrent writes through one
+//! coordinator stay siblings too). Transactions are per-key operations
 //! without isolation, as in the real systems.
 
 use crate::codec::encode;
@@ -20,20 +22,138 @@ use std::collections::{BTreeMap, BTreeSet};
 const MERKLE_DEPTH: usize = 8;
 const MERKLE_LEAVES: u64 = 1 << MERKLE_DEPTH;
 
+/// One write event: the coordinating node and its counter for the key.
+pub type Dot = (NodeId, u64);
+
+/// A set of dots: per node, every counter from 1 up to `upto`, and the
+/// `extra` dots beyond a gap (events a reader saw without their
+/// predecessors). Kept compact, with no extra dot at or right after its
+/// node's `upto`, so that equal sets encode, and hash, alike.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Dots {
+    upto: BTreeMap<NodeId, u64>,
+    extra: BTreeSet<Dot>,
+}
+
+impl Dots {
+    pub fn contains(&self, (node, counter): Dot) -> bool {
+        counter <= self.upto.get(&node).copied().unwrap_or(0)
+            || self.extra.contains(&(node, counter))
+    }
+
+    pub fn insert(&mut self, dot: Dot) {
+        if !self.contains(dot) {
+            self.extra.insert(dot);
+            self.compact(dot.0);
+        }
+    }
+
+    pub fn union(&mut self, other: &Dots) {
+        for (node, upto) in &other.upto {
+            let mine = self.upto.entry(*node).or_insert(0);
+            *mine = (*mine).max(*upto);
+        }
+        self.extra.extend(other.extra.iter().copied());
+        let nodes: BTreeSet<NodeId> = other
+            .upto
+            .keys()
+            .copied()
+            .chain(other.extra.iter().map(|d| d.0))
+            .collect();
+        for node in nodes {
+            self.compact(node);
+        }
+    }
+
+    /// The highest counter of `node` in the set (0: none).
+    pub fn max_of(&self, node: NodeId) -> u64 {
+        let extra = self
+            .extra
+            .range((node, 0)..=(node, u64::MAX))
+            .next_back()
+            .map_or(0, |d| d.1);
+        self.upto.get(&node).copied().unwrap_or(0).max(extra)
+    }
+
+    /// Folds `node`'s extra dots that `upto` covers or continues into it.
+    fn compact(&mut self, node: NodeId) {
+        let mut upto = self.upto.get(&node).copied().unwrap_or(0);
+        let extra: Vec<u64> = self
+            .extra
+            .range((node, 0)..=(node, u64::MAX))
+            .map(|d| d.1)
+            .collect();
+        for counter in extra {
+            if counter > upto + 1 {
+                break;
+            }
+            self.extra.remove(&(node, counter));
+            upto = upto.max(counter);
+        }
+        if upto > 0 {
+            self.upto.insert(node, upto);
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Clock {
     /// Coordinator timestamp in microseconds, ties broken by node.
-    Lww {
-        ts: u64,
-        node: NodeId,
-    },
+    Lww { ts: u64, node: NodeId },
+    /// A plain version vector, as logs of older builds hold it; recovery
+    /// turns it into `Dotted`. It cannot tell two concurrent writes through
+    /// one coordinator apart from one superseding the other.
     Vv(BTreeMap<NodeId, u64>),
+    /// A dotted version vector: the write's own event, kept apart from the
+    /// events it has `seen` and so supersedes. A version is obsolete exactly
+    /// when another one has seen its dot.
+    Dotted { dot: Dot, seen: Dots },
+}
+
+impl Clock {
+    /// A legacy vector as a dotted one with the same history: its highest
+    /// entry becomes the dot.
+    fn upgrade(self) -> Clock {
+        let Clock::Vv(vv) = self else { return self };
+        let Some((node, counter)) = vv
+            .iter()
+            .map(|(n, c)| (*n, *c))
+            .filter(|(_, c)| *c > 0)
+            .max_by_key(|(n, c)| (*c, std::cmp::Reverse(*n)))
+        else {
+            return Clock::Vv(vv);
+        };
+        let mut seen = Dots::default();
+        for (n, c) in vv {
+            let upto = if n == node { c - 1 } else { c };
+            if upto > 0 {
+                seen.upto.insert(n, upto);
+            }
+        }
+        Clock::Dotted {
+            dot: (node, counter),
+            seen,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Versioned {
     pub value: Value,
     pub clock: Clock,
+}
+
+/// Recovered versions with any legacy clocks upgraded.
+fn upgrade(versions: Vec<Versioned>) -> Vec<Versioned> {
+    let mut out: Vec<Versioned> = versions
+        .into_iter()
+        .map(|v| Versioned {
+            value: v.value,
+            clock: v.clock.upgrade(),
+        })
+        .collect();
+    sort_versions(&mut out);
+    out
 }
 
 pub type Items = Vec<(String, Vec<Versioned>)>;
@@ -64,8 +184,11 @@ pub enum Msg {
         key: String,
         versions: Vec<Versioned>,
     },
+    /// `digest` names the versions handed off: the hint is done only if it
+    /// has not grown since.
     HandoffAck {
         key: String,
+        digest: u64,
     },
     Ping,
     Pong,
@@ -98,10 +221,42 @@ pub enum WalRecord {
         for_node: NodeId,
         key: String,
     },
+    /// This node's dot counter for a key it coordinates without storing, so
+    /// that it never issues a dot twice.
+    Counter {
+        key: String,
+        counter: u64,
+    },
 }
 
-fn descends(a: &BTreeMap<NodeId, u64>, b: &BTreeMap<NodeId, u64>) -> bool {
-    b.iter().all(|(k, v)| a.get(k).copied().unwrap_or(0) >= *v)
+fn versions_digest(versions: &[Versioned]) -> u64 {
+    stable_hash(&encode(&versions))
+}
+
+fn dot_of(v: &Versioned) -> Option<Dot> {
+    match &v.clock {
+        Clock::Dotted { dot, .. } => Some(*dot),
+        _ => None,
+    }
+}
+
+fn has_seen(v: &Versioned, dot: Dot) -> bool {
+    matches!(&v.clock, Clock::Dotted { seen, .. } if seen.contains(dot))
+}
+
+/// The highest counter of `node` in the versions' dots and histories.
+fn max_counter(versions: &[Versioned], node: NodeId) -> u64 {
+    versions
+        .iter()
+        .filter_map(|v| match &v.clock {
+            Clock::Dotted { dot, seen } => {
+                let own = if dot.0 == node { dot.1 } else { 0 };
+                Some(own.max(seen.max_of(node)))
+            }
+            _ => None,
+        })
+        .max()
+        .unwrap_or(0)
 }
 
 /// Merges `incoming` into `existing`; returns whether anything changed.
@@ -110,9 +265,9 @@ pub fn merge_versions(
     existing: &mut Vec<Versioned>,
     incoming: &[Versioned],
 ) -> bool {
-    let before = existing.clone();
     match conflict {
         Conflict::Lww => {
+            let before = existing.clone();
             let best = existing
                 .iter()
                 .chain(incoming)
@@ -125,27 +280,54 @@ pub fn merge_versions(
             if let Some(best) = best.cloned() {
                 *existing = vec![best];
             }
+            *existing != before
         }
         Conflict::VersionVectors => {
+            // Sibling sets are whole values each: compare and copy them as little as possible.
+            let mut changed = false;
             for inc in incoming {
-                let Clock::Vv(ic) = &inc.clock else { continue };
-                let covered = existing.iter().any(|e| match &e.clock {
-                    Clock::Vv(ec) => descends(ec, ic),
-                    Clock::Lww { .. } => false,
-                });
-                if covered {
+                let Some(dot) = dot_of(inc) else { continue };
+                if existing.iter().any(|e| has_seen(e, dot)) {
                     continue;
                 }
-                existing.retain(|e| match &e.clock {
-                    Clock::Vv(ec) => !descends(ic, ec),
-                    Clock::Lww { .. } => false,
-                });
-                existing.push(inc.clone());
+                match existing.iter_mut().find(|e| dot_of(e) == Some(dot)) {
+                    // One dot is one write; should two copies ever differ,
+                    // every replica keeps the same one.
+                    Some(e) => {
+                        if *inc > *e {
+                            *e = inc.clone();
+                            changed = true;
+                        }
+                    }
+                    None => {
+                        existing.push(inc.clone());
+                        changed = true;
+                    }
+                }
             }
-            existing.sort();
+            let obsolete: Vec<bool> = existing
+                .iter()
+                .map(|v| dot_of(v).is_none_or(|dot| existing.iter().any(|o| has_seen(o, dot))))
+                .collect();
+            if obsolete.contains(&true) {
+                let mut i = 0;
+                existing.retain(|_| {
+                    i += 1;
+                    !obsolete[i - 1]
+                });
+                changed = true;
+            }
+            if changed {
+                sort_versions(existing);
+            }
+            changed
         }
     }
-    *existing != before
+}
+
+/// The one order every replica keeps siblings in: by clock, which is unique per version.
+fn sort_versions(versions: &mut [Versioned]) {
+    versions.sort_by(|a, b| a.clock.cmp(&b.clock).then_with(|| a.value.cmp(&b.value)));
 }
 
 /// One value for read-modify-write from possibly several siblings: sets merge,
@@ -204,7 +386,8 @@ pub struct Leaderless {
     pending: BTreeMap<u64, Pending>,
     next_req: u64,
     last_ts_us: u64,
-    vv_counter: u64,
+    /// Per key, the highest dot counter this node has issued.
+    counters: BTreeMap<String, u64>,
     next_ping_ms: u64,
     next_anti_entropy_ms: u64,
     anti_entropy_peer: u32,
@@ -245,7 +428,7 @@ impl Leaderless {
             pending: BTreeMap::new(),
             next_req: 1,
             last_ts_us: 0,
-            vv_counter: 0,
+            counters: BTreeMap::new(),
             next_ping_ms: 0,
             next_anti_entropy_ms: 0,
             anti_entropy_peer: 0,
@@ -253,7 +436,8 @@ impl Leaderless {
         for rec in recovered {
             match rec {
                 WalRecord::Key { key, versions } => {
-                    me.note_clocks(&versions);
+                    let versions = upgrade(versions);
+                    me.note_clocks(&key, &versions);
                     me.store.insert(key, versions);
                 }
                 WalRecord::Hint {
@@ -261,28 +445,34 @@ impl Leaderless {
                     key,
                     versions,
                 } => {
+                    let versions = upgrade(versions);
+                    me.note_clocks(&key, &versions);
                     me.hints.insert((for_node, key), versions);
                 }
                 WalRecord::HintDone { for_node, key } => {
                     me.hints.remove(&(for_node, key));
                 }
+                WalRecord::Counter { key, counter } => me.note_counter(&key, counter),
             }
         }
         me
     }
 
     /// Keeps our own counters ahead of anything we issued before a restart.
-    fn note_clocks(&mut self, versions: &[Versioned]) {
+    fn note_clocks(&mut self, key: &str, versions: &[Versioned]) {
         for v in versions {
-            match &v.clock {
-                Clock::Lww { ts, node } if *node == self.id => {
-                    self.last_ts_us = self.last_ts_us.max(*ts)
+            if let Clock::Lww { ts, node } = &v.clock {
+                if *node == self.id {
+                    self.last_ts_us = self.last_ts_us.max(*ts);
                 }
-                Clock::Vv(vv) => {
-                    self.vv_counter = self.vv_counter.max(vv.get(&self.id).copied().unwrap_or(0));
-                }
-                Clock::Lww { .. } => {}
             }
+        }
+        self.note_counter(key, max_counter(versions, self.id));
+    }
+
+    fn note_counter(&mut self, key: &str, counter: u64) {
+        if counter > self.counters.get(key).copied().unwrap_or(0) {
+            self.counters.insert(key.to_string(), counter);
         }
     }
 
@@ -360,7 +550,16 @@ impl Leaderless {
         }
     }
 
-    fn new_version(&mut self, now: u64, value: Value, context: &[Versioned]) -> Versioned {
+    /// A new version of `key` that supersedes `context`, the versions it was
+    /// computed from, and nothing else.
+    fn new_version(
+        &mut self,
+        now: u64,
+        key: &str,
+        value: Value,
+        context: &[Versioned],
+        fx: &mut Vec<Effect>,
+    ) -> Versioned {
         match self.opts.conflict {
             Conflict::Lww => {
                 self.last_ts_us = (now * 1000).max(self.last_ts_us + 1);
@@ -373,20 +572,39 @@ impl Leaderless {
                 }
             }
             Conflict::VersionVectors => {
-                let mut vv = BTreeMap::new();
+                // The history is exactly what was read. A plain vector with
+                // our entry bumped would also claim our own concurrent writes
+                // this read never saw, and drop their values.
+                let mut seen = Dots::default();
                 for v in context {
-                    if let Clock::Vv(c) = &v.clock {
-                        for (k, x) in c {
-                            let e = vv.entry(*k).or_insert(0);
-                            *e = (*e).max(*x);
-                        }
+                    if let Clock::Dotted { dot, seen: s } = &v.clock {
+                        seen.union(s);
+                        seen.insert(*dot);
                     }
                 }
-                self.vv_counter = self.vv_counter.max(vv.get(&self.id).copied().unwrap_or(0)) + 1;
-                vv.insert(self.id, self.vv_counter);
+                let local = self.store.get(key).map_or(0, |vs| max_counter(vs, self.id));
+                let counter = self
+                    .counters
+                    .get(key)
+                    .copied()
+                    .unwrap_or(0)
+                    .max(seen.max_of(self.id))
+                    .max(local)
+                    + 1;
+                self.counters.insert(key.to_string(), counter);
+                if !self.preference_list(key).contains(&self.id) {
+                    // No stored version will carry the dot across a restart.
+                    fx.push(persist(WalRecord::Counter {
+                        key: key.to_string(),
+                        counter,
+                    }));
+                }
                 Versioned {
                     value,
-                    clock: Clock::Vv(vv),
+                    clock: Clock::Dotted {
+                        dot: (self.id, counter),
+                        seen,
+                    },
                 }
             }
         }
@@ -452,7 +670,7 @@ impl Leaderless {
             };
             for (key, value) in writes {
                 let context = self.store.get(&key).cloned().unwrap_or_default();
-                let v = self.new_version(now, value, &context);
+                let v = self.new_version(now, &key, value, &context, fx);
                 if let Some(ks) = p.keys.iter_mut().find(|k| k.key == key) {
                     ks.new_versions = Some(vec![v]);
                 }
@@ -540,19 +758,15 @@ impl Leaderless {
         }
     }
 
-    fn repair(
-        &self,
-        key: &str,
-        merged: &[Versioned],
-        to: NodeId,
-        had: &[Versioned],
-        fx: &mut Vec<Effect>,
-    ) {
+    /// Brings replica `to` up to what the read merged. Only for replicas that
+    /// answered something else: the merge holds their answer, so they lack something.
+    fn repair(&mut self, key: &str, merged: &[Versioned], to: NodeId, fx: &mut Vec<Effect>) {
         if !self.opts.read_repair || merged.is_empty() {
             return;
         }
-        let mut with = had.to_vec();
-        if merge_versions(self.opts.conflict, &mut with, merged) {
+        if to == self.id {
+            self.local_write(key, merged, None, fx);
+        } else {
             fx.push(send(
                 to,
                 Msg::Write {
@@ -588,11 +802,9 @@ impl Leaderless {
         merge_versions(conflict, &mut ks.merged, &versions);
         if p.phase != Phase::Read {
             // A late answer: repair it from what the read already merged.
-            let merged = ks.merged.clone();
-            if from != self.id {
-                self.repair(&key, &merged, from, &versions, fx);
-            } else if self.opts.read_repair {
-                self.local_write(&key, &merged, None, fx);
+            if versions != ks.merged {
+                let merged = ks.merged.clone();
+                self.repair(&key, &merged, from, fx);
             }
             self.maybe_forget(req_id);
             return;
@@ -609,7 +821,9 @@ impl Leaderless {
         let mut repairs = Vec::new();
         for ks in &p.keys {
             for (f, had) in &ks.read_resps {
-                repairs.push((ks.key.clone(), ks.merged.clone(), *f, had.clone()));
+                if *had != ks.merged {
+                    repairs.push((ks.key.clone(), *f));
+                }
             }
         }
         let merged: BTreeMap<String, Vec<Versioned>> = p
@@ -618,14 +832,8 @@ impl Leaderless {
             .map(|k| (k.key.clone(), k.merged.clone()))
             .collect();
         let op = p.op.clone();
-        for (key, m, f, had) in repairs {
-            if f == self.id {
-                if self.opts.read_repair {
-                    self.local_write(&key, &m, None, fx);
-                }
-            } else {
-                self.repair(&key, &m, f, &had, fx);
-            }
+        for (key, f) in repairs {
+            self.repair(&key, &merged[&key], f, fx);
         }
         if let Op::Get { key } = &op {
             let m = &merged[key];
@@ -646,7 +854,7 @@ impl Leaderless {
                 }
                 let mut versions = Vec::new();
                 for (key, value) in writes {
-                    let v = self.new_version(now, value, &merged[&key]);
+                    let v = self.new_version(now, &key, value, &merged[&key], fx);
                     versions.push((key, v));
                 }
                 if let Some(p) = self.pending.get_mut(&req_id) {
@@ -868,10 +1076,17 @@ impl Leaderless {
             Msg::WriteAck { req, key } => self.on_write_ack(from, req, key, fx),
             Msg::Handoff { key, versions } => {
                 self.local_write(&key, &versions, None, fx);
-                fx.push(send(from, Msg::HandoffAck { key }));
+                let digest = versions_digest(&versions);
+                fx.push(send(from, Msg::HandoffAck { key, digest }));
             }
-            Msg::HandoffAck { key } => {
-                if self.hints.remove(&(from, key.clone())).is_some() {
+            Msg::HandoffAck { key, digest } => {
+                let slot = (from, key.clone());
+                // A write that grew the hint after the handoff left still has to go.
+                let unchanged = self
+                    .hints
+                    .get(&slot)
+                    .is_some_and(|v| versions_digest(v) == digest);
+                if unchanged && self.hints.remove(&slot).is_some() {
                     fx.push(persist(WalRecord::HintDone {
                         for_node: from,
                         key,
@@ -959,6 +1174,15 @@ impl Protocol for Leaderless {
             key: k.clone(),
             versions: v.clone(),
         }));
+        recs.extend(
+            self.counters
+                .iter()
+                .filter(|(k, c)| **c > self.store.get(*k).map_or(0, |vs| max_counter(vs, self.id)))
+                .map(|(k, c)| WalRecord::Counter {
+                    key: k.clone(),
+                    counter: *c,
+                }),
+        );
         recs
     }
 }
@@ -1041,29 +1265,136 @@ mod tests {
         );
     }
 
+    /// A version written as `dot` after reading versions with the dots `seen`.
+    fn dv(dot: Dot, seen: &[Dot], x: i64) -> Versioned {
+        let mut s = Dots::default();
+        for d in seen {
+            s.insert(*d);
+        }
+        Versioned {
+            value: Value::Int(x),
+            clock: Clock::Dotted { dot, seen: s },
+        }
+    }
+
     #[test]
     fn version_vectors_drop_dominated_versions_and_keep_concurrent_ones() {
-        let vv = |pairs: &[(NodeId, u64)], x| Versioned {
-            value: Value::Int(x),
-            clock: Clock::Vv(pairs.iter().copied().collect()),
-        };
-        let mut slot = vec![vv(&[(0, 1)], 1)];
-        assert!(merge_versions(
-            Conflict::VersionVectors,
-            &mut slot,
-            &[vv(&[(1, 1)], 2)]
-        ));
+        let vv = Conflict::VersionVectors;
+        let mut slot = vec![dv((0, 1), &[], 1)];
+        assert!(merge_versions(vv, &mut slot, &[dv((1, 1), &[], 2)]));
         assert_eq!(slot.len(), 2);
-        assert!(merge_versions(
-            Conflict::VersionVectors,
-            &mut slot,
-            &[vv(&[(0, 1), (1, 1), (2, 1)], 3)]
-        ));
-        assert_eq!(slot, vec![vv(&[(0, 1), (1, 1), (2, 1)], 3)]);
-        assert!(!merge_versions(
-            Conflict::VersionVectors,
-            &mut slot,
-            &[vv(&[(0, 1)], 1)]
-        ));
+        let both = dv((2, 1), &[(0, 1), (1, 1)], 3);
+        assert!(merge_versions(vv, &mut slot, std::slice::from_ref(&both)));
+        assert_eq!(slot, vec![both.clone()]);
+        assert!(!merge_versions(vv, &mut slot, &[dv((0, 1), &[], 1)]));
+        // Merging is order-independent.
+        let mut other = vec![dv((0, 1), &[], 1)];
+        merge_versions(vv, &mut other, std::slice::from_ref(&both));
+        merge_versions(vv, &mut other, &[dv((1, 1), &[], 2)]);
+        assert_eq!(other, slot);
+    }
+
+    #[test]
+    fn two_writes_through_one_coordinator_from_the_same_read_are_siblings() {
+        // Both read {0:1}; a plain vector would make {0:3} supersede {0:2}.
+        let vv = Conflict::VersionVectors;
+        let mut slot = vec![dv((0, 1), &[], 1)];
+        merge_versions(vv, &mut slot, &[dv((0, 2), &[(0, 1)], 2)]);
+        merge_versions(vv, &mut slot, &[dv((0, 3), &[(0, 1)], 3)]);
+        let values: Vec<Value> = slot.iter().map(|v| v.value.clone()).collect();
+        assert_eq!(values, vec![Value::Int(2), Value::Int(3)]);
+    }
+
+    #[test]
+    fn a_write_that_saw_a_later_dot_but_not_an_earlier_one_keeps_the_earlier() {
+        // A reader saw {0:3} but not its concurrent {0:2}: its write has
+        // seen 0:1 and 0:3 only, so 0:2 survives beside it.
+        let vv = Conflict::VersionVectors;
+        let later = dv((1, 1), &[(0, 1), (0, 3)], 4);
+        let mut slot = vec![later.clone()];
+        assert!(merge_versions(vv, &mut slot, &[dv((0, 2), &[(0, 1)], 2)]));
+        assert_eq!(slot.len(), 2);
+        assert!(!merge_versions(vv, &mut slot, &[dv((0, 3), &[(0, 1)], 3)]));
+        assert!(slot.contains(&later));
+    }
+
+    #[test]
+    fn dot_sets_are_compact_whatever_the_insertion_order() {
+        let dots = |order: &[Dot]| {
+            let mut d = Dots::default();
+            for x in order {
+                d.insert(*x);
+            }
+            d
+        };
+        let a = dots(&[(0, 3), (0, 1), (1, 1), (0, 2), (0, 5)]);
+        let b = dots(&[(0, 5), (0, 2), (1, 1), (0, 3), (0, 1)]);
+        assert_eq!(a, b);
+        assert_eq!(a.upto, BTreeMap::from([(0, 3), (1, 1)]));
+        assert_eq!(a.extra, BTreeSet::from([(0, 5)]));
+        assert!(a.contains((0, 2)) && a.contains((0, 5)) && !a.contains((0, 4)));
+        assert_eq!(a.max_of(0), 5);
+        let mut u = dots(&[(0, 4)]);
+        u.union(&a);
+        assert_eq!(u, dots(&[(0, 1), (0, 2), (0, 3), (0, 4), (0, 5), (1, 1)]));
+        assert!(u.extra.is_empty());
+    }
+
+    #[test]
+    fn legacy_version_vectors_replay_as_dotted_and_counters_stay_ahead() {
+        let opts = LeaderlessOptions {
+            conflict: Conflict::VersionVectors,
+            ..Default::default()
+        };
+        let legacy = Versioned {
+            value: Value::Int(1),
+            clock: Clock::Vv(BTreeMap::from([(0, 4), (1, 2)])),
+        };
+        let recovered = vec![
+            WalRecord::Key {
+                key: "k".into(),
+                versions: vec![legacy],
+            },
+            WalRecord::Counter {
+                key: "j".into(),
+                counter: 9,
+            },
+        ];
+        let mut node = Leaderless::new(0, 3, opts, recovered);
+        assert_eq!(
+            node.local_versions("k"),
+            vec![dv((0, 4), &[(0, 1), (0, 2), (0, 3), (1, 1), (1, 2)], 1)]
+        );
+        let mut fx = Vec::new();
+        let context = node.local_versions("k");
+        let next = node.new_version(0, "k", Value::Int(2), &context, &mut fx);
+        assert!(matches!(next.clock, Clock::Dotted { dot: (0, 5), .. }));
+        let next = node.new_version(0, "j", Value::Int(2), &[], &mut fx);
+        assert!(matches!(next.clock, Clock::Dotted { dot: (0, 10), .. }));
+    }
+
+    #[test]
+    fn a_handoff_ack_for_an_older_hint_keeps_the_newer_one() {
+        let opts = LeaderlessOptions {
+            sloppy_quorum: true,
+            ..Default::default()
+        };
+        let mut standin = Leaderless::new(0, 3, opts, Vec::new());
+        let mut fx = Vec::new();
+        standin.local_write("h", &v(1, 1), Some(2), &mut fx);
+        let digest = versions_digest(&v(1, 1));
+        // A newer write for node 2 lands while the first handoff is in flight.
+        standin.local_write("h", &v(2, 2), Some(2), &mut fx);
+        let ack = |digest| Input::Peer {
+            from: 2,
+            msg: Msg::HandoffAck {
+                key: "h".into(),
+                digest,
+            },
+        };
+        standin.step(10, ack(digest));
+        assert_eq!(standin.hints.get(&(2, "h".to_string())), Some(&v(2, 2)));
+        standin.step(20, ack(versions_digest(&v(2, 2))));
+        assert!(standin.hints.is_empty());
     }
 }

@@ -2,7 +2,7 @@
 //! log, durability per fsync policy, and error replies to bad input.
 
 use splitbrain_store::admin::{admin_call, admin_status};
-use splitbrain_store::client::{Client, ClientOptions, Outcome};
+use splitbrain_store::client::{Client, ClientOptions, Outcome, Routing};
 use splitbrain_store::codec::{encode, put_frame, read_frame};
 use splitbrain_store::msg::{
     Op, OpResult, ReadFrom, Reply, Request, RequestOptions, Response, Value,
@@ -491,4 +491,81 @@ async fn leaderless_cluster_serves_through_any_node_and_reports_status() {
         .await
         .unwrap()
         .starts_with("error"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bound_clients_under_a_partition_keep_every_acknowledged_add_with_version_vectors() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::start(
+        dir.path(),
+        3,
+        "mode = \"leaderless\"\nfsync = \"never\"\n[leaderless]\nconflict = \"version-vectors\"\nanti_entropy_ms = 200",
+    );
+    let bound = |home| {
+        Client::new(
+            cluster.client.clone(),
+            ClientOptions {
+                timeout: Duration::from_secs(1),
+                routing: Routing::Bound(home),
+                ..Default::default()
+            },
+        )
+    };
+    // Wait until every node coordinates.
+    for home in 0..3 {
+        let c = bound(home);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !matches!(
+            c.request(Op::ReadSet { key: "s".into() }, RequestOptions::default())
+                .await,
+            Outcome::Ok(_)
+        ) {
+            assert!(Instant::now() < deadline, "node {home} never served");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    // Two writers per coordinator, so each one has requests in flight at once.
+    let mut writers = Vec::new();
+    for w in 0..6i64 {
+        let c = bound((w % 3) as usize);
+        writers.push(tokio::spawn(async move {
+            let mut acked = Vec::new();
+            for i in 0..60 {
+                let elem = w * 1000 + i;
+                let op = Op::Add {
+                    key: "s".into(),
+                    elem,
+                };
+                if let Outcome::Ok(_) = c.request(op, RequestOptions::default()).await {
+                    acked.push(elem);
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            acked
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Cut n1 off from n2 only: every node still reaches a quorum.
+    admin_call(&cluster.admin[0], "block n2").await.unwrap();
+    admin_call(&cluster.admin[1], "block n1").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    for a in &cluster.admin {
+        admin_call(a, "unblock-all").await.unwrap();
+    }
+    let mut acked = Vec::new();
+    for w in writers {
+        acked.extend(w.await.unwrap());
+    }
+    assert!(acked.len() > 100, "only {} adds acknowledged", acked.len());
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let all = RequestOptions {
+        r: Some(3),
+        ..Default::default()
+    };
+    let read = bound(2).request(Op::ReadSet { key: "s".into() }, all).await;
+    let Outcome::Ok(OpResult::Value(Some(Value::Set(present)))) = read else {
+        panic!("final read: {read:?}")
+    };
+    let lost: Vec<i64> = acked.into_iter().filter(|e| !present.contains(e)).collect();
+    assert!(lost.is_empty(), "lost acknowledged adds: {lost:?}");
 }

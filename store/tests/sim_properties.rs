@@ -482,6 +482,125 @@ fn version_vectors_keep_concurrent_writes_as_siblings() {
     );
 }
 
+/// Adds to one set on `n` nodes (N = 3, R = W = 2), each round one through
+/// every coordinator in `coordinators`, while the network splits and heals
+/// and drops 1% of messages; then heals, lets repair run and reads the set
+/// from all replicas. Returns the acknowledged adds and those the final read lacks.
+fn set_adds_under_partitions(
+    conflict: Conflict,
+    n: usize,
+    coordinators: &[NodeId],
+    seed: u64,
+) -> (Vec<i64>, Vec<i64>) {
+    let net = NetOptions {
+        loss: 0.01,
+        delay_min_ms: 1,
+        delay_max_ms: 10,
+        tick_ms: 5,
+    };
+    let mut sim = Sim::new(leaderless(n, conflict), seed, net);
+    let n = n as NodeId;
+    let mut rng = SeededRng::new(seed ^ 0x5e7);
+    let mut adds = Vec::new();
+    let mut elem = 0i64;
+    for round in 0..80 {
+        if round % 20 == 10 {
+            match rng.below(3) {
+                0 => sim.isolate(rng.below(n.into()) as NodeId),
+                1 => {
+                    // A partial cut: every node still reaches others, so
+                    // every coordinator keeps taking writes.
+                    let a = rng.below(n.into()) as NodeId;
+                    sim.partition(&[vec![a], vec![(a + 1) % n]]);
+                }
+                _ => sim.heal(),
+            }
+        } else if round % 20 == 0 {
+            sim.heal();
+        }
+        for c in coordinators {
+            elem += 1;
+            let op = Op::Add {
+                key: "s".into(),
+                elem,
+            };
+            adds.push((elem, sim.submit(*c, op, RequestOptions::default())));
+        }
+        sim.run_for(1 + rng.below(6));
+    }
+    sim.heal();
+    sim.run_for(3000);
+    let acked: Vec<i64> = adds
+        .iter()
+        .filter(|(_, c)| {
+            sim.completion(*c)
+                .is_some_and(|d| matches!(d.response.reply, Reply::Ok(_)))
+        })
+        .map(|(e, _)| *e)
+        .collect();
+    let all = RequestOptions {
+        r: Some(3),
+        ..Default::default()
+    };
+    // A lost message can leave one read short of its quorum; ask again.
+    let present = (0..10)
+        .find_map(|_| {
+            let done = sim.call(0, Op::ReadSet { key: "s".into() }, all.clone(), 3000)?;
+            match done.response.reply {
+                Reply::Ok(OpResult::Value(Some(Value::Set(s)))) => Some(s),
+                _ => None,
+            }
+        })
+        .unwrap_or_else(|| panic!("seed {seed}: no final read"));
+    let lost = acked
+        .iter()
+        .filter(|e| !present.contains(e))
+        .copied()
+        .collect();
+    (acked, lost)
+}
+
+#[test]
+fn version_vectors_keep_every_acknowledged_add_through_partitions() {
+    // Several coordinators, as Dynamo clients bound to different nodes use;
+    // one coordinator taking overlapping requests, as a single client pool
+    // does; and coordinators that replicate the key or not (five nodes): all
+    // must keep every add that was acknowledged.
+    let runs: [(usize, &[NodeId], u64); 3] = [
+        (3, &[0, 1, 2], 4),
+        (3, &[0, 0, 0], 4),
+        (5, &[0, 1, 2, 3, 4], 1),
+    ];
+    for (n, coordinators, seeds) in runs {
+        for seed in 1..=seeds {
+            let (acked, lost) =
+                set_adds_under_partitions(Conflict::VersionVectors, n, coordinators, seed);
+            assert!(
+                acked.len() > 60,
+                "seed {seed}, {n} nodes, via {coordinators:?}: only {} adds acknowledged",
+                acked.len()
+            );
+            assert!(
+                lost.is_empty(),
+                "seed {seed}, {n} nodes, via {coordinators:?}: lost {} of {} acknowledged adds: {lost:?}",
+                lost.len(),
+                acked.len()
+            );
+        }
+    }
+}
+
+#[test]
+fn last_write_wins_loses_concurrent_adds() {
+    // The contrast: a later read-modify-write overwrites a concurrent one.
+    let (acked, lost) = set_adds_under_partitions(Conflict::Lww, 3, &[0, 1, 2], 1);
+    assert!(
+        !lost.is_empty(),
+        "LWW kept all {} acknowledged adds",
+        acked.len()
+    );
+}
+
 #[test]
 fn same_seed_replays_exactly() {
     let run = |seed| {

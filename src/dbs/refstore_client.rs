@@ -9,7 +9,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use splitbrain_generators::Invocation;
 use splitbrain_history::Value;
-use splitbrain_store::client::{Client as StoreClient, ClientOptions, Outcome};
+use splitbrain_store::client::{Client as StoreClient, ClientOptions, Outcome, Routing};
 use splitbrain_store::config::ClusterConfig;
 use splitbrain_store::msg::{
     Op as StoreOp, OpResult, Refusal, RequestOptions, Value as StoreValue,
@@ -43,15 +43,24 @@ struct RefstoreClients {
 }
 
 impl ClientFactory for RefstoreClients {
-    fn open(&self, _process: u64) -> Box<dyn Client> {
+    fn open(&self, process: u64) -> Box<dyn Client> {
         // The interpreter enforces the op timeout; the store client gives up a little earlier
         // so that its own "unknown" reaches the history with its reason.
         let timeout = self
             .op_timeout
             .saturating_sub(Duration::from_millis(50))
             .max(Duration::from_millis(50));
+        // A Dynamo-style client process talks to a coordinator of its own
+        // (as Jepsen binds each client to a node); leaders are found.
+        let routing = if splitbrain_store::modes::has_leader(&self.cfg) || self.cfg.nodes.is_empty()
+        {
+            Routing::Leader
+        } else {
+            Routing::Bound(process as usize % self.cfg.nodes.len())
+        };
         let opts = ClientOptions {
             timeout,
+            routing,
             ..ClientOptions::default()
         };
         Box::new(RefstoreClient {

@@ -174,11 +174,11 @@ struct TestArgs {
     nemesis_interval: f64,
     /// Partition shapes to draw from: one, primaries, majority, majorities-ring, bridge, random-halves
     /// (default: primaries,majority for leader-based databases (single-leader refstore, etcd,
-    /// redis); one,majority,majorities-ring,bridge,primaries otherwise).
+    /// redis); one,majority,majorities-ring,bridge otherwise).
     #[arg(long, value_delimiter = ',')]
     partitions: Option<Vec<String>>,
     /// Whom kill and pause hit, drawn from: one, minority, majority, primaries, all
-    /// (default: primaries,one for leader-based databases; one,minority,primaries otherwise).
+    /// (default: primaries,one for leader-based databases; one,minority otherwise).
     #[arg(long, value_delimiter = ',')]
     nemesis_targets: Option<Vec<String>>,
     /// Largest clock bump, in ms, either direction.
@@ -476,12 +476,14 @@ fn check(args: CheckArgs) -> Result<u8, Failure> {
         },
     };
     let start = Instant::now();
-    let report = (entry.run)(&history, &opts).map_err(|e| match e {
-        CheckError::BadOp { position, problem } => {
-            Failure::bad_input(history.error_at(position, problem).to_string())
-        }
-        CheckError::Unsupported(m) => Failure::bad_input(m),
-    })?;
+    let report = (entry.run)(&history, &opts)
+        .map_err(|e| match e {
+            CheckError::BadOp { position, problem } => {
+                Failure::bad_input(history.error_at(position, problem).to_string())
+            }
+            CheckError::Unsupported(m) => Failure::bad_input(m),
+        })?
+        .nothing_checked_if_empty(&history);
     let elapsed_ms = start.elapsed().as_secs_f64() * 1000.0;
     let stats = history.stats();
     if let Some(dir) = &args.dot {
@@ -842,14 +844,15 @@ fn test(args: TestArgs) -> Result<u8, Failure> {
         default_list(if leader_based {
             "primaries,majority"
         } else {
-            "one,majority,majorities-ring,bridge,primaries"
+            // Without a leader there are no primaries to aim at.
+            "one,majority,majorities-ring,bridge"
         })
     });
     let target_names = args.nemesis_targets.clone().unwrap_or_else(|| {
         default_list(if leader_based {
             "primaries,one"
         } else {
-            "one,minority,primaries"
+            "one,minority"
         })
     });
     let partitions = partition_names

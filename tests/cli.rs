@@ -209,3 +209,28 @@ fn a_closed_stdout_keeps_the_verdict_as_the_exit_code() {
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert!(!stderr(&o).contains("internal error"), "{}", stderr(&o));
 }
+
+#[test]
+fn an_empty_history_is_unknown_whatever_the_checker() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("empty.jsonl");
+    std::fs::write(&path, "").unwrap();
+    for checker in [
+        "linearizable",
+        "set",
+        "counter",
+        "bank",
+        "list-append",
+        "stats",
+    ] {
+        let o = splitbrain(&[
+            "check",
+            path.to_str().unwrap(),
+            "--checker",
+            checker,
+            "--model",
+            "register",
+        ]);
+        assert_eq!(o.status.code(), Some(2), "{checker}: {}", stderr(&o));
+    }
+}

@@ -209,12 +209,32 @@ fn read_jsonl(
 /// The longest line a JSON Lines history may hold.
 const MAX_LINE: usize = 256 << 20;
 
+/// The most a history read whole (EDN, one JSON array) may hold; beyond
+/// it (or from an endless source such as /dev/zero) reading stops with an
+/// error instead of taking the machine's memory. JSON Lines has no limit.
+const MAX_WHOLE_TEXT: u64 = 2 << 30;
+
 /// The whole text; invalid UTF-8 is an error naming its line.
-fn read_text(name: &str, mut reader: impl Read) -> Result<String, HistoryError> {
+fn read_text(name: &str, reader: impl Read) -> Result<String, HistoryError> {
+    read_text_up_to(name, reader, MAX_WHOLE_TEXT)
+}
+
+fn read_text_up_to(name: &str, reader: impl Read, limit: u64) -> Result<String, HistoryError> {
     let mut bytes = Vec::new();
     reader
+        .take(limit + 1)
         .read_to_end(&mut bytes)
         .map_err(|e| HistoryError::new(name, None, format!("cannot read: {e}")))?;
+    if bytes.len() as u64 > limit {
+        return Err(HistoryError::new(
+            name,
+            None,
+            format!(
+                "longer than {} MiB, the most an EDN or JSON-array history may hold (JSON Lines, read line by line, has no such limit)",
+                limit >> 20
+            ),
+        ));
+    }
     String::from_utf8(bytes).map_err(|e| {
         let bad = e.utf8_error().valid_up_to();
         let line = 1 + e.as_bytes()[..bad].iter().filter(|&&b| b == b'\n').count() as u32;
@@ -699,5 +719,13 @@ mod tests {
         assert!(e.problem.contains("never closed"), "{e}");
         let e = read_str("[{:process 0 :f :read}]", None).unwrap_err();
         assert!(e.problem.contains("without :type"), "{e}");
+    }
+
+    #[test]
+    fn a_whole_text_history_beyond_the_limit_is_an_error_not_a_memory_hog() {
+        let endless = std::io::repeat(0u8);
+        let err = read_text_up_to("zero", endless, 4 << 20).unwrap_err();
+        assert!(err.to_string().contains("longer than 4 MiB"), "{err}");
+        assert_eq!(read_text_up_to("small", &b"[]"[..], 4 << 20).unwrap(), "[]");
     }
 }

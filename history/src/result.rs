@@ -154,6 +154,20 @@ pub struct CheckReport {
 }
 
 impl CheckReport {
+    /// A valid verdict on a history without a single client op claims what
+    /// nothing showed: it becomes unknown (`empty-history`).
+    pub fn nothing_checked_if_empty(mut self, h: &crate::History) -> CheckReport {
+        if self.verdict == Verdict::Valid && !h.ops.iter().any(|o| o.is_client()) {
+            self.verdict = Verdict::Unknown;
+            self.anomaly_types.push("empty-history".into());
+            self.explanation = format!(
+                "nothing was checked: the history holds no client ops. {}",
+                self.explanation
+            );
+        }
+        self
+    }
+
     pub fn from_outcome<T: CheckOutcome>(checker: &str, outcome: &T) -> CheckReport {
         CheckReport {
             checker: checker.to_string(),

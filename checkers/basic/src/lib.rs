@@ -165,7 +165,7 @@ impl Composition {
 /// the others still run.
 pub fn run_guarded(def: &CheckerDef, h: &History, opts: &CheckOptions) -> CheckReport {
     match catch_unwind(AssertUnwindSafe(|| (def.run)(h, opts))) {
-        Ok(Ok(report)) => report,
+        Ok(Ok(report)) => report.nothing_checked_if_empty(h),
         // Named as the binary names bad input: FILE:LINE: problem.
         Ok(Err(CheckError::BadOp { position, problem })) => {
             unknown_report(def.name, h.error_at(position, problem).to_string())

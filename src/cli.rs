@@ -682,24 +682,30 @@ fn image(args: ImageArgs) -> Result<u8, Failure> {
         splitbrain::env::docker::image::check_mirror(m)
             .map_err(|e| Failure::bad_input(e.to_string()))?;
     }
+    // One image per database of the catalog, by its recipe's name.
+    let catalog: Vec<&splitbrain::env::NodeImage> = splitbrain::dbs::catalog::DATABASES
+        .iter()
+        .filter(|d| d.envs.contains(&"docker"))
+        .map(|d| d.image)
+        .collect();
+    let known: Vec<&str> = catalog.iter().map(|i| i.recipe).collect();
     let names = if names.is_empty() {
-        vec![
-            "base".to_string(),
-            "etcd".into(),
-            "redis".into(),
-            "postgres".into(),
-        ]
+        known.iter().map(|n| n.to_string()).collect()
     } else {
         names
     };
     let mut recipes = Vec::new();
     for n in &names {
-        let recipe = splitbrain::env::docker::image::Recipe::named(n).ok_or_else(|| {
+        let image = catalog.iter().find(|i| i.recipe == n).ok_or_else(|| {
             Failure::bad_input(format!(
-                "unknown image '{n}' (expected base, etcd, redis or postgres)"
+                "unknown image '{n}' (expected {})",
+                known.join(", ")
             ))
         })?;
-        recipes.push(recipe.with_mirror(mirror.clone()));
+        recipes.push(
+            splitbrain::env::docker::image::Recipe::new(image.recipe, image.packages)
+                .with_mirror(mirror.clone()),
+        );
     }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -15,7 +15,7 @@ use splitbrain_workloads::WorkloadOptions;
 
 use crate::controller::Cluster;
 use crate::dbs::{catalog, Db, DbOptions};
-use crate::env::{self, Addresses, EnvOptions, Environment};
+use crate::env::{self, Addresses, EnvOptions, Environment, NodeImage};
 use crate::interpreter::ClientFactory;
 
 type SharedEnv = Arc<tokio::sync::Mutex<Box<dyn Environment>>>;
@@ -37,6 +37,7 @@ pub fn cluster(db: &DbOptions, env: &EnvOptions) -> Result<Box<dyn Cluster>, Str
     let environment = (env::find(&db.env)?.make)(env)?;
     Ok(Box::new(Deployment::new(
         database,
+        *entry.image,
         environment,
         db.op_timeout,
     )))
@@ -44,6 +45,7 @@ pub fn cluster(db: &DbOptions, env: &EnvOptions) -> Result<Box<dyn Cluster>, Str
 
 pub struct Deployment {
     db: Arc<dyn Db>,
+    image: NodeImage,
     env: SharedEnv,
     /// What the environment cannot do, asked before it is shared.
     env_lacks: BTreeMap<Ability, String>,
@@ -53,13 +55,19 @@ pub struct Deployment {
 }
 
 impl Deployment {
-    pub fn new(db: Box<dyn Db>, env: Box<dyn Environment>, op_timeout: Duration) -> Deployment {
+    pub fn new(
+        db: Box<dyn Db>,
+        image: NodeImage,
+        env: Box<dyn Environment>,
+        op_timeout: Duration,
+    ) -> Deployment {
         let env_lacks = Ability::ALL
             .iter()
             .filter_map(|a| env.lacks(*a).map(|why| (*a, why)))
             .collect();
         Deployment {
             db: Arc::from(db),
+            image,
             env_describe: env.describe(),
             env: Arc::new(tokio::sync::Mutex::new(env)),
             env_lacks,
@@ -77,7 +85,7 @@ impl Deployment {
         let addrs = {
             let mut env = self.env.lock().await;
             let addrs = env
-                .place(&nodes, &self.db.ports(), &self.db.image(), run_dir)
+                .place(&nodes, &self.db.ports(), &self.image, run_dir)
                 .await?;
             let harness = env.harness_program();
             for n in &nodes {

@@ -1,7 +1,8 @@
 //! Test doubles for the seams, shared by the tests: an environment that
 //! records what it was asked and does nothing ([`FakeEnv`]), and a database
 //! that is one in-memory register per key ([`MemDb`]), linearizable by
-//! construction. `Deployment::new(MemDb, FakeEnv)` is a whole cluster.
+//! construction. `Deployment::new(MemDb, NodeImage::default(), FakeEnv, ..)`
+//! is a whole cluster.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
@@ -183,9 +184,6 @@ impl Db for MemDb {
     }
     fn ports(&self) -> Vec<u16> {
         vec![1]
-    }
-    fn image(&self) -> NodeImage {
-        NodeImage::default()
     }
     fn node_command(&self, _node: &str, _addrs: &Addresses, harness: &str) -> NodeCommand {
         NodeCommand {

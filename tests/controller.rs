@@ -21,6 +21,7 @@ fn cluster() -> (Deployment, CallLog, Arc<Mutex<bool>>) {
     let torn_down = env.torn_down();
     let c = Deployment::new(
         Box::new(MemDb::default()),
+        splitbrain::env::NodeImage::default(),
         Box::new(env),
         Duration::from_secs(1),
     );

@@ -23,7 +23,7 @@ fn containers_take_faults_and_leave_nothing_behind() {
                 return;
             }
         };
-        let recipe = Recipe::named("base").unwrap();
+        let recipe = Recipe::new("base", &[]);
         let (tag, _) = ensure(
             &docker,
             &recipe,

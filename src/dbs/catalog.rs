@@ -4,6 +4,7 @@
 use splitbrain_workloads::WorkloadKind;
 
 use super::{etcd, postgres, redis, refstore, Db, DbOptions};
+use crate::env::NodeImage;
 
 /// Whether a database has one node that leads (a leader, a primary).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,6 +25,8 @@ pub struct DbEntry {
     /// `--isolation` values it offers; empty when it has no levels to choose.
     pub isolation_levels: &'static [&'static str],
     pub leadership: Option<Leadership>,
+    /// Its nodes' image, in environments that run images.
+    pub image: &'static NodeImage,
     /// The database, or why these options cannot run.
     pub make: fn(&DbOptions) -> Result<Box<dyn Db>, String>,
 }
@@ -49,6 +52,7 @@ pub static DATABASES: &[DbEntry] = &[
         default_workload: WorkloadKind::Register,
         isolation_levels: &[],
         leadership: Some(Leadership::WhenItsModeHasOne),
+        image: &refstore::IMAGE,
         make: |o| Ok(Box::new(refstore::RefstoreDb::new(o)?)),
     },
     DbEntry {
@@ -58,6 +62,7 @@ pub static DATABASES: &[DbEntry] = &[
         default_workload: WorkloadKind::Register,
         isolation_levels: &[],
         leadership: Some(Leadership::Always),
+        image: &etcd::IMAGE,
         make: |o| Ok(Box::new(etcd::Etcd::new(o)?)),
     },
     DbEntry {
@@ -67,6 +72,7 @@ pub static DATABASES: &[DbEntry] = &[
         default_workload: WorkloadKind::Set,
         isolation_levels: &[],
         leadership: Some(Leadership::Always),
+        image: &redis::IMAGE,
         make: |o| Ok(Box::new(redis::Redis::new(o)?)),
     },
     DbEntry {
@@ -76,6 +82,7 @@ pub static DATABASES: &[DbEntry] = &[
         default_workload: WorkloadKind::ListAppend,
         isolation_levels: &["read-committed", "repeatable-read", "serializable"],
         leadership: None,
+        image: &postgres::IMAGE,
         make: |o| Ok(Box::new(postgres::Postgres::new(o)?)),
     },
 ];

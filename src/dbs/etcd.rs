@@ -370,6 +370,14 @@ impl Gateway {
     }
 }
 
+/// Debian's etcd; no libfaketime: it cannot fool a Go program.
+pub const IMAGE: NodeImage = NodeImage {
+    recipe: "etcd",
+    packages: &["etcd-server", "etcd-client"],
+    with_harness: false,
+    process_env: &[],
+};
+
 #[async_trait]
 impl Db for Etcd {
     fn describe(&self) -> String {
@@ -391,18 +399,6 @@ impl Db for Etcd {
 
     fn ports(&self) -> Vec<u16> {
         vec![2379, 2380]
-    }
-
-    fn image(&self) -> NodeImage {
-        let process_env = {
-            // No libfaketime: it cannot fool a Go program, and preloading it buys nothing.
-            Vec::new()
-        };
-        NodeImage {
-            recipe: "etcd",
-            with_harness: false,
-            process_env,
-        }
     }
 
     fn node_command(&self, node: &str, addrs: &Addresses, _harness: &str) -> NodeCommand {

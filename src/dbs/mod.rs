@@ -21,7 +21,7 @@ use splitbrain_nemesis::Ability;
 use splitbrain_store::config::ClusterConfig;
 use splitbrain_workloads::{WorkloadKind, WorkloadOptions};
 
-use crate::env::{Addresses, NodeCommand, NodeImage};
+use crate::env::{Addresses, NodeCommand};
 use crate::interpreter::ClientFactory;
 
 /// What `splitbrain test` asks of a database.
@@ -56,8 +56,6 @@ pub trait Db: Send + Sync + 'static {
     fn nodes(&self) -> Vec<Node>;
     /// The ports a node listens on where it has an address of its own.
     fn ports(&self) -> Vec<u16>;
-    /// Its nodes' image, in environments that run images.
-    fn image(&self) -> NodeImage;
     /// What a node runs at every start; `harness` is this splitbrain binary
     /// as the node sees it.
     fn node_command(&self, node: &str, addrs: &Addresses, harness: &str) -> NodeCommand;

@@ -16,7 +16,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::{IsolationLevel, NoTls};
 
 use super::{list_value, parse_txn, txn_value, unsupported_workload, Db, DbOptions, Mop};
-use crate::env::docker::faketime_env;
+use crate::env::docker::FAKETIME_ENV;
 use crate::env::{Addresses, NodeCommand, NodeImage};
 use crate::interpreter::{Client, ClientFactory, Completion};
 
@@ -57,6 +57,14 @@ impl Postgres {
 
 const NODE: &str = "n1";
 
+/// Debian's PostgreSQL, under libfaketime for clock faults.
+pub const IMAGE: NodeImage = NodeImage {
+    recipe: "postgres",
+    packages: &["postgresql"],
+    with_harness: false,
+    process_env: FAKETIME_ENV,
+};
+
 #[async_trait]
 impl Db for Postgres {
     fn describe(&self) -> String {
@@ -86,15 +94,6 @@ impl Db for Postgres {
 
     fn ports(&self) -> Vec<u16> {
         vec![5432]
-    }
-
-    fn image(&self) -> NodeImage {
-        let process_env = { faketime_env() };
-        NodeImage {
-            recipe: "postgres",
-            with_harness: false,
-            process_env,
-        }
     }
 
     fn node_command(&self, _node: &str, _addrs: &Addresses, _harness: &str) -> NodeCommand {

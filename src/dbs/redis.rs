@@ -95,6 +95,15 @@ async fn replication(c: &mut MultiplexedConnection) -> Result<String, redis::Red
     redis::cmd("INFO").arg("replication").query_async(c).await
 }
 
+/// Debian's Redis and Sentinel; no libfaketime: preloaded, it stops
+/// redis-server from starting (see `lacks`).
+pub const IMAGE: NodeImage = NodeImage {
+    recipe: "redis",
+    packages: &["redis-server", "redis-sentinel", "redis-tools"],
+    with_harness: false,
+    process_env: &[],
+};
+
 #[async_trait]
 impl Db for Redis {
     fn describe(&self) -> String {
@@ -117,18 +126,6 @@ impl Db for Redis {
 
     fn ports(&self) -> Vec<u16> {
         vec![6379, 26379]
-    }
-
-    fn image(&self) -> NodeImage {
-        let process_env = {
-            // No libfaketime: preloaded, it stops redis-server from starting (see `refuses`).
-            Vec::new()
-        };
-        NodeImage {
-            recipe: "redis",
-            with_harness: false,
-            process_env,
-        }
     }
 
     fn node_command(&self, node: &str, addrs: &Addresses, _harness: &str) -> NodeCommand {

@@ -153,6 +153,14 @@ pub fn describe_mode(cfg: &ClusterConfig) -> String {
     )
 }
 
+/// The base image with this splitbrain binary added.
+pub const IMAGE: NodeImage = NodeImage {
+    recipe: "base",
+    packages: &[],
+    with_harness: true,
+    process_env: &[],
+};
+
 #[async_trait]
 impl Db for RefstoreDb {
     fn describe(&self) -> String {
@@ -165,14 +173,6 @@ impl Db for RefstoreDb {
 
     fn ports(&self) -> Vec<u16> {
         PORTS.to_vec()
-    }
-
-    fn image(&self) -> NodeImage {
-        NodeImage {
-            recipe: "base",
-            with_harness: true,
-            process_env: Vec::new(),
-        }
     }
 
     fn node_command(&self, node: &str, addrs: &Addresses, harness: &str) -> NodeCommand {

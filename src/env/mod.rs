@@ -65,14 +65,16 @@ impl NodeCommand {
 }
 
 /// What a database's nodes need of an environment that runs images (Docker):
-/// the recipe ([`docker::image::Recipe::named`]), whether this splitbrain
-/// binary must be added to it (at [`docker::HARNESS_PROGRAM`]), and the
-/// environment of every node's process (libfaketime, for databases it fools).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// the image's name and the Debian packages it adds to the base image's,
+/// whether this splitbrain binary must be added to it (at
+/// [`docker::HARNESS_PROGRAM`]), and the environment of every node's
+/// process (libfaketime, for databases it fools).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct NodeImage {
     pub recipe: &'static str,
+    pub packages: &'static [&'static str],
     pub with_harness: bool,
-    pub process_env: Vec<String>,
+    pub process_env: &'static [&'static str],
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -758,12 +758,15 @@ pub const FAKETIME_FILE: &str = "/etc/splitbrain-faketime";
 
 /// Environment that makes a container's programs read their clock through libfaketime.
 pub fn faketime_env() -> Vec<String> {
-    vec![
-        "LD_PRELOAD=/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1".into(),
-        format!("FAKETIME_TIMESTAMP_FILE={FAKETIME_FILE}"),
-        "FAKETIME_NO_CACHE=1".into(),
-    ]
+    FAKETIME_ENV.iter().map(|s| s.to_string()).collect()
 }
+
+/// [`faketime_env`], for a database's [`super::NodeImage`].
+pub const FAKETIME_ENV: &[&str] = &[
+    "LD_PRELOAD=/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
+    "FAKETIME_TIMESTAMP_FILE=/etc/splitbrain-faketime",
+    "FAKETIME_NO_CACHE=1",
+];
 
 #[async_trait]
 impl Target for DockerCluster {
@@ -897,9 +900,7 @@ async fn node_image(
             tag.to_string()
         }
         None => {
-            let recipe = image::Recipe::named(image.recipe).ok_or_else(|| {
-                super::EnvError::Other(format!("no image recipe {}", image.recipe))
-            })?;
+            let recipe = image::Recipe::new(image.recipe, image.packages);
             if !image::exists(docker, &recipe.tag()).await {
                 eprintln!(
                     "building image {} (debootstrap; takes minutes the first time)",
@@ -1025,7 +1026,7 @@ impl super::Environment for DockerEnv {
     ) -> Result<super::Addresses, super::EnvError> {
         let docker = connect().await?;
         self.image = node_image(&docker, image, self.image_override.as_deref()).await?;
-        self.process_env = image.process_env.clone();
+        self.process_env = image.process_env.iter().map(|s| s.to_string()).collect();
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos());

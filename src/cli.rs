@@ -57,6 +57,9 @@ enum Command {
     StoreNode(StoreNodeArgs),
     /// Write a simulated transactional history (an in-memory database at a chosen isolation).
     GenHistory(GenHistoryArgs),
+    /// Remove what runs whose harness is gone left behind: network
+    /// namespaces and Docker containers and networks.
+    Clean,
 }
 
 #[derive(Args)]
@@ -378,6 +381,7 @@ pub fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Check(args) => check(args),
         Command::Convert(args) => convert(args),
+        Command::Clean => clean(),
         Command::Analyze(args) => analyze(args),
         Command::Report(args) => report(args),
         Command::Serve(args) => serve(args),
@@ -1224,4 +1228,26 @@ mod store_option_tests {
         assert_eq!(set.tick_ms, 5);
         toml::to_string(&set).unwrap();
     }
+}
+
+/// `splitbrain clean`: leftovers of runs whose harness died before its teardown.
+fn clean() -> Result<u8, Failure> {
+    match splitbrain::env::netns::remove_orphans() {
+        Ok(removed) => say!("network namespaces removed: {}", removed.len()),
+        Err(e) => say!("network namespaces: none checked ({e})"),
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    rt.block_on(async {
+        match splitbrain::env::docker::connect().await {
+            Ok(docker) => match splitbrain::env::docker::remove_leftovers(&docker).await {
+                Ok(n) => say!("Docker containers and networks removed: {n}"),
+                Err(e) => say!("Docker: {e}"),
+            },
+            Err(e) => say!("Docker: none checked ({e})"),
+        }
+    });
+    Ok(exit::VALID)
 }

@@ -388,6 +388,50 @@ impl NetnsCluster {
         let _ = run(&["ip", "link", "del", &self.control_link()]);
     }
 }
+const BASE36: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+
+/// The harness process a tag of [`unique_tag`]'s names.
+fn tag_pid(tag: &str) -> Option<u32> {
+    let v = tag.bytes().try_fold(0u64, |v, b| {
+        let d = BASE36.iter().position(|&c| c == b)? as u64;
+        Some(v * 36 + d)
+    })?;
+    u32::try_from(v >> 4).ok()
+}
+
+/// Remove the namespaces (and control links) of runs whose harness is
+/// gone, killed before it could tear down; returns the namespaces removed.
+pub fn remove_orphans() -> Result<Vec<String>, NetnsError> {
+    available()?;
+    let out = run(&["ip", "netns", "list"])?;
+    let names: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .collect();
+    let mut removed = Vec::new();
+    let mut tags = BTreeSet::new();
+    for name in &names {
+        let Some(rest) = name.strip_prefix("sb-") else {
+            continue;
+        };
+        let Some((tag, _)) = rest.split_once('-') else {
+            continue;
+        };
+        let alive =
+            tag_pid(tag).is_some_and(|pid| Path::new("/proc").join(pid.to_string()).exists());
+        if !alive {
+            if run(&["ip", "netns", "del", name]).is_ok() {
+                removed.push(name.clone());
+            }
+            tags.insert(tag.to_string());
+        }
+    }
+    for tag in tags {
+        let _ = run(&["ip", "link", "del", &format!("sb{tag}ctl")]);
+    }
+    Ok(removed)
+}
+
 /// A tag no other environment alive has: this process's id and a count of
 /// the environments it made, in base 36 (at most 6 characters).
 fn unique_tag() -> String {
@@ -396,7 +440,7 @@ fn unique_tag() -> String {
     let mut v = ((u64::from(std::process::id()) << 4) | n) % 36u64.pow(6);
     let mut tag = Vec::new();
     loop {
-        tag.push(b"0123456789abcdefghijklmnopqrstuvwxyz"[(v % 36) as usize]);
+        tag.push(BASE36[(v % 36) as usize]);
         v /= 36;
         if v == 0 {
             break;
@@ -522,9 +566,13 @@ impl Environment for NetnsEnv {
         }
         self.processes.place(run_dir)?;
         let (tag, names) = (self.tag.clone(), nodes.to_vec());
-        let net = tokio::task::spawn_blocking(move || NetnsCluster::create(&tag, &names))
-            .await
-            .map_err(|e| EnvError::Other(e.to_string()))??;
+        let net = tokio::task::spawn_blocking(move || {
+            // What runs killed before their teardown left behind.
+            let _ = remove_orphans();
+            NetnsCluster::create(&tag, &names)
+        })
+        .await
+        .map_err(|e| EnvError::Other(e.to_string()))??;
         let mut addrs = Addresses::default();
         for n in nodes {
             addrs.ips.insert(n.clone(), net.addr(n)?);
@@ -566,5 +614,18 @@ impl Environment for NetnsEnv {
             );
         }
         Ok(logs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tag_names_the_harness_that_made_it() {
+        let tag = unique_tag();
+        assert!(tag.len() <= 6, "{tag}");
+        assert_eq!(tag_pid(&tag), Some(std::process::id()));
+        assert_eq!(tag_pid("r-x"), None);
     }
 }

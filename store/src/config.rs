@@ -229,7 +229,7 @@ pub struct ClusterConfig {
     pub compact_after_bytes: u64,
     /// Seeds the nodes' election jitter (mixed with the node index). Any
     /// value, 0 included, gives the same jitter on every run.
-    #[serde(default)]
+    #[serde(default, with = "seed_in_toml")]
     pub seed: u64,
     #[serde(default)]
     pub single_leader: SingleLeaderOptions,
@@ -344,8 +344,33 @@ peer = "127.0.0.1:7103"
 admin = "127.0.0.1:7203"
 "#;
 
+/// TOML integers are i64: a seed above `i64::MAX` is written as the i64
+/// with the same bits, so every u64 seed makes a cluster file.
+mod seed_in_toml {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(seed: &u64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_i64(*seed as i64)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        Ok(i64::deserialize(d)? as u64)
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn every_seed_makes_a_cluster_file() {
+        for seed in [0, 1, i64::MAX as u64, i64::MAX as u64 + 1, u64::MAX] {
+            let mut cfg: super::ClusterConfig = toml::from_str("nodes = []").unwrap();
+            cfg.seed = seed;
+            let text = toml::to_string(&cfg).unwrap();
+            let back: super::ClusterConfig = toml::from_str(&text).unwrap();
+            assert_eq!(back.seed, seed);
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -1217,19 +1217,6 @@ fn set_store_option(
         .map_err(|e: toml::de::Error| format!("--store {kv}: {}", e.message()))
 }
 
-#[cfg(test)]
-mod store_option_tests {
-    use super::*;
-
-    #[test]
-    fn a_store_option_round_trips_into_a_cluster_file() {
-        let cfg: splitbrain_store::config::ClusterConfig = toml::from_str("nodes = []").unwrap();
-        let set = set_store_option(&cfg, "tick_ms=5").unwrap();
-        assert_eq!(set.tick_ms, 5);
-        toml::to_string(&set).unwrap();
-    }
-}
-
 /// `splitbrain clean`: leftovers of runs whose harness died before its teardown.
 fn clean() -> Result<u8, Failure> {
     match splitbrain::env::netns::remove_orphans() {
@@ -1250,4 +1237,17 @@ fn clean() -> Result<u8, Failure> {
         }
     });
     Ok(exit::VALID)
+}
+
+#[cfg(test)]
+mod store_option_tests {
+    use super::*;
+
+    #[test]
+    fn a_store_option_round_trips_into_a_cluster_file() {
+        let cfg: splitbrain_store::config::ClusterConfig = toml::from_str("nodes = []").unwrap();
+        let set = set_store_option(&cfg, "tick_ms=5").unwrap();
+        assert_eq!(set.tick_ms, 5);
+        toml::to_string(&set).unwrap();
+    }
 }

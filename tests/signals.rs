@@ -41,7 +41,9 @@ fn namespaces_and_links() -> Vec<String> {
         .collect()
 }
 
-/// Start a run and wait until clients are recording ops.
+/// Start a run and wait until clients are recording ops; the caller waits
+/// for the child after signalling it.
+#[allow(clippy::zombie_processes)]
 fn start(env: &str, store: &Path) -> (Child, PathBuf) {
     let child = splitbrain()
         .args([
@@ -72,7 +74,12 @@ fn start(env: &str, store: &Path) -> (Child, PathBuf) {
                 return (child, run);
             }
         }
-        assert!(Instant::now() < deadline, "the {env} run never got going");
+        if Instant::now() > deadline {
+            let mut child = child;
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the {env} run never got going");
+        }
         std::thread::sleep(Duration::from_millis(100));
     }
 }

@@ -18,16 +18,6 @@ use splitbrain_nemesis::Target;
 use splitbrain_store::admin::{admin_status, NodeStatus};
 use splitbrain_store::config::{ClusterConfig, Replication};
 
-fn netns_unavailable() -> Option<String> {
-    if let Err(e) = splitbrain::env::netns::available() {
-        return Some(e.to_string());
-    }
-    if Command::new("ping").arg("-V").output().is_err() {
-        return Some("no ping (apt-get install iputils-ping)".into());
-    }
-    None
-}
-
 async fn status(cfg: &ClusterConfig, node: &str) -> Option<NodeStatus> {
     let n = cfg.nodes.iter().find(|n| n.id == node)?;
     admin_status(&n.admin).await.ok()
@@ -134,7 +124,7 @@ fn majority_partition_of_async_single_leader_fails_over_local() {
 
 #[test]
 fn majority_partition_of_async_single_leader_fails_over_netns() {
-    if let Some(why) = netns_unavailable() {
+    if let Some(why) = common::netns_unavailable() {
         eprintln!("SKIPPED: majority_partition_of_async_single_leader_fails_over_netns: {why}");
         return;
     }
@@ -213,7 +203,7 @@ fn a_partitioned_run_reports_its_window_local() {
 
 #[test]
 fn a_partitioned_run_reports_its_window_netns() {
-    if let Some(why) = netns_unavailable() {
+    if let Some(why) = common::netns_unavailable() {
         eprintln!("SKIPPED: a_partitioned_run_reports_its_window_netns: {why}");
         return;
     }

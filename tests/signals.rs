@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+
 fn splitbrain() -> Command {
     Command::new(env!("CARGO_BIN_EXE_splitbrain"))
 }
@@ -141,22 +143,12 @@ fn sigkill_leaves_nothing_after_clean(env: &str) {
     );
 }
 
-fn netns_unavailable() -> Option<String> {
-    if let Err(e) = splitbrain::env::netns::available() {
-        return Some(e.to_string());
-    }
-    if Command::new("ping").arg("-V").output().is_err() {
-        return Some("no ping (apt-get install iputils-ping)".into());
-    }
-    None
-}
-
 /// One test, so that no other run of it makes or removes namespaces meanwhile.
 #[test]
 fn a_killed_harness_leaves_no_node_namespace_or_link_behind() {
     sigterm_stops_saves_and_cleans("local");
     sigkill_leaves_nothing_after_clean("local");
-    match netns_unavailable() {
+    match common::netns_unavailable() {
         Some(why) => eprintln!("SKIPPED: the netns half: {why}"),
         None => {
             sigterm_stops_saves_and_cleans("netns");

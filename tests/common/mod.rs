@@ -80,3 +80,14 @@ pub fn refstore_cluster(
     )
     .expect("the reference store runs here")
 }
+
+/// Why this machine cannot run the netns environment (not root, no ping), if it cannot.
+pub fn netns_unavailable() -> Option<String> {
+    if let Err(e) = splitbrain::env::netns::available() {
+        return Some(e.to_string());
+    }
+    if Command::new("ping").arg("-V").output().is_err() {
+        return Some("no ping (apt-get install iputils-ping)".into());
+    }
+    None
+}

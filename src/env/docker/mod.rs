@@ -80,63 +80,31 @@ pub(crate) fn labels(run: &str) -> HashMap<String, String> {
 /// Remove containers and networks that earlier runs made and whose harness
 /// process is gone. Returns how many things were removed.
 pub async fn remove_leftovers(docker: &Docker) -> Result<usize, DockerError> {
-    let filters = HashMap::from([("label", vec![LABEL_MANAGED])]);
-    let containers = docker
-        .list_containers(Some(
-            ListContainersOptionsBuilder::new()
-                .all(true)
-                .filters(&filters)
-                .build(),
-        ))
-        .await?;
-    let orphan = |l: &Option<HashMap<String, String>>| {
-        l.as_ref()
+    remove_labelled(docker, LABEL_MANAGED, |labels| {
+        labels
+            .as_ref()
             .and_then(|l| l.get(LABEL_PID))
             .and_then(|p| p.parse::<u32>().ok())
             .is_none_or(|p| !pid_alive(p))
-    };
-    let mut removed = 0;
-    for c in containers {
-        if orphan(&c.labels) {
-            if let Some(id) = c.id {
-                docker
-                    .remove_container(
-                        &id,
-                        Some(
-                            RemoveContainerOptionsBuilder::new()
-                                .force(true)
-                                .v(true)
-                                .build(),
-                        ),
-                    )
-                    .await?;
-                removed += 1;
-            }
-        }
-    }
-    let networks = docker
-        .list_networks(Some(
-            ListNetworksOptionsBuilder::new().filters(&filters).build(),
-        ))
-        .await?;
-    for n in networks {
-        if orphan(&n.labels) {
-            if let Some(id) = n.id {
-                docker.remove_network(&id).await?;
-                removed += 1;
-            }
-        }
-    }
-    Ok(removed)
+    })
+    .await
 }
 
 /// Remove every container and network labelled with `run`, whoever made
 /// them: the last word of a teardown, which also catches what a setup that
 /// was interrupted half-way had made but not yet recorded.
 pub async fn remove_run(docker: &Docker, run: &str) -> Result<usize, DockerError> {
-    let label = format!("{LABEL_RUN}={run}");
-    let filters = HashMap::from([("label", vec![label.as_str()])]);
-    let mut removed = 0;
+    remove_labelled(docker, &format!("{LABEL_RUN}={run}"), |_| true).await
+}
+
+/// Remove the containers, then the networks, that carry `label` and that
+/// `remove` picks by their labels; returns how many were removed.
+async fn remove_labelled(
+    docker: &Docker,
+    label: &str,
+    remove: impl Fn(&Option<HashMap<String, String>>) -> bool,
+) -> Result<usize, DockerError> {
+    let filters = HashMap::from([("label", vec![label])]);
     let containers = docker
         .list_containers(Some(
             ListContainersOptionsBuilder::new()
@@ -145,7 +113,12 @@ pub async fn remove_run(docker: &Docker, run: &str) -> Result<usize, DockerError
                 .build(),
         ))
         .await?;
-    for id in containers.into_iter().filter_map(|c| c.id) {
+    let mut removed = 0;
+    for id in containers
+        .into_iter()
+        .filter(|c| remove(&c.labels))
+        .filter_map(|c| c.id)
+    {
         docker
             .remove_container(
                 &id,
@@ -164,7 +137,11 @@ pub async fn remove_run(docker: &Docker, run: &str) -> Result<usize, DockerError
             ListNetworksOptionsBuilder::new().filters(&filters).build(),
         ))
         .await?;
-    for id in networks.into_iter().filter_map(|n| n.id) {
+    for id in networks
+        .into_iter()
+        .filter(|n| remove(&n.labels))
+        .filter_map(|n| n.id)
+    {
         docker.remove_network(&id).await?;
         removed += 1;
     }

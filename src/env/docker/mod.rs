@@ -907,6 +907,15 @@ async fn node_image(
     Ok(derived)
 }
 
+/// A path in a node's container: absolute, or in its working directory.
+fn in_node_dir(path: &str) -> String {
+    if path.starts_with('/') {
+        path.to_string()
+    } else {
+        format!("{NODE_DIR}/{path}")
+    }
+}
+
 /// Nodes as containers.
 pub struct DockerEnv {
     image_override: Option<String>,
@@ -1067,20 +1076,12 @@ impl super::Environment for DockerEnv {
         contents: &[u8],
     ) -> Result<(), super::EnvError> {
         let c = self.cluster().map_err(super::EnvError::Other)?;
-        let path = if path.starts_with('/') {
-            path.to_string()
-        } else {
-            format!("{NODE_DIR}/{path}")
-        };
+        let path = in_node_dir(path);
         Ok(c.put_file(node, &path, contents, 0o644).await?)
     }
     async fn get_file(&self, node: &Node, path: &str) -> Result<Vec<u8>, super::EnvError> {
         let c = self.cluster().map_err(super::EnvError::Other)?;
-        let path = if path.starts_with('/') {
-            path.to_string()
-        } else {
-            format!("{NODE_DIR}/{path}")
-        };
+        let path = in_node_dir(path);
         Ok(c.get_file(node, &path).await?)
     }
     async fn teardown(&mut self, leave_running: bool) -> Result<Vec<PathBuf>, super::EnvError> {

@@ -21,6 +21,9 @@ macro_rules! say {
 }
 
 use crate::exit;
+
+mod simulate;
+mod store_mode;
 use splitbrain::env::docker::DockerError;
 use splitbrain::error::RunError;
 use splitbrain::{controller, registry, report, run_store};
@@ -57,6 +60,11 @@ enum Command {
     StoreNode(StoreNodeArgs),
     /// Write a simulated transactional history (an in-memory database at a chosen isolation).
     GenHistory(GenHistoryArgs),
+    /// Run a scenario of the reference store in deterministic simulation over
+    /// many seeds (or replay one seed), checked by the real checkers.
+    Sim(Box<simulate::SimArgs>),
+    /// Run every row of the store's claims table and write matrix.html.
+    Matrix(simulate::MatrixArgs),
     /// Remove what runs whose harness is gone left behind: network
     /// namespaces and Docker containers and networks.
     Clean,
@@ -129,42 +137,8 @@ struct TestArgs {
     /// docker: run this image instead of building one.
     #[arg(long)]
     image: Option<String>,
-    /// The reference store's mode: single-leader, leaderless, or any other mode of `store/src/modes.rs`.
-    #[arg(long, default_value = "single-leader")]
-    replication: String,
-    /// Set any reference-store option by its key in the cluster file
-    /// (`leaderless.read_repair=false`, `tick_ms=5`); repeatable, applied
-    /// before the flags above.
-    #[arg(long = "store", value_name = "KEY=VALUE")]
-    store_options: Vec<String>,
-    /// Single-leader: sync, semi-sync:K or async.
-    #[arg(long, default_value = "sync")]
-    sync: String,
-    /// Single-leader: fence deposed leaders with epochs.
-    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
-    fencing: bool,
-    /// Single-leader: the leader answers reads alone only under a lease.
-    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
-    leases: bool,
-    /// Single-leader: where reads are served (leader, followers, any).
-    #[arg(long, default_value = "leader")]
-    read_from: String,
-    /// Leaderless: replicas per key, read and write quorums.
-    #[arg(long)]
-    n: Option<u32>,
-    #[arg(long)]
-    r: Option<u32>,
-    #[arg(long)]
-    w: Option<u32>,
-    /// Leaderless: sloppy quorum with hinted handoff.
-    #[arg(long)]
-    sloppy_quorum: bool,
-    /// Leaderless conflict handling: lww or version-vectors.
-    #[arg(long)]
-    conflict: Option<String>,
-    /// always, never or interval:MS.
-    #[arg(long, default_value = "always")]
-    fsync: String,
+    #[command(flatten)]
+    mode: store_mode::StoreModeArgs,
     /// register, list-append, rw-register, set, counter, bank, session
     /// (default: register; set for redis; list-append for postgres).
     #[arg(long)]
@@ -382,6 +356,8 @@ pub fn main() -> ExitCode {
         Command::Check(args) => check(args),
         Command::Convert(args) => convert(args),
         Command::Clean => clean(),
+        Command::Sim(args) => simulate::sim(*args),
+        Command::Matrix(args) => simulate::matrix(args),
         Command::Analyze(args) => analyze(args),
         Command::Report(args) => report(args),
         Command::Serve(args) => serve(args),
@@ -820,8 +796,7 @@ fn gen_history(args: GenHistoryArgs) -> Result<u8, Failure> {
 fn test(args: TestArgs) -> Result<u8, Failure> {
     use splitbrain::controller::{run_test, TestOptions};
     use splitbrain_nemesis::fault::{parse_faults, NemesisOptions};
-    use splitbrain_store::config::{ClusterConfig, Conflict, Fsync, Mode, Replication};
-    use splitbrain_store::msg::ReadFrom;
+    use splitbrain_store::config::ClusterConfig;
 
     let bad = |m: String| Failure::bad_input(m);
     let db = splitbrain::dbs::catalog::find_in(&args.db, &args.env).map_err(bad)?;
@@ -841,7 +816,7 @@ fn test(args: TestArgs) -> Result<u8, Failure> {
     // shapes stay a flag away.
     let mode_has_leader = splitbrain_store::modes::MODES
         .iter()
-        .find(|m| m.mode.name() == args.replication)
+        .find(|m| m.mode.name() == args.mode.replication)
         .is_some_and(|m| {
             toml::from_str::<ClusterConfig>("nodes = []").is_ok_and(|mut cfg| {
                 cfg.mode = m.mode;
@@ -895,120 +870,20 @@ fn test(args: TestArgs) -> Result<u8, Failure> {
     {
         return Err(bad("--time-limit and --nemesis-interval must be positive, --rate and --quiesce not negative".into()));
     }
-    if args.db != "refstore"
-        && (args.replication != "single-leader"
-            || args.sync != "sync"
-            || !args.fencing
-            || !args.leases
-            || args.read_from != "leader"
-            || args.n.is_some()
-            || args.r.is_some()
-            || args.w.is_some()
-            || args.sloppy_quorum
-            || args.conflict.is_some()
-            || args.fsync != "always")
-    {
+    if args.db != "refstore" && !args.mode.is_default() {
         return Err(bad(format!(
             "--replication and its options describe the reference store; {} replicates its own way",
             args.db
         )));
     }
-    // Every setting at its default; the nodes are filled in when the cluster starts.
-    let mut cfg: ClusterConfig =
-        toml::from_str("nodes = []").context("the default cluster settings")?;
-    cfg.fsync = Fsync::try_from(args.fsync.clone()).map_err(bad)?;
-    for kv in &args.store_options {
-        cfg = set_store_option(&cfg, kv).map_err(bad)?;
-    }
-    let leaderless_flags = args.n.is_some()
-        || args.r.is_some()
-        || args.w.is_some()
-        || args.sloppy_quorum
-        || args.conflict.is_some();
-    match args.replication.as_str() {
-        "single-leader" => {
-            if leaderless_flags {
-                return Err(bad("--n, --r, --w, --sloppy-quorum and --conflict are for --replication leaderless".into()));
-            }
-            cfg.mode = Mode::SingleLeader;
-            let o = &mut cfg.single_leader;
-            o.replication = Replication::try_from(args.sync.clone()).map_err(bad)?;
-            if let Replication::SemiSync { k } = o.replication {
-                if k as usize >= args.nodes {
-                    return Err(bad(format!("--sync semi-sync:{k} needs more than {k} nodes besides the leader; --nodes is {}", args.nodes)));
-                }
-            }
-            o.fencing = args.fencing;
-            o.leases = args.leases;
-            o.read_from = match args.read_from.as_str() {
-                "leader" => ReadFrom::Leader,
-                "followers" => ReadFrom::Followers,
-                "any" => ReadFrom::Any,
-                other => {
-                    return Err(bad(format!(
-                        "--read-from {other}: expected leader, followers or any"
-                    )))
-                }
-            };
-        }
-        "leaderless" => {
-            if args.sync != "sync" || !args.fencing || !args.leases || args.read_from != "leader" {
-                return Err(bad("--sync, --fencing, --leases and --read-from are for --replication single-leader".into()));
-            }
-            cfg.mode = Mode::Leaderless;
-            let o = &mut cfg.leaderless;
-            o.n = args.n.unwrap_or(o.n.min(args.nodes as u32));
-            o.r = args.r.unwrap_or(o.r);
-            o.w = args.w.unwrap_or(o.w);
-            o.sloppy_quorum = args.sloppy_quorum;
-            if let Some(c) = &args.conflict {
-                o.conflict = match c.as_str() {
-                    "lww" => Conflict::Lww,
-                    "version-vectors" => Conflict::VersionVectors,
-                    other => {
-                        return Err(bad(format!(
-                            "--conflict {other}: expected lww or version-vectors"
-                        )))
-                    }
-                };
-            }
-            if o.n as usize > args.nodes
-                || o.n == 0
-                || o.r == 0
-                || o.w == 0
-                || o.r > o.n
-                || o.w > o.n
-            {
-                return Err(bad(format!(
-                    "leaderless needs 1 <= R, W <= N <= nodes; got N={} R={} W={} with {} nodes",
-                    o.n, o.r, o.w, args.nodes
-                )));
-            }
-        }
-        other => {
-            let names: Vec<&str> = splitbrain_store::modes::MODES
-                .iter()
-                .map(|m| m.mode.name())
-                .collect();
-            cfg.mode = names
-                .iter()
-                .position(|n| *n == other)
-                .map(|i| splitbrain_store::modes::MODES[i].mode)
-                .ok_or_else(|| {
-                    bad(format!(
-                        "--replication {other}: expected {}",
-                        names.join(" or ")
-                    ))
-                })?;
-        }
-    }
+    let cfg = args.mode.config(args.nodes).map_err(bad)?;
     let seed = args.seed.unwrap_or_else(|| {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64 ^ u64::from(std::process::id()))
     });
     let name = args.name.clone().unwrap_or_else(|| match args.db.as_str() {
-        "refstore" => format!("{}-{}-{}", args.db, args.replication, workload_name),
+        "refstore" => format!("{}-{}-{}", args.db, args.mode.replication, workload_name),
         db => match &args.isolation {
             Some(i) => format!("{db}-{i}-{workload_name}"),
             None => format!("{db}-{workload_name}"),
@@ -1191,32 +1066,6 @@ impl Progress {
     }
 }
 
-/// The cluster settings with one `KEY=VALUE` set (a dotted key of the
-/// cluster file; the value in TOML, or a bare word as a string).
-fn set_store_option(
-    cfg: &splitbrain_store::config::ClusterConfig,
-    kv: &str,
-) -> Result<splitbrain_store::config::ClusterConfig, String> {
-    let (key, raw) = kv
-        .split_once('=')
-        .ok_or_else(|| format!("--store {kv}: expected KEY=VALUE"))?;
-    let value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
-        .ok()
-        .and_then(|mut t| t.remove("v"))
-        .unwrap_or_else(|| toml::Value::String(raw.to_string()));
-    let mut doc = toml::Value::try_from(cfg).map_err(|e| format!("--store {kv}: {e}"))?;
-    let mut slot = &mut doc;
-    for part in key.split('.') {
-        slot = slot
-            .as_table_mut()
-            .and_then(|t| t.get_mut(part))
-            .ok_or_else(|| format!("--store {kv}: the cluster file has no option {key}"))?;
-    }
-    *slot = value;
-    doc.try_into()
-        .map_err(|e: toml::de::Error| format!("--store {kv}: {}", e.message()))
-}
-
 /// `splitbrain clean`: leftovers of runs whose harness died before its teardown.
 fn clean() -> Result<u8, Failure> {
     match splitbrain::env::netns::remove_orphans() {
@@ -1237,17 +1086,4 @@ fn clean() -> Result<u8, Failure> {
         }
     });
     Ok(exit::VALID)
-}
-
-#[cfg(test)]
-mod store_option_tests {
-    use super::*;
-
-    #[test]
-    fn a_store_option_round_trips_into_a_cluster_file() {
-        let cfg: splitbrain_store::config::ClusterConfig = toml::from_str("nodes = []").unwrap();
-        let set = set_store_option(&cfg, "tick_ms=5").unwrap();
-        assert_eq!(set.tick_ms, 5);
-        toml::to_string(&set).unwrap();
-    }
 }

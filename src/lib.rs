@@ -12,4 +12,5 @@ pub mod registry;
 pub mod report;
 pub mod run_store;
 pub mod serve;
+pub mod simulation;
 pub mod testkit;

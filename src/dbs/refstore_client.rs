@@ -58,22 +58,47 @@ impl ClientFactory for RefstoreClients {
         } else {
             Routing::Bound(process as usize % self.cfg.nodes.len())
         };
+        // Each process starts from a node of its own and follows redirects,
+        // so a deposed leader that has not noticed still has clients.
         let opts = ClientOptions {
             timeout,
             routing,
+            first_node: process as usize % self.cfg.nodes.len().max(1),
             ..ClientOptions::default()
         };
         Box::new(RefstoreClient {
             client: StoreClient::from_config(&self.cfg, opts),
-            workload: self.workload,
-            opening_balances: self.opening_balances.clone(),
+            options: request_options(&self.cfg),
+            t: Translator {
+                workload: self.workload,
+                opening_balances: self.opening_balances.clone(),
+            },
         })
+    }
+}
+
+/// What every request of a run asks for: in single-leader mode, reads go
+/// where the cluster serves them (`read_from`), so that follower reads are
+/// really sent to followers.
+pub fn request_options(cfg: &ClusterConfig) -> RequestOptions {
+    RequestOptions {
+        read_from: splitbrain_store::modes::has_leader(cfg).then_some(cfg.single_leader.read_from),
+        ..RequestOptions::default()
     }
 }
 
 struct RefstoreClient {
     client: StoreClient,
+    options: RequestOptions,
+    t: Translator,
+}
+
+/// A workload's ops in the store's terms and back: pure, so that the
+/// simulator's clients record exactly what real ones do.
+#[derive(Clone)]
+pub struct Translator {
     workload: WorkloadKind,
+    /// The bank's accounts and their opening balances, from the run's options.
     opening_balances: Arc<Vec<(i64, i64)>>,
 }
 
@@ -127,9 +152,17 @@ fn opening_balances(o: &WorkloadOptions) -> Vec<(i64, i64)> {
         .collect()
 }
 
-impl RefstoreClient {
+impl Translator {
+    pub fn new(workload: WorkloadKind, options: &WorkloadOptions) -> Translator {
+        Translator {
+            workload,
+            opening_balances: Arc::new(opening_balances(options)),
+        }
+    }
+
     /// The store op for an invocation, or why it cannot be expressed.
-    fn translate(&self, inv: &Invocation) -> Result<StoreOp, String> {
+    /// The bank's transfers take several requests: see [`RefstoreClient::bank`].
+    pub fn translate(&self, inv: &Invocation) -> Result<StoreOp, String> {
         let key = || {
             inv.key
                 .as_ref()
@@ -244,12 +277,12 @@ impl RefstoreClient {
 
 impl RefstoreClient {
     async fn send(&mut self, op: StoreOp) -> Outcome {
-        self.client.request(op, RequestOptions::default()).await
+        self.client.request(op, self.options.clone()).await
     }
 
     /// All balances, read in one transaction.
     async fn bank_read(&mut self) -> Result<Vec<(i64, Option<i64>)>, Outcome> {
-        let accounts: Vec<i64> = self.opening_balances.iter().map(|&(i, _)| i).collect();
+        let accounts: Vec<i64> = self.t.opening_balances.iter().map(|&(i, _)| i).collect();
         let ops = accounts
             .iter()
             .map(|&i| StoreOp::Get {
@@ -278,7 +311,7 @@ impl RefstoreClient {
                         .filter_map(|(i, b)| b.map(|b| (Value::Int(i), Value::Int(b))))
                         .collect(),
                 )),
-                Err(o) => self.completion_of(inv, o),
+                Err(o) => self.t.completion_of(inv, o),
             };
         }
         let field = |f: &str| inv.value.map_get(&Value::from(f)).and_then(Value::as_int);
@@ -307,7 +340,7 @@ impl RefstoreClient {
                 },
                 // Nothing was written yet, whatever happened to the read.
                 Outcome::Unknown(_) => return Completion::fail(inv.value.clone(), "read-unknown"),
-                other => return self.completion_of(inv, other),
+                other => return self.t.completion_of(inv, other),
             };
             if bf < amount {
                 return Completion::fail(inv.value.clone(), "insufficient-funds");
@@ -321,13 +354,16 @@ impl RefstoreClient {
             match self.send(StoreOp::Txn { ops }).await {
                 Outcome::NotDone(Refusal::CasMismatch { .. }) => continue,
                 Outcome::Ok(_) => return Completion::ok(inv.value.clone()),
-                other => return self.completion_of(inv, other),
+                other => return self.t.completion_of(inv, other),
             }
         }
         Completion::fail(inv.value.clone(), "conflict")
     }
+}
 
-    fn completion_of(&self, inv: &Invocation, o: Outcome) -> Completion {
+impl Translator {
+    /// The completion of an invocation whose request ended with `o`.
+    pub fn completion_of(&self, inv: &Invocation, o: Outcome) -> Completion {
         match o {
             Outcome::Ok(r) => Completion::ok(self.result_value(inv, &r)),
             Outcome::NotDone(Refusal::CasMismatch { .. }) => {
@@ -351,11 +387,12 @@ impl RefstoreClient {
 #[async_trait]
 impl Client for RefstoreClient {
     async fn setup(&mut self) -> Result<(), String> {
-        if self.workload != WorkloadKind::Bank {
+        if self.t.workload != WorkloadKind::Bank {
             return Ok(());
         }
         // Create each account unless it exists; retried while a leader settles.
         let ops: Vec<StoreOp> = self
+            .t
             .opening_balances
             .iter()
             .copied()
@@ -379,15 +416,15 @@ impl Client for RefstoreClient {
     }
 
     async fn invoke(&mut self, inv: &Invocation) -> Completion {
-        if self.workload == WorkloadKind::Bank {
+        if self.t.workload == WorkloadKind::Bank {
             return self.bank(inv).await;
         }
-        let op = match self.translate(inv) {
+        let op = match self.t.translate(inv) {
             Ok(op) => op,
             Err(why) => return Completion::fail(inv.value.clone(), &why),
         };
         let outcome = self.send(op).await;
-        self.completion_of(inv, outcome)
+        self.t.completion_of(inv, outcome)
     }
 }
 

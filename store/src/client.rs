@@ -6,10 +6,10 @@
 //! client, or one per request.
 
 use crate::codec::{decode, encode, put_frame, read_frame};
-use crate::msg::{Op, OpResult, ReadFrom, Refusal, Reply, Request, RequestOptions, Response};
-use crate::seeded::mix64;
+use crate::msg::{Op, Refusal, Reply, Request, RequestOptions, Response};
+use crate::route::{Attempt, Next, Router};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
@@ -17,43 +17,7 @@ use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
 use tokio::sync::{oneshot, Mutex as AsyncMutex};
 
-/// What the caller learns about one operation.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Outcome {
-    Ok(OpResult),
-    /// Definitely not done.
-    NotDone(Refusal),
-    /// Rejected as invalid (bad value, unknown op); definitely not done.
-    Rejected(String),
-    /// Maybe done, maybe not: a timeout or a connection lost after sending.
-    Unknown(String),
-}
-
-impl Outcome {
-    pub fn is_definite_failure(&self) -> bool {
-        matches!(self, Outcome::NotDone(_) | Outcome::Rejected(_))
-    }
-}
-
-/// Which node [`Client::request`] sends to. Node indices are in cluster-file order.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Routing {
-    /// Single-leader: the node believed to lead (node 0 at first), following
-    /// redirects and retrying refusals until the deadline; reads allowed
-    /// away from the leader are spread over the others.
-    #[default]
-    Leader,
-    /// Leaderless: every request goes to this node, which coordinates it,
-    /// and only to it, as Jepsen binds each client process to one node. It
-    /// never fails over: another coordinator would hide what this one's side
-    /// of a partition sees, so an unreachable node is that request's failure
-    /// (`NotDone(Unreachable)`) and a lost one its unknown outcome.
-    Bound(usize),
-    /// Leaderless: each request goes to the next node in turn, starting from
-    /// a node drawn from `seed` (give each client its own). A node that
-    /// cannot be connected to is skipped for the next, as nothing was sent.
-    PerRequest { seed: u64 },
-}
+pub use crate::route::{Outcome, Routing};
 
 #[derive(Clone, Debug)]
 pub struct ClientOptions {
@@ -61,6 +25,8 @@ pub struct ClientOptions {
     /// Pause before retrying a refusal such as "not the leader".
     pub retry_pause: Duration,
     pub routing: Routing,
+    /// Leader routing: the node tried first, until a reply names the leader.
+    pub first_node: usize,
 }
 
 impl Default for ClientOptions {
@@ -69,6 +35,7 @@ impl Default for ClientOptions {
             timeout: Duration::from_secs(2),
             retry_pause: Duration::from_millis(20),
             routing: Routing::Leader,
+            first_node: 0,
         }
     }
 }
@@ -87,9 +54,7 @@ pub struct Client {
     addrs: Arc<Vec<String>>,
     conns: Arc<Vec<AsyncMutex<Option<Arc<Conn>>>>>,
     next_id: Arc<AtomicU64>,
-    leader_hint: Arc<AtomicUsize>,
-    /// Requests routed per request so far, for the rotation.
-    routed: Arc<AtomicU64>,
+    router: Arc<Mutex<Router>>,
     opts: ClientOptions,
 }
 
@@ -107,8 +72,7 @@ impl Client {
             addrs: Arc::new(addrs),
             conns: Arc::new((0..n).map(|_| AsyncMutex::new(None)).collect()),
             next_id: Arc::new(AtomicU64::new(1)),
-            leader_hint: Arc::new(AtomicUsize::new(0)),
-            routed: Arc::new(AtomicU64::new(0)),
+            router: Arc::new(Mutex::new(Router::new(n, opts.routing, opts.first_node))),
             opts,
         }
     }
@@ -217,7 +181,7 @@ impl Client {
     ) -> Outcome {
         let deadline = Instant::now() + timeout;
         match self.send_once(node, &op, &options, deadline).await {
-            Ok(reply) => reply_outcome(reply),
+            Ok(reply) => reply.into(),
             Err(SendError::NotSent(e)) => Outcome::NotDone(Refusal::Unreachable(e)),
             Err(SendError::Lost(e)) => Outcome::Unknown(e),
         }
@@ -231,6 +195,11 @@ impl Client {
             .await
     }
 
+    fn router(&self) -> std::sync::MutexGuard<'_, Router> {
+        // The router's state stays consistent even if a holder panicked.
+        self.router.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// As `request`, with this request's own timeout.
     pub async fn request_with_timeout(
         &self,
@@ -238,101 +207,32 @@ impl Client {
         options: RequestOptions,
         timeout: Duration,
     ) -> Outcome {
-        match self.opts.routing {
-            Routing::Leader => self.to_leader(op, options, timeout).await,
-            Routing::Bound(home) if home < self.addrs.len() => {
-                self.call_with_timeout(home, op, options, timeout).await
-            }
-            Routing::Bound(home) => Outcome::Rejected(format!(
-                "client bound to node {home}, but the cluster has {} nodes",
-                self.addrs.len()
-            )),
-            Routing::PerRequest { seed } => self.per_request(seed, op, options, timeout).await,
-        }
-    }
-
-    async fn per_request(
-        &self,
-        seed: u64,
-        op: Op,
-        options: RequestOptions,
-        timeout: Duration,
-    ) -> Outcome {
         let deadline = Instant::now() + timeout;
-        let n = self.addrs.len() as u64;
-        if n == 0 {
-            return Outcome::Rejected("no nodes".into());
-        }
-        let k = self.routed.fetch_add(1, Ordering::Relaxed);
-        let first = (mix64(seed) % n + k % n) % n;
-        let mut last = Outcome::Rejected("no nodes".into());
-        for i in 0..n {
-            let node = ((first + i) % n) as usize;
-            match self.send_once(node, &op, &options, deadline).await {
-                Ok(reply) => return reply_outcome(reply),
-                Err(SendError::NotSent(e)) => last = Outcome::NotDone(Refusal::Unreachable(e)),
-                Err(SendError::Lost(e)) => return Outcome::Unknown(e),
-            }
-        }
-        last
-    }
-
-    async fn to_leader(&self, op: Op, options: RequestOptions, timeout: Duration) -> Outcome {
-        let deadline = Instant::now() + timeout;
-        let n = self.addrs.len();
-        let leader = self.leader_hint.load(Ordering::Relaxed) % n.max(1);
-        // Reads that may be served away from the leader are spread over the nodes.
-        let spread = self.next_id.fetch_add(1, Ordering::Relaxed) as usize;
-        let mut node = match (op.is_read_only(), options.read_from) {
-            (true, Some(ReadFrom::Followers)) if n > 1 => (leader + 1 + spread % (n - 1)) % n,
-            (true, Some(ReadFrom::Any)) => spread % n,
-            _ => leader,
+        let first = self.router().first(&op, &options);
+        let mut node = match first {
+            Ok(node) => node,
+            Err(outcome) => return outcome,
         };
-        let mut last_refusal: Outcome;
-        loop {
-            match self.send_once(node, &op, &options, deadline).await {
-                Ok(Reply::NotDone(Refusal::NotLeader { leader })) => {
-                    last_refusal = Outcome::NotDone(Refusal::NotLeader { leader });
-                    match leader {
-                        Some(l) if (l as usize) < n && l as usize != node => {
-                            node = l as usize;
-                            self.leader_hint.store(node, Ordering::Relaxed);
-                            continue;
-                        }
-                        _ => node = (node + 1) % n,
+        for tries in 1.. {
+            let attempt = match self.send_once(node, &op, &options, deadline).await {
+                Ok(reply) => Attempt::Replied(reply),
+                Err(SendError::NotSent(e)) => Attempt::NotSent(e),
+                Err(SendError::Lost(e)) => Attempt::Lost(e),
+            };
+            let next = self.router().next(node, tries, &op, &options, attempt);
+            match next {
+                Next::Done(outcome) => return outcome,
+                Next::Resend(to) => node = to,
+                Next::RetryAfterPause { node: to, refusal } => {
+                    if Instant::now() + self.opts.retry_pause >= deadline {
+                        return refusal;
                     }
+                    tokio::time::sleep(self.opts.retry_pause).await;
+                    node = to;
                 }
-                Ok(Reply::NotDone(Refusal::NoLease)) => {
-                    last_refusal = Outcome::NotDone(Refusal::NoLease)
-                }
-                Ok(reply) => {
-                    if !op.is_read_only()
-                        || options.read_from.unwrap_or_default() == ReadFrom::Leader
-                    {
-                        self.leader_hint.store(node, Ordering::Relaxed);
-                    }
-                    return reply_outcome(reply);
-                }
-                Err(SendError::NotSent(e)) => {
-                    last_refusal = Outcome::NotDone(Refusal::Unreachable(e));
-                    node = (node + 1) % n;
-                }
-                Err(SendError::Lost(e)) => return Outcome::Unknown(e),
             }
-            if Instant::now() + self.opts.retry_pause >= deadline {
-                return last_refusal;
-            }
-            tokio::time::sleep(self.opts.retry_pause).await;
         }
-    }
-}
-
-fn reply_outcome(reply: Reply) -> Outcome {
-    match reply {
-        Reply::Ok(r) => Outcome::Ok(r),
-        Reply::NotDone(r) => Outcome::NotDone(r),
-        Reply::Unknown(e) => Outcome::Unknown(e),
-        Reply::Error(e) => Outcome::Rejected(e),
+        Outcome::Unknown("no attempt was made".into())
     }
 }
 
@@ -340,7 +240,9 @@ fn reply_outcome(reply: Reply) -> Outcome {
 mod tests {
     use super::*;
     use crate::msg::Value;
+    use crate::msg::{OpResult, ReadFrom};
     use std::collections::BTreeSet;
+    use std::sync::atomic::AtomicUsize;
     use tokio::net::TcpListener;
 
     /// A stand-in node that answers every request with its own index (or,

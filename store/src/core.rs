@@ -112,6 +112,8 @@ pub trait Core: Send {
     fn status(&self) -> CoreStatus;
     /// Records that rebuild the current durable state; used to compact the log.
     fn snapshot_records(&self) -> Vec<WalRecord>;
+    /// See [`Protocol::data_digest`].
+    fn data_digest(&self) -> Option<u64>;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -260,6 +262,10 @@ impl<P: Protocol> Core for Adapter<P> {
 
     fn status(&self) -> CoreStatus {
         self.proto.status()
+    }
+
+    fn data_digest(&self) -> Option<u64> {
+        self.proto.data_digest()
     }
 
     fn snapshot_records(&self) -> Vec<WalRecord> {

@@ -1160,6 +1160,10 @@ impl Protocol for Leaderless {
         }
     }
 
+    fn data_digest(&self) -> Option<u64> {
+        Some(stable_hash(&encode(&self.store)))
+    }
+
     fn snapshot_records(&self) -> Vec<WalRecord> {
         let mut recs: Vec<WalRecord> = self
             .store

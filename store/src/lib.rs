@@ -15,6 +15,7 @@
 //! `clock-offset -500` · `probe n2 [TIMEOUT_MS]`.
 
 pub mod admin;
+pub mod claims;
 pub mod client;
 pub mod codec;
 pub mod config;
@@ -25,6 +26,7 @@ pub mod msg;
 pub mod node;
 pub mod protocol;
 pub mod quorum;
+pub mod route;
 pub mod seeded;
 pub mod sim;
 pub mod single_leader;

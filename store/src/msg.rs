@@ -13,7 +13,14 @@ pub enum Value {
     Int(i64),
     Str(String),
     List(Vec<i64>),
-    Set(BTreeSet<i64>),
+    Set(#[serde(deserialize_with = "sorted_set")] BTreeSet<i64>),
+}
+
+/// A set arrives in order (it was written from a `BTreeSet`): building it
+/// in bulk is linear, where inserting element by element is not.
+fn sorted_set<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BTreeSet<i64>, D::Error> {
+    let items: Vec<i64> = Deserialize::deserialize(d)?;
+    Ok(items.into_iter().collect())
 }
 
 impl Value {

@@ -86,6 +86,13 @@ pub trait Protocol: Send + Sized + 'static {
     /// Records that rebuild the current durable state; used to compact the log.
     fn snapshot_records(&self) -> Vec<Self::Record>;
 
+    /// A hash of the data this node serves (not its metadata), equal on two
+    /// nodes exactly when they hold the same data: how a simulation sees
+    /// replicas converge. `None` when the mode does not say.
+    fn data_digest(&self) -> Option<u64> {
+        None
+    }
+
     /// Whether a cluster of this mode has a leader once it is up (so a
     /// harness waits for one, and aims faults at it).
     fn has_leader(_cfg: &ClusterConfig) -> bool {

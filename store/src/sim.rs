@@ -1,12 +1,15 @@
 //! A deterministic simulator: N cores of any mode, a simulated network with
 //! loss, random delay (hence reordering) and partitions, per-node clock
-//! offsets, crashes and restarts from each node's durable log. Everything is
-//! drawn from one seed, so a seed replays exactly.
+//! offsets, crashes and restarts from each node's durable log (a crash loses
+//! what the cluster's `fsync` setting had not yet made durable). Clients talk
+//! to nodes as over TCP: a request to a stopped node is refused, one in flight
+//! when its node stops has an unknown outcome. Everything is drawn from one
+//! seed, so a seed replays exactly.
 
 use crate::admin::NodeStatus;
-use crate::config::ClusterConfig;
+use crate::config::{ClusterConfig, Fsync};
 use crate::core::{build_core, ClientId, Core, Effect, Input, PeerMsg, SeededRng, WalRecord};
-use crate::msg::{NodeId, Op, Request, RequestOptions, Response};
+use crate::msg::{NodeId, Op, Refusal, Reply, Request, RequestOptions, Response};
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 
@@ -63,12 +66,17 @@ pub struct Sim {
     now_ms: u64,
     nodes: Vec<Option<Box<dyn Core>>>,
     disks: Vec<Vec<WalRecord>>,
+    /// Records written but not yet flushed to stable storage; a crash loses them.
+    unsynced: Vec<Vec<WalRecord>>,
+    last_sync_ms: Vec<u64>,
     clock_offsets_ms: Vec<i64>,
     blocked: BTreeSet<(NodeId, NodeId)>,
     queue: BinaryHeap<Reverse<(u64, u64)>>,
     events: BTreeMap<u64, Event>,
     seq: u64,
     invoked: BTreeMap<ClientId, u64>,
+    /// Where each request without a reply was sent.
+    outstanding: BTreeMap<ClientId, NodeId>,
     completed: BTreeMap<ClientId, Completed>,
     next_client: ClientId,
 }
@@ -83,6 +91,10 @@ fn sim_core(
 ) -> Box<dyn Core> {
     build_core(cfg, node, seed, recovered).unwrap_or_else(|e| panic!("simulated node {node}: {e}"))
 }
+
+/// With `fsync = never`, records reach the disk when this many are buffered
+/// (a stand-in for the process's write buffer filling).
+const NEVER_SYNC_BUFFER_RECORDS: usize = 4096;
 
 /// Node clocks start here so that negative offsets stay representable.
 const CLOCK_BASE_MS: u64 = 1_000_000;
@@ -100,12 +112,15 @@ impl Sim {
             rng: SeededRng::new(seed),
             now_ms: 0,
             disks: vec![Vec::new(); n],
+            unsynced: vec![Vec::new(); n],
+            last_sync_ms: vec![0; n],
             clock_offsets_ms: vec![0; n],
             blocked: BTreeSet::new(),
             queue: BinaryHeap::new(),
             events: BTreeMap::new(),
             seq: 0,
             invoked: BTreeMap::new(),
+            outstanding: BTreeMap::new(),
             completed: BTreeMap::new(),
             next_client: 1,
         };
@@ -171,9 +186,51 @@ impl Sim {
         self.blocked.clear();
     }
 
-    /// Stops the node; its volatile state is gone, its durable log stays.
+    /// Whether traffic from `from` to `to` is blocked.
+    pub fn is_blocked(&self, from: NodeId, to: NodeId) -> bool {
+        self.blocked.contains(&(from, to))
+    }
+
+    /// Changes the probability that a message is dropped.
+    pub fn set_loss(&mut self, loss: f64) {
+        self.net.loss = loss;
+    }
+
+    pub fn node_count(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Stops the node; its volatile state is gone, and so are log records
+    /// not yet flushed; its durable log stays. Requests it was serving lose
+    /// their connection: their outcome is unknown.
     pub fn crash(&mut self, node: NodeId) {
         self.nodes[node as usize] = None;
+        self.unsynced[node as usize].clear();
+        let lost: Vec<ClientId> = self
+            .outstanding
+            .iter()
+            .filter(|(_, n)| **n == node)
+            .map(|(c, _)| *c)
+            .collect();
+        for client in lost {
+            self.complete(client, Reply::Unknown("connection closed".into()));
+        }
+    }
+
+    fn complete(&mut self, client: ClientId, reply: Reply) {
+        self.outstanding.remove(&client);
+        let invoked_ms = self.invoked.remove(&client).unwrap_or(0);
+        self.completed.entry(client).or_insert(Completed {
+            invoked_ms,
+            completed_ms: self.now_ms,
+            response: Response { id: client, reply },
+        });
+    }
+
+    /// A hash of the data `node` serves, if it is up and its mode says (see
+    /// [`crate::protocol::Protocol::data_digest`]).
+    pub fn data_digest(&self, node: NodeId) -> Option<u64> {
+        self.nodes[node as usize].as_ref()?.data_digest()
     }
 
     pub fn restart(&mut self, node: NodeId) {
@@ -212,10 +269,19 @@ impl Sim {
     }
 
     /// Sends a request from a fresh client to `node`; returns the client id.
+    /// A stopped node refuses the connection: definitely not done.
     pub fn submit(&mut self, node: NodeId, op: Op, options: RequestOptions) -> ClientId {
         let client = self.next_client;
         self.next_client += 1;
         self.invoked.insert(client, self.now_ms);
+        if !self.is_up(node) {
+            self.complete(
+                client,
+                Reply::NotDone(Refusal::Unreachable("connection refused".into())),
+            );
+            return client;
+        }
+        self.outstanding.insert(client, node);
         let request = Request {
             id: client,
             op,
@@ -235,6 +301,16 @@ impl Sim {
 
     pub fn completion(&self, client: ClientId) -> Option<&Completed> {
         self.completed.get(&client)
+    }
+
+    /// Every completion not taken yet, in client-id order.
+    pub fn take_completed(&mut self) -> Vec<(ClientId, Completed)> {
+        std::mem::take(&mut self.completed).into_iter().collect()
+    }
+
+    /// When the next event is due, if any.
+    pub fn next_event_ms(&self) -> Option<u64> {
+        self.queue.peek().map(|Reverse((at, _))| *at)
     }
 
     /// Runs a request to completion or until `timeout_ms` passes.
@@ -275,6 +351,7 @@ impl Sim {
             };
             match event {
                 Event::Tick { node } => {
+                    self.sync_if_due(node);
                     self.step(node, Input::Tick);
                     let at = self.now_ms + self.net.tick_ms.max(1);
                     self.schedule(at, Event::Tick { node });
@@ -289,7 +366,11 @@ impl Sim {
                     client,
                     request,
                 } => {
-                    self.step(node, Input::Client { client, request });
+                    if self.is_up(node) {
+                        self.step(node, Input::Client { client, request });
+                    } else {
+                        self.complete(client, Reply::Unknown("connection closed".into()));
+                    }
                 }
             }
         }
@@ -320,16 +401,32 @@ impl Sim {
                         );
                     }
                 }
-                Effect::Persist(rec) => self.disks[node as usize].push(rec),
+                Effect::Persist(rec) => match self.cfg.fsync {
+                    Fsync::Always => self.disks[node as usize].push(rec),
+                    Fsync::IntervalMs(_) | Fsync::Never => self.unsynced[node as usize].push(rec),
+                },
                 Effect::Reply { client, response } => {
-                    let invoked_ms = self.invoked.get(&client).copied().unwrap_or(0);
-                    self.completed.entry(client).or_insert(Completed {
-                        invoked_ms,
-                        completed_ms: self.now_ms,
-                        response,
-                    });
+                    if self.outstanding.contains_key(&client) {
+                        self.complete(client, response.reply);
+                    }
                 }
             }
+        }
+    }
+
+    /// Flushes the node's written records when its `fsync` setting says so:
+    /// every interval, or (never) only when the process's buffer fills.
+    fn sync_if_due(&mut self, node: NodeId) {
+        let i = node as usize;
+        let due = match self.cfg.fsync {
+            Fsync::Always => false,
+            Fsync::IntervalMs(ms) => self.now_ms >= self.last_sync_ms[i] + ms,
+            Fsync::Never => self.unsynced[i].len() >= NEVER_SYNC_BUFFER_RECORDS,
+        };
+        if due {
+            let records = std::mem::take(&mut self.unsynced[i]);
+            self.disks[i].extend(records);
+            self.last_sync_ms[i] = self.now_ms;
         }
     }
 

@@ -978,6 +978,10 @@ impl Protocol for SingleLeader {
         }
     }
 
+    fn data_digest(&self) -> Option<u64> {
+        Some(crate::seeded::stable_hash(&crate::codec::encode(&self.kv)))
+    }
+
     fn snapshot_records(&self) -> Vec<WalRecord> {
         let kv = self
             .kv

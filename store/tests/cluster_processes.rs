@@ -427,34 +427,31 @@ async fn leaderless_cluster_serves_through_any_node_and_reports_status() {
         "mode = \"leaderless\"\nfsync = \"interval:10\"",
     );
     let client = cluster.client();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut done = false;
-    while Instant::now() < deadline && !done {
-        done = matches!(
-            client
-                .call(
-                    0,
-                    Op::Add {
-                        key: "s".into(),
-                        elem: 1
-                    },
-                    RequestOptions::default()
-                )
-                .await,
-            Outcome::Ok(_)
+    // A node's peer links come up on their own after start: retry each add
+    // until its coordinator reaches a quorum (adds to a set are idempotent).
+    for (coordinator, elem) in [(0, 1), (1, 2)] {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut done = false;
+        while Instant::now() < deadline && !done {
+            done = matches!(
+                client
+                    .call(
+                        coordinator,
+                        Op::Add {
+                            key: "s".into(),
+                            elem
+                        },
+                        RequestOptions::default()
+                    )
+                    .await,
+                Outcome::Ok(_)
+            );
+        }
+        assert!(
+            done,
+            "add {elem} through node {coordinator} never succeeded"
         );
     }
-    assert!(done);
-    client
-        .call(
-            1,
-            Op::Add {
-                key: "s".into(),
-                elem: 2,
-            },
-            RequestOptions::default(),
-        )
-        .await;
     let all = RequestOptions {
         r: Some(3),
         ..Default::default()

@@ -1,0 +1,199 @@
+//! The reference store's mode and options as flags, shared by `test` and
+//! `sim`: one set of flags, one cluster file.
+
+use clap::Args;
+use splitbrain_store::config::{ClusterConfig, Conflict, Fsync, Mode, Replication};
+use splitbrain_store::msg::ReadFrom;
+
+#[derive(Args, Clone)]
+pub struct StoreModeArgs {
+    /// The reference store's mode: single-leader, leaderless, or any other mode of `store/src/modes.rs`.
+    #[arg(long, default_value = "single-leader")]
+    pub replication: String,
+    /// Set any reference-store option by its key in the cluster file
+    /// (`leaderless.read_repair=false`, `tick_ms=5`); repeatable, applied
+    /// before the flags above.
+    #[arg(long = "store", value_name = "KEY=VALUE")]
+    pub store_options: Vec<String>,
+    /// Single-leader: sync, semi-sync:K or async.
+    #[arg(long, default_value = "sync")]
+    pub sync: String,
+    /// Single-leader: fence deposed leaders with epochs.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub fencing: bool,
+    /// Single-leader: the leader answers reads alone only under a lease.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub leases: bool,
+    /// Single-leader: where reads are served (leader, followers, any).
+    #[arg(long, default_value = "leader")]
+    pub read_from: String,
+    /// Leaderless: replicas per key, read and write quorums.
+    #[arg(long)]
+    pub n: Option<u32>,
+    #[arg(long)]
+    pub r: Option<u32>,
+    #[arg(long)]
+    pub w: Option<u32>,
+    /// Leaderless: sloppy quorum with hinted handoff.
+    #[arg(long)]
+    pub sloppy_quorum: bool,
+    /// Leaderless conflict handling: lww or version-vectors.
+    #[arg(long)]
+    pub conflict: Option<String>,
+    /// always, never or interval:MS.
+    #[arg(long, default_value = "always")]
+    pub fsync: String,
+}
+
+impl StoreModeArgs {
+    /// Whether every flag is at its default (other databases take none).
+    pub fn is_default(&self) -> bool {
+        self.replication == "single-leader"
+            && self.store_options.is_empty()
+            && self.sync == "sync"
+            && self.fencing
+            && self.leases
+            && self.read_from == "leader"
+            && self.n.is_none()
+            && self.r.is_none()
+            && self.w.is_none()
+            && !self.sloppy_quorum
+            && self.conflict.is_none()
+            && self.fsync == "always"
+    }
+
+    /// The cluster settings the flags describe for `nodes` nodes (the
+    /// nodes themselves are filled in when the cluster starts).
+    pub fn config(&self, nodes: usize) -> Result<ClusterConfig, String> {
+        // Every setting at its default; the nodes are filled in when the cluster starts.
+        let mut cfg: ClusterConfig = toml::from_str("nodes = []")
+            .map_err(|e| format!("the default cluster settings: {e}"))?;
+        cfg.fsync = Fsync::try_from(self.fsync.clone())?;
+        for kv in &self.store_options {
+            cfg = set_store_option(&cfg, kv)?;
+        }
+        let leaderless_flags = self.n.is_some()
+            || self.r.is_some()
+            || self.w.is_some()
+            || self.sloppy_quorum
+            || self.conflict.is_some();
+        match self.replication.as_str() {
+            "single-leader" => {
+                if leaderless_flags {
+                    return Err("--n, --r, --w, --sloppy-quorum and --conflict are for --replication leaderless".into());
+                }
+                cfg.mode = Mode::SingleLeader;
+                let o = &mut cfg.single_leader;
+                o.replication = Replication::try_from(self.sync.clone())?;
+                if let Replication::SemiSync { k } = o.replication {
+                    if k as usize >= nodes {
+                        return Err(format!("--sync semi-sync:{k} needs more than {k} nodes besides the leader; --nodes is {}", nodes));
+                    }
+                }
+                o.fencing = self.fencing;
+                o.leases = self.leases;
+                o.read_from = match self.read_from.as_str() {
+                    "leader" => ReadFrom::Leader,
+                    "followers" => ReadFrom::Followers,
+                    "any" => ReadFrom::Any,
+                    other => {
+                        return Err(format!(
+                            "--read-from {other}: expected leader, followers or any"
+                        ))
+                    }
+                };
+            }
+            "leaderless" => {
+                if self.sync != "sync"
+                    || !self.fencing
+                    || !self.leases
+                    || self.read_from != "leader"
+                {
+                    return Err("--sync, --fencing, --leases and --read-from are for --replication single-leader".into());
+                }
+                cfg.mode = Mode::Leaderless;
+                let o = &mut cfg.leaderless;
+                o.n = self.n.unwrap_or(o.n.min(nodes as u32));
+                o.r = self.r.unwrap_or(o.r);
+                o.w = self.w.unwrap_or(o.w);
+                o.sloppy_quorum = self.sloppy_quorum;
+                if let Some(c) = &self.conflict {
+                    o.conflict = match c.as_str() {
+                        "lww" => Conflict::Lww,
+                        "version-vectors" => Conflict::VersionVectors,
+                        other => {
+                            return Err(format!(
+                                "--conflict {other}: expected lww or version-vectors"
+                            ))
+                        }
+                    };
+                }
+                if o.n as usize > nodes
+                    || o.n == 0
+                    || o.r == 0
+                    || o.w == 0
+                    || o.r > o.n
+                    || o.w > o.n
+                {
+                    return Err(format!(
+                        "leaderless needs 1 <= R, W <= N <= nodes; got N={} R={} W={} with {} nodes",
+                        o.n, o.r, o.w, nodes
+                    ));
+                }
+            }
+            other => {
+                let names: Vec<&str> = splitbrain_store::modes::MODES
+                    .iter()
+                    .map(|m| m.mode.name())
+                    .collect();
+                cfg.mode = names
+                    .iter()
+                    .position(|n| *n == other)
+                    .map(|i| splitbrain_store::modes::MODES[i].mode)
+                    .ok_or_else(|| {
+                        format!("--replication {other}: expected {}", names.join(" or "))
+                    })?;
+            }
+        }
+        Ok(cfg)
+    }
+}
+
+/// The cluster settings with one `KEY=VALUE` set (a dotted key of the
+/// cluster file; the value in TOML, or a bare word as a string).
+pub fn set_store_option(
+    cfg: &splitbrain_store::config::ClusterConfig,
+    kv: &str,
+) -> Result<splitbrain_store::config::ClusterConfig, String> {
+    let (key, raw) = kv
+        .split_once('=')
+        .ok_or_else(|| format!("--store {kv}: expected KEY=VALUE"))?;
+    let value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_string()));
+    let mut doc = toml::Value::try_from(cfg).map_err(|e| format!("--store {kv}: {e}"))?;
+    let mut slot = &mut doc;
+    for part in key.split('.') {
+        slot = slot
+            .as_table_mut()
+            .and_then(|t| t.get_mut(part))
+            .ok_or_else(|| format!("--store {kv}: the cluster file has no option {key}"))?;
+    }
+    *slot = value;
+    doc.try_into()
+        .map_err(|e: toml::de::Error| format!("--store {kv}: {}", e.message()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_store_option_round_trips_into_a_cluster_file() {
+        let cfg: splitbrain_store::config::ClusterConfig = toml::from_str("nodes = []").unwrap();
+        let set = set_store_option(&cfg, "tick_ms=5").unwrap();
+        assert_eq!(set.tick_ms, 5);
+        toml::to_string(&set).unwrap();
+    }
+}

@@ -3,8 +3,12 @@
 
 use std::path::{Component, Path, PathBuf};
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
 
 use crate::report::{self, svg::esc, REPORT_FILE};
 use crate::run_store::{list_runs, RunSummary};
@@ -81,17 +85,42 @@ async fn respond(
     status: &str,
     ctype: &str,
     body: &[u8],
+    head_only: bool,
 ) -> std::io::Result<()> {
     let head = format!("HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
     stream.write_all(head.as_bytes()).await?;
-    stream.write_all(body).await?;
+    if !head_only {
+        stream.write_all(body).await?;
+    }
     stream.flush().await
 }
 
-async fn handle(store: PathBuf, mut stream: TcpStream) -> std::io::Result<()> {
+/// What `serve` allows its clients.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// A client must send its request head within this.
+    pub head_timeout: Duration,
+    /// Connections served at once; more are answered 503 and closed.
+    pub max_connections: usize,
+    /// Writing a response must finish within this.
+    pub write_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            head_timeout: Duration::from_secs(10),
+            max_connections: 256,
+            write_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The request head: its method and path, once it has arrived whole (or the
+/// 8 KiB buffer is full).
+async fn read_head(stream: &mut TcpStream) -> std::io::Result<(String, String)> {
     let mut buf = vec![0u8; 8192];
     let mut len = 0;
-    // Read the request head; we only need its first line.
     while len < buf.len() {
         let n = stream.read(&mut buf[len..]).await?;
         if n == 0 {
@@ -104,13 +133,41 @@ async fn handle(store: PathBuf, mut stream: TcpStream) -> std::io::Result<()> {
     }
     let head = String::from_utf8_lossy(&buf[..len]);
     let mut parts = head.lines().next().unwrap_or("").split_whitespace();
-    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or("/"));
-    if method != "GET" {
+    Ok((
+        parts.next().unwrap_or("").to_string(),
+        parts.next().unwrap_or("/").to_string(),
+    ))
+}
+
+/// The file a request names, if it really lies under the store: links
+/// inside the store (the `latest` links) are followed, links out of it are not.
+fn confined(store: &Path, file: &Path) -> Option<PathBuf> {
+    let root = std::fs::canonicalize(store).ok()?;
+    let real = match std::fs::canonicalize(file) {
+        Ok(real) => real,
+        // Not there yet (a report made on first view): its directory must be.
+        Err(_) => std::fs::canonicalize(file.parent()?)
+            .ok()?
+            .join(file.file_name()?),
+    };
+    real.starts_with(&root).then_some(real)
+}
+
+async fn handle(store: PathBuf, mut stream: TcpStream, limits: Limits) -> std::io::Result<()> {
+    let (method, path) = match tokio::time::timeout(limits.head_timeout, read_head(&mut stream)).await {
+        Ok(head) => head?,
+        Err(_) => {
+            return respond(&mut stream, "408 Request Timeout", "text/plain", b"request head too slow", false).await;
+        }
+    };
+    let head_only = method == "HEAD";
+    if method != "GET" && !head_only {
         return respond(
             &mut stream,
             "405 Method Not Allowed",
             "text/plain",
-            b"only GET",
+            b"only GET and HEAD",
+            false,
         )
         .await;
     }
@@ -121,11 +178,15 @@ async fn handle(store: PathBuf, mut stream: TcpStream) -> std::io::Result<()> {
             "200 OK",
             "text/html; charset=utf-8",
             index_html(&store, &runs).as_bytes(),
+            head_only,
         )
         .await;
     }
-    let Some(file) = resolve(&store, path) else {
-        return respond(&mut stream, "400 Bad Request", "text/plain", b"bad path").await;
+    let Some(file) = resolve(&store, &path) else {
+        return respond(&mut stream, "400 Bad Request", "text/plain", b"bad path", head_only).await;
+    };
+    let Some(file) = confined(&store, &file) else {
+        return respond(&mut stream, "404 Not Found", "text/plain", b"not found", head_only).await;
     };
     // A run without a report gets one on first view.
     if file.file_name().is_some_and(|n| n == REPORT_FILE) && !file.exists() {
@@ -134,19 +195,46 @@ async fn handle(store: PathBuf, mut stream: TcpStream) -> std::io::Result<()> {
             let _ = tokio::task::spawn_blocking(move || report::render_run(&dir)).await;
         }
     }
+    let meta = tokio::fs::metadata(&file).await;
+    if !meta.is_ok_and(|m| m.is_file()) {
+        return respond(&mut stream, "404 Not Found", "text/plain", b"not found", head_only).await;
+    }
     match tokio::fs::read(&file).await {
-        Ok(body) => respond(&mut stream, "200 OK", content_type(&file), &body).await,
-        Err(_) => respond(&mut stream, "404 Not Found", "text/plain", b"not found").await,
+        Ok(body) => respond(&mut stream, "200 OK", content_type(&file), &body, head_only).await,
+        Err(_) => respond(&mut stream, "404 Not Found", "text/plain", b"not found", head_only).await,
     }
 }
 
-/// Serve until the process is stopped.
+/// Serve until the process is stopped, with the default [`Limits`].
 pub async fn serve(store: PathBuf, listener: TcpListener) -> std::io::Result<()> {
+    serve_with(store, listener, Limits::default()).await
+}
+
+/// Serve until the process is stopped; a failed accept is retried.
+pub async fn serve_with(store: PathBuf, listener: TcpListener, limits: Limits) -> std::io::Result<()> {
+    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     loop {
-        let (stream, _) = listener.accept().await?;
+        let mut stream = splitbrain_store::node::accept_next(&listener, "report").await;
         let store = store.clone();
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tokio::spawn(async move {
+                // Reading the request first lets the close be a clean one
+                // (unread data would reset the connection under the reply).
+                let busy = async {
+                    read_head(&mut stream).await?;
+                    respond(&mut stream, "503 Service Unavailable", "text/plain", b"too many connections", false).await
+                };
+                let _ = tokio::time::timeout(Duration::from_secs(1), busy).await;
+            });
+            continue;
+        };
         tokio::spawn(async move {
-            let _ = handle(store, stream).await;
+            let _slot = slot;
+            let served = tokio::time::timeout(
+                limits.head_timeout + limits.write_timeout,
+                handle(store, stream, limits),
+            );
+            let _ = served.await;
         });
     }
 }

@@ -20,7 +20,7 @@ use splitbrain_store::config::{ClusterConfig, Replication};
 
 async fn status(cfg: &ClusterConfig, node: &str) -> Option<NodeStatus> {
     let n = cfg.nodes.iter().find(|n| n.id == node)?;
-    admin_status(&n.admin).await.ok()
+    admin_status(&n.admin, &cfg.secret).await.ok()
 }
 
 /// Cut `minority` off from everyone else, both ways.

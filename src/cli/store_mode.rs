@@ -11,22 +11,22 @@ pub struct StoreModeArgs {
     #[arg(long, default_value = "single-leader")]
     pub replication: String,
     /// Set any reference-store option by its key in the cluster file
-    /// (`leaderless.read_repair=false`, `tick_ms=5`); repeatable, applied
-    /// before the flags above.
+    /// (`leaderless.read_repair=false`, `tick_ms=5`); repeatable. A flag
+    /// below, when given, wins over the same option set here.
     #[arg(long = "store", value_name = "KEY=VALUE")]
     pub store_options: Vec<String>,
-    /// Single-leader: sync, semi-sync:K or async.
-    #[arg(long, default_value = "sync")]
-    pub sync: String,
-    /// Single-leader: fence deposed leaders with epochs.
-    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
-    pub fencing: bool,
-    /// Single-leader: the leader answers reads alone only under a lease.
-    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
-    pub leases: bool,
-    /// Single-leader: where reads are served (leader, followers, any).
-    #[arg(long, default_value = "leader")]
-    pub read_from: String,
+    /// Single-leader: sync, semi-sync:K or async [default: sync].
+    #[arg(long)]
+    pub sync: Option<String>,
+    /// Single-leader: fence deposed leaders with epochs [default: true].
+    #[arg(long, action = clap::ArgAction::Set)]
+    pub fencing: Option<bool>,
+    /// Single-leader: the leader answers reads alone only under a lease [default: true].
+    #[arg(long, action = clap::ArgAction::Set)]
+    pub leases: Option<bool>,
+    /// Single-leader: where reads are served: leader, followers or any [default: leader].
+    #[arg(long)]
+    pub read_from: Option<String>,
     /// Leaderless: replicas per key, read and write quorums.
     #[arg(long)]
     pub n: Option<u32>,
@@ -40,9 +40,9 @@ pub struct StoreModeArgs {
     /// Leaderless conflict handling: lww or version-vectors.
     #[arg(long)]
     pub conflict: Option<String>,
-    /// always, never or interval:MS.
-    #[arg(long, default_value = "always")]
-    pub fsync: String,
+    /// always, never or interval:MS [default: always].
+    #[arg(long)]
+    pub fsync: Option<String>,
 }
 
 impl StoreModeArgs {
@@ -50,16 +50,16 @@ impl StoreModeArgs {
     pub fn is_default(&self) -> bool {
         self.replication == "single-leader"
             && self.store_options.is_empty()
-            && self.sync == "sync"
-            && self.fencing
-            && self.leases
-            && self.read_from == "leader"
+            && self.sync.is_none()
+            && self.fencing.is_none()
+            && self.leases.is_none()
+            && self.read_from.is_none()
             && self.n.is_none()
             && self.r.is_none()
             && self.w.is_none()
             && !self.sloppy_quorum
             && self.conflict.is_none()
-            && self.fsync == "always"
+            && self.fsync.is_none()
     }
 
     /// The cluster settings the flags describe for `nodes` nodes (the
@@ -68,9 +68,11 @@ impl StoreModeArgs {
         // Every setting at its default; the nodes are filled in when the cluster starts.
         let mut cfg: ClusterConfig = toml::from_str("nodes = []")
             .map_err(|e| format!("the default cluster settings: {e}"))?;
-        cfg.fsync = Fsync::try_from(self.fsync.clone())?;
         for kv in &self.store_options {
             cfg = set_store_option(&cfg, kv)?;
+        }
+        if let Some(f) = &self.fsync {
+            cfg.fsync = Fsync::try_from(f.clone())?;
         }
         let leaderless_flags = self.n.is_some()
             || self.r.is_some()
@@ -84,30 +86,34 @@ impl StoreModeArgs {
                 }
                 cfg.mode = Mode::SingleLeader;
                 let o = &mut cfg.single_leader;
-                o.replication = Replication::try_from(self.sync.clone())?;
+                if let Some(sync) = &self.sync {
+                    o.replication = Replication::try_from(sync.clone())?;
+                }
                 if let Replication::SemiSync { k } = o.replication {
                     if k as usize >= nodes {
                         return Err(format!("--sync semi-sync:{k} needs more than {k} nodes besides the leader; --nodes is {}", nodes));
                     }
                 }
-                o.fencing = self.fencing;
-                o.leases = self.leases;
-                o.read_from = match self.read_from.as_str() {
-                    "leader" => ReadFrom::Leader,
-                    "followers" => ReadFrom::Followers,
-                    "any" => ReadFrom::Any,
-                    other => {
-                        return Err(format!(
-                            "--read-from {other}: expected leader, followers or any"
-                        ))
-                    }
-                };
+                o.fencing = self.fencing.unwrap_or(o.fencing);
+                o.leases = self.leases.unwrap_or(o.leases);
+                if let Some(read_from) = &self.read_from {
+                    o.read_from = match read_from.as_str() {
+                        "leader" => ReadFrom::Leader,
+                        "followers" => ReadFrom::Followers,
+                        "any" => ReadFrom::Any,
+                        other => {
+                            return Err(format!(
+                                "--read-from {other}: expected leader, followers or any"
+                            ))
+                        }
+                    };
+                }
             }
             "leaderless" => {
-                if self.sync != "sync"
-                    || !self.fencing
-                    || !self.leases
-                    || self.read_from != "leader"
+                if self.sync.is_some()
+                    || self.fencing.is_some()
+                    || self.leases.is_some()
+                    || self.read_from.is_some()
                 {
                     return Err("--sync, --fencing, --leases and --read-from are for --replication single-leader".into());
                 }
@@ -116,7 +122,7 @@ impl StoreModeArgs {
                 o.n = self.n.unwrap_or(o.n.min(nodes as u32));
                 o.r = self.r.unwrap_or(o.r);
                 o.w = self.w.unwrap_or(o.w);
-                o.sloppy_quorum = self.sloppy_quorum;
+                o.sloppy_quorum |= self.sloppy_quorum;
                 if let Some(c) = &self.conflict {
                     o.conflict = match c.as_str() {
                         "lww" => Conflict::Lww,
@@ -195,5 +201,39 @@ mod tests {
         let set = set_store_option(&cfg, "tick_ms=5").unwrap();
         assert_eq!(set.tick_ms, 5);
         toml::to_string(&set).unwrap();
+    }
+
+    #[derive(clap::Parser)]
+    struct Flags {
+        #[command(flatten)]
+        mode: StoreModeArgs,
+    }
+
+    fn config(args: &[&str]) -> ClusterConfig {
+        use clap::Parser;
+        let flags = Flags::try_parse_from(std::iter::once("t").chain(args.iter().copied())).unwrap();
+        flags.mode.config(3).unwrap()
+    }
+
+    /// Regression: the flags' defaults overwrote what `--store` had set, so
+    /// `--store single_leader.replication=async` ran synchronous replication.
+    #[test]
+    fn store_options_survive_flags_left_at_their_defaults() {
+        let cfg = config(&["--store", "single_leader.replication=async", "--store", "single_leader.leases=false"]);
+        assert_eq!(cfg.single_leader.replication, Replication::Async);
+        assert!(!cfg.single_leader.leases);
+        let cfg = config(&["--store", "single_leader.replication=async", "--sync", "semi-sync:1"]);
+        assert_eq!(cfg.single_leader.replication, Replication::SemiSync { k: 1 });
+        let cfg = config(&[
+            "--replication",
+            "leaderless",
+            "--store",
+            "leaderless.sloppy_quorum=true",
+            "--store",
+            "fsync=never",
+        ]);
+        assert!(cfg.leaderless.sloppy_quorum);
+        assert_eq!(cfg.fsync, Fsync::Never);
+        assert_eq!(config(&[]), config(&["--sync", "sync", "--fencing", "true"]));
     }
 }

@@ -27,6 +27,8 @@ const CONFIG_FILE: &str = "cluster.toml";
 
 pub struct RefstoreDb {
     base: ClusterConfig,
+    /// This run's secret for the nodes' admin and peer ports.
+    secret: String,
     nodes: Vec<Node>,
     workload: WorkloadKind,
     env: String,
@@ -43,6 +45,7 @@ impl RefstoreDb {
         }
         Ok(RefstoreDb {
             base,
+            secret: fresh_secret()?,
             nodes: (1..=o.nodes).map(|i| format!("n{i}")).collect(),
             workload: o.workload,
             env: o.env.clone(),
@@ -53,6 +56,7 @@ impl RefstoreDb {
     pub fn config(&self, addrs: &Addresses) -> ClusterConfig {
         let mut cfg = self.base.clone();
         cfg.data_dir = Some(PathBuf::from("data"));
+        cfg.secret = self.secret.clone();
         cfg.nodes = self
             .nodes
             .iter()
@@ -66,14 +70,14 @@ impl RefstoreDb {
         cfg
     }
 
-    async fn status(addrs: &Addresses, node: &str) -> Result<NodeStatus, String> {
-        let reply = admin(addrs, node, "status").await?;
+    async fn status(&self, addrs: &Addresses, node: &str) -> Result<NodeStatus, String> {
+        let reply = self.admin(addrs, node, "status").await?;
         NodeStatus::parse_admin_reply(&reply).map_err(|e| e.to_string())
     }
 
     async fn statuses(&self, addrs: &Addresses) -> Vec<(Node, Option<NodeStatus>)> {
         let asks = self.nodes.iter().map(|n| async move {
-            let s = tokio::time::timeout(Duration::from_millis(800), Self::status(addrs, n))
+            let s = tokio::time::timeout(Duration::from_millis(800), self.status(addrs, n))
                 .await
                 .ok()
                 .and_then(Result::ok);
@@ -85,6 +89,7 @@ impl RefstoreDb {
     /// Probes every link between `up` nodes through the store's own
     /// transport and checks that exactly the links `cut` names are cut.
     async fn verify_links(
+        &self,
         addrs: &Addresses,
         up: &[Node],
         cut: impl Fn(&str, &str) -> bool,
@@ -99,7 +104,7 @@ impl RefstoreDb {
                     let attempts = if should_cut { 1 } else { 10 };
                     let mut reached = false;
                     for _ in 0..attempts {
-                        let reply = admin(addrs, a, &format!("probe {b} 300")).await?;
+                        let reply = self.admin(addrs, a, &format!("probe {b} 300")).await?;
                         reached = reply.contains("reached") && !reply.contains("unreachable");
                         if reached {
                             break;
@@ -131,17 +136,29 @@ impl RefstoreDb {
     }
 }
 
-/// One admin command; an error unless the node answers `ok`.
-async fn admin(addrs: &Addresses, node: &str, command: &str) -> Result<String, String> {
-    let addr = addrs.socket(node, ADMIN);
-    let reply = admin_call(&addr, command)
-        .await
-        .map_err(|e| format!("{node} admin {addr}: {e}"))?;
-    if reply.starts_with("ok") {
-        Ok(reply)
-    } else {
-        Err(format!("{node} refused '{command}': {reply}"))
+impl RefstoreDb {
+    /// One admin command; an error unless the node answers `ok`.
+    async fn admin(&self, addrs: &Addresses, node: &str, command: &str) -> Result<String, String> {
+        let addr = addrs.socket(node, ADMIN);
+        let reply = admin_call(&addr, &self.secret, command)
+            .await
+            .map_err(|e| format!("{node} admin {addr}: {e}"))?;
+        if reply.starts_with("ok") {
+            Ok(reply)
+        } else {
+            Err(format!("{node} refused '{command}': {reply}"))
+        }
     }
+}
+
+/// 128 bits from the kernel, in hex: never drawn from the run's seed, which is printed.
+fn fresh_secret() -> Result<String, String> {
+    use std::io::Read;
+    let mut bytes = [0u8; 16];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .map_err(|e| format!("cannot draw the nodes' secret from /dev/urandom: {e}"))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// The store's mode and options, for the test record.
@@ -209,7 +226,7 @@ impl Db for RefstoreDb {
     }
 
     async fn node_up(&self, addrs: &Addresses, node: &str) -> bool {
-        admin(addrs, node, "status").await.is_ok()
+        self.admin(addrs, node, "status").await.is_ok()
     }
 
     async fn primaries(&self, addrs: &Addresses) -> Vec<Node> {
@@ -253,10 +270,10 @@ impl Db for RefstoreDb {
                 continue;
             }
             let names: Vec<&str> = froms.iter().map(String::as_str).collect();
-            admin(addrs, node, &format!("block {}", names.join(" "))).await?;
+            self.admin(addrs, node, &format!("block {}", names.join(" "))).await?;
         }
         let g = grudge.clone();
-        Self::verify_links(addrs, up, move |a, b| {
+        self.verify_links(addrs, up, move |a, b| {
             g.get(a).is_some_and(|f| f.contains(b))
         })
         .await
@@ -265,9 +282,9 @@ impl Db for RefstoreDb {
     async fn heal(&self, addrs: &Addresses, up: &[Node]) -> Result<(), String> {
         // A killed node has nothing blocked; it restarts clean.
         for n in up {
-            admin(addrs, n, "unblock-all").await?;
+            self.admin(addrs, n, "unblock-all").await?;
         }
-        Self::verify_links(addrs, up, |_, _| false).await
+        self.verify_links(addrs, up, |_, _| false).await
     }
 
     async fn set_clock_offset(
@@ -276,8 +293,8 @@ impl Db for RefstoreDb {
         node: &Node,
         delta_ms: i64,
     ) -> Result<(), String> {
-        admin(addrs, node, &format!("clock-offset {delta_ms}")).await?;
-        let status = Self::status(addrs, node).await?;
+        self.admin(addrs, node, &format!("clock-offset {delta_ms}")).await?;
+        let status = self.status(addrs, node).await?;
         if status.clock_offset_ms != delta_ms {
             return Err(format!(
                 "{node} reports a clock offset of {} ms, not {delta_ms} ms",

@@ -137,7 +137,7 @@ async fn store_load(name: &str, dir: &Path, options: &str, leaderless: bool) -> 
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     for a in &admins {
-        if let Ok(s) = admin_status(a).await {
+        if let Ok(s) = admin_status(a, "").await {
             if s.is_leader() {
                 eprintln!("  {name}: {s:?}");
             }

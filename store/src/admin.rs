@@ -96,17 +96,25 @@ impl NodeStatus {
 
 /// Sends one admin command to `addr` and returns the reply line (empty if
 /// the node closed the connection first).
-pub async fn admin_call(addr: &str, command: &str) -> std::io::Result<String> {
+/// With a `secret` (the cluster file's), the connection authenticates first.
+pub async fn admin_call(addr: &str, secret: &str, command: &str) -> std::io::Result<String> {
     let stream = TcpStream::connect(addr).await?;
     let (read, mut write) = stream.into_split();
-    write.write_all(format!("{command}\n").as_bytes()).await?;
     let mut lines = BufReader::new(read).lines();
+    if !secret.is_empty() {
+        write.write_all(format!("auth {secret}\n").as_bytes()).await?;
+        let answer = lines.next_line().await?.unwrap_or_default();
+        if answer != "ok" {
+            return Ok(answer);
+        }
+    }
+    write.write_all(format!("{command}\n").as_bytes()).await?;
     Ok(lines.next_line().await?.unwrap_or_default())
 }
 
 /// Asks the node whose admin port is `addr` for its status.
-pub async fn admin_status(addr: &str) -> Result<NodeStatus, AdminError> {
-    let reply = admin_call(addr, "status")
+pub async fn admin_status(addr: &str, secret: &str) -> Result<NodeStatus, AdminError> {
+    let reply = admin_call(addr, secret, "status")
         .await
         .map_err(|source| AdminError::Io {
             addr: addr.to_string(),

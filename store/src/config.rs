@@ -224,6 +224,13 @@ pub struct ClusterConfig {
     pub max_value_bytes: usize,
     #[serde(default = "default_max_frame_bytes")]
     pub max_frame_bytes: usize,
+    /// Connections each port (client, peer, admin) serves at once; more are refused.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Requests one client connection may have unanswered; past it the node
+    /// reads no more from that connection until replies go out.
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
     /// Rewrite the log as a snapshot once it exceeds this size.
     #[serde(default = "default_compact_bytes")]
     pub compact_after_bytes: u64,
@@ -231,6 +238,11 @@ pub struct ClusterConfig {
     /// value, 0 included, gives the same jitter on every run.
     #[serde(default, with = "seed_in_toml")]
     pub seed: u64,
+    /// When set, admin connections must first send `auth SECRET` and peers
+    /// must present it in their hello: a per-run secret, so that other
+    /// users of the host can neither drive the nodes nor pose as a peer.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub secret: String,
     #[serde(default)]
     pub single_leader: SingleLeaderOptions,
     #[serde(default)]
@@ -243,6 +255,12 @@ fn default_tick_ms() -> u64 {
 }
 fn default_max_value_bytes() -> usize {
     1024 * 1024
+}
+fn default_max_connections() -> usize {
+    1024
+}
+fn default_max_in_flight() -> usize {
+    1024
 }
 fn default_max_frame_bytes() -> usize {
     crate::codec::DEFAULT_MAX_FRAME_BYTES
@@ -292,6 +310,8 @@ fsync = "always"
 tick_ms = 10
 max_value_bytes = 1048576
 max_frame_bytes = 16777216
+max_connections = 1024
+max_in_flight = 1024
 compact_after_bytes = 67108864
 seed = 0
 

@@ -14,7 +14,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 
@@ -123,20 +123,16 @@ pub async fn run_node_with(cfg: ClusterConfig, id: &str) -> Result<(), NodeError
         }
         let (ltx, lrx) = mpsc::channel(PEER_QUEUE);
         links.insert(peer, ltx);
-        tokio::spawn(peer_link(me, node.peer.clone(), lrx));
+        tokio::spawn(peer_link(me, cfg.secret.clone(), node.peer.clone(), lrx));
     }
 
-    tokio::spawn(accept_clients(
-        client_listener,
-        tx.clone(),
-        cfg.max_frame_bytes,
-        cfg.max_value_bytes,
-    ));
+    tokio::spawn(accept_clients(client_listener, tx.clone(), Limits::of(&cfg)));
     tokio::spawn(accept_peers(
         peer_listener,
         tx.clone(),
         faults.clone(),
-        cfg.max_frame_bytes,
+        Limits::of(&cfg),
+        cfg.secret.clone(),
     ));
     tokio::spawn(accept_admin(
         admin_listener,
@@ -271,7 +267,19 @@ pub async fn run_node_with(cfg: ClusterConfig, id: &str) -> Result<(), NodeError
     }
 }
 
-async fn peer_link(me: NodeId, addr: String, mut rx: mpsc::Receiver<PeerMsg>) {
+/// What a peer's first frame says: who it is, and the cluster's secret.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Hello {
+    node: NodeId,
+    secret: String,
+}
+
+/// Compares in time that does not depend on where the strings differ.
+fn same_secret(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
+}
+
+async fn peer_link(me: NodeId, secret: String, addr: String, mut rx: mpsc::Receiver<PeerMsg>) {
     let mut backoff_ms = 20;
     loop {
         let mut stream = match TcpStream::connect(&addr).await {
@@ -287,7 +295,13 @@ async fn peer_link(me: NodeId, addr: String, mut rx: mpsc::Receiver<PeerMsg>) {
         backoff_ms = 20;
         let _ = stream.set_nodelay(true);
         let mut out = Vec::new();
-        put_frame(&mut out, &encode(&me));
+        put_frame(
+            &mut out,
+            &encode(&Hello {
+                node: me,
+                secret: secret.clone(),
+            }),
+        );
         if stream.write_all(&out).await.is_err() {
             continue;
         }
@@ -308,22 +322,103 @@ async fn peer_link(me: NodeId, addr: String, mut rx: mpsc::Receiver<PeerMsg>) {
     }
 }
 
+/// The next connection on `listener`. A failed accept (out of file
+/// descriptors, say) is logged and retried after a pause that doubles up to
+/// a second, so that one bad moment never ends a listener.
+pub async fn accept_next(listener: &TcpListener, what: &str) -> TcpStream {
+    let mut pause = Duration::from_millis(10);
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => return stream,
+            Err(e) => {
+                eprintln!(
+                    "accepting a {what} connection failed: {e}; retrying in {} ms",
+                    pause.as_millis()
+                );
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+}
+
+/// What one connection may hold, from the cluster file.
+#[derive(Clone, Copy)]
+struct Limits {
+    max_frame: usize,
+    max_value: usize,
+    max_connections: usize,
+    max_in_flight: usize,
+}
+
+impl Limits {
+    fn of(cfg: &ClusterConfig) -> Limits {
+        Limits {
+            max_frame: cfg.max_frame_bytes,
+            max_value: cfg.max_value_bytes,
+            max_connections: cfg.max_connections.max(1),
+            max_in_flight: cfg.max_in_flight.max(1),
+        }
+    }
+}
+
+/// The largest clock offset the admin port sets: a week, far past any
+/// lease or timeout, and far from overflowing a clock.
+pub const MAX_CLOCK_OFFSET_MS: u64 = 7 * 24 * 3600 * 1000;
+
+/// The longest admin command line.
+pub const MAX_ADMIN_LINE_BYTES: usize = 4096;
+
+/// The next connection on `listener` that fits under the port's cap, with
+/// the slot it holds; one past the cap gets `refusal` (if any) and is closed.
+async fn accept_within(
+    listener: &TcpListener,
+    what: &str,
+    slots: &Arc<tokio::sync::Semaphore>,
+    refusal: Option<&[u8]>,
+) -> (TcpStream, tokio::sync::OwnedSemaphorePermit) {
+    loop {
+        let mut stream = accept_next(listener, what).await;
+        match slots.clone().try_acquire_owned() {
+            Ok(slot) => return (stream, slot),
+            Err(_) => {
+                if let Some(bytes) = refusal {
+                    let bytes = bytes.to_vec();
+                    tokio::spawn(async move {
+                        let write = stream.write_all(&bytes);
+                        let _ = tokio::time::timeout(Duration::from_secs(1), write).await;
+                    });
+                }
+            }
+        }
+    }
+}
+
 async fn accept_peers(
     listener: TcpListener,
     tx: mpsc::UnboundedSender<Event>,
     faults: Arc<Faults>,
-    max_frame: usize,
+    limits: Limits,
+    secret: String,
 ) {
-    while let Ok((stream, _)) = listener.accept().await {
+    let max_frame = limits.max_frame;
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    loop {
+        let (stream, slot) = accept_within(&listener, "peer", &slots, None).await;
         let tx = tx.clone();
         let faults = faults.clone();
+        let secret = secret.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let _ = stream.set_nodelay(true);
             let mut reader = BufReader::with_capacity(1 << 16, stream);
             let from: NodeId = match read_frame(&mut reader, max_frame).await {
-                Ok(Some(bytes)) => match decode(&bytes) {
-                    Ok(id) => id,
-                    Err(_) => return,
+                Ok(Some(bytes)) => match decode::<Hello>(&bytes) {
+                    Ok(hello) if same_secret(&hello.secret, &secret) => hello.node,
+                    _ => {
+                        eprintln!("refused a peer connection: bad hello or wrong secret");
+                        return;
+                    }
                 },
                 _ => return,
             };
@@ -347,33 +442,63 @@ async fn accept_peers(
     }
 }
 
-async fn accept_clients(
-    listener: TcpListener,
-    tx: mpsc::UnboundedSender<Event>,
-    max_frame: usize,
-    max_value: usize,
-) {
-    while let Ok((stream, _)) = listener.accept().await {
+async fn accept_clients(listener: TcpListener, tx: mpsc::UnboundedSender<Event>, limits: Limits) {
+    let Limits {
+        max_frame,
+        max_value,
+        max_in_flight,
+        ..
+    } = limits;
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let mut refusal = Vec::new();
+    put_frame(
+        &mut refusal,
+        &encode(&Response {
+            id: 0,
+            reply: Reply::Error(format!(
+                "too many connections (this node serves {} at once)",
+                limits.max_connections
+            )),
+        }),
+    );
+    loop {
+        let (stream, slot) = accept_within(&listener, "client", &slots, Some(&refusal)).await;
         let tx = tx.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let _ = stream.set_nodelay(true);
             let (read, mut write) = stream.into_split();
             let (rtx, mut rrx) = mpsc::unbounded_channel::<Response>();
+            // One permit per request read and not yet answered: a client that
+            // does not read its replies stops being read, so neither its
+            // requests nor its replies pile up here.
+            let in_flight = Arc::new(tokio::sync::Semaphore::new(max_in_flight));
+            let answered = in_flight.clone();
             tokio::spawn(async move {
                 let mut out = Vec::new();
                 while let Some(first) = rrx.recv().await {
                     out.clear();
                     put_frame(&mut out, &encode(&first));
+                    let mut n = 1;
                     while let Ok(r) = rrx.try_recv() {
                         put_frame(&mut out, &encode(&r));
+                        n += 1;
                     }
                     if write.write_all(&out).await.is_err() {
                         return;
                     }
+                    answered.add_permits(n);
+                    if out.capacity() > 1 << 20 {
+                        out = Vec::new();
+                    }
                 }
             });
-            let mut reader = BufReader::with_capacity(1 << 16, read);
+            let mut reader = BufReader::with_capacity(8 << 10, read);
             loop {
+                match in_flight.acquire().await {
+                    Ok(permit) => permit.forget(),
+                    Err(_) => return,
+                }
                 let error = |id: u64, message: String| Response {
                     id,
                     reply: Reply::Error(message),
@@ -425,14 +550,48 @@ async fn accept_admin(
     cfg: ClusterConfig,
     me: NodeId,
 ) {
-    while let Ok((stream, _)) = listener.accept().await {
+    let slots = Arc::new(tokio::sync::Semaphore::new(cfg.max_connections.max(1)));
+    loop {
+        let refusal = b"error too many admin connections\n";
+        let (stream, slot) = accept_within(&listener, "admin", &slots, Some(refusal)).await;
         let tx = tx.clone();
         let faults = faults.clone();
         let cfg = cfg.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let (read, mut write) = stream.into_split();
-            let mut lines = BufReader::new(read).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
+            let mut reader = BufReader::with_capacity(MAX_ADMIN_LINE_BYTES, read);
+            let mut buf = Vec::with_capacity(256);
+            let mut authenticated = cfg.secret.is_empty();
+            loop {
+                buf.clear();
+                let limit = MAX_ADMIN_LINE_BYTES as u64 + 1;
+                match (&mut reader).take(limit).read_until(b'\n', &mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+                if buf.last() != Some(&b'\n') && buf.len() > MAX_ADMIN_LINE_BYTES {
+                    let answer = format!("error command longer than {MAX_ADMIN_LINE_BYTES} bytes\n");
+                    let _ = write.write_all(answer.as_bytes()).await;
+                    return;
+                }
+                let Ok(line) = std::str::from_utf8(&buf) else {
+                    let _ = write.write_all(b"error command is not UTF-8\n").await;
+                    continue;
+                };
+                let line = line.trim_end_matches(['\n', '\r']).to_string();
+                if !authenticated {
+                    let given = line.strip_prefix("auth ").unwrap_or("");
+                    if same_secret(given, &cfg.secret) {
+                        authenticated = true;
+                        if write.write_all(b"ok\n").await.is_err() {
+                            return;
+                        }
+                        continue;
+                    }
+                    let _ = write.write_all(b"error authentication required\n").await;
+                    return;
+                }
                 let answer = admin_command(&line, &tx, &faults, &cfg, me).await;
                 if write
                     .write_all(format!("{answer}\n").as_bytes())
@@ -523,6 +682,9 @@ async fn admin_command(
             "ok".into()
         }
         ["clock-offset", ms] => match ms.parse::<i64>() {
+            Ok(ms) if ms.unsigned_abs() > MAX_CLOCK_OFFSET_MS => format!(
+                "error clock offset {ms} ms is beyond the limit of ±{MAX_CLOCK_OFFSET_MS} ms"
+            ),
             Ok(ms) => {
                 faults.clock_offset_ms.store(ms, Ordering::Relaxed);
                 "ok".into()

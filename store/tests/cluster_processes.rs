@@ -18,6 +18,7 @@ struct Cluster {
     ids: Vec<String>,
     admin: Vec<String>,
     client: Vec<String>,
+    peer: Vec<String>,
     children: Vec<Option<Child>>,
 }
 
@@ -53,7 +54,8 @@ fn free_port() -> u16 {
 impl Cluster {
     fn start(dir: &Path, n: usize, options: &str) -> Cluster {
         let mut text = format!("data_dir = {:?}\n{options}\n", dir.join("data"));
-        let (mut ids, mut admin, mut client) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut ids, mut admin, mut client, mut peer) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for i in 1..=n {
             let (c, p, a) = (free_port(), free_port(), free_port());
             text.push_str(&format!(
@@ -62,6 +64,7 @@ impl Cluster {
             ids.push(format!("n{i}"));
             admin.push(format!("127.0.0.1:{a}"));
             client.push(format!("127.0.0.1:{c}"));
+            peer.push(format!("127.0.0.1:{p}"));
         }
         let config = dir.join("CLUSTER.toml");
         std::fs::write(&config, text).unwrap();
@@ -70,6 +73,7 @@ impl Cluster {
             ids,
             admin,
             client,
+            peer,
             children: Vec::new(),
         };
         for i in 0..n {
@@ -109,7 +113,7 @@ impl Cluster {
     }
 
     async fn role(&self, i: usize) -> Option<String> {
-        admin_status(&self.admin[i]).await.ok().map(|s| s.role)
+        admin_status(&self.admin[i], "").await.ok().map(|s| s.role)
     }
 
     async fn wait_for_leader(&self, among: &[usize]) -> usize {
@@ -463,28 +467,28 @@ async fn leaderless_cluster_serves_through_any_node_and_reports_status() {
             [1, 2].into_iter().collect()
         ))))
     );
-    let status = admin_status(&cluster.admin[0]).await.unwrap();
+    let status = admin_status(&cluster.admin[0], "").await.unwrap();
     assert_eq!(status.node, "n1");
     assert_eq!(status.mode, "leaderless");
     assert_eq!(status.role, "replica");
     assert_eq!(status.keys, 1);
     assert_eq!(status.clock_offset_ms, 0);
-    assert!(admin_call(&cluster.admin[0], "block n2")
+    assert!(admin_call(&cluster.admin[0], "", "block n2")
         .await
         .unwrap()
         .starts_with("ok"));
-    assert!(admin_call(&cluster.admin[0], "clock-offset -250")
+    assert!(admin_call(&cluster.admin[0], "", "clock-offset -250")
         .await
         .unwrap()
         .starts_with("ok"));
     assert_eq!(
-        admin_status(&cluster.admin[0])
+        admin_status(&cluster.admin[0], "")
             .await
             .unwrap()
             .clock_offset_ms,
         -250
     );
-    assert!(admin_call(&cluster.admin[0], "fly")
+    assert!(admin_call(&cluster.admin[0], "", "fly")
         .await
         .unwrap()
         .starts_with("error"));
@@ -543,11 +547,11 @@ async fn bound_clients_under_a_partition_keep_every_acknowledged_add_with_versio
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     // Cut n1 off from n2 only: every node still reaches a quorum.
-    admin_call(&cluster.admin[0], "block n2").await.unwrap();
-    admin_call(&cluster.admin[1], "block n1").await.unwrap();
+    admin_call(&cluster.admin[0], "", "block n2").await.unwrap();
+    admin_call(&cluster.admin[1], "", "block n1").await.unwrap();
     tokio::time::sleep(Duration::from_millis(600)).await;
     for a in &cluster.admin {
-        admin_call(a, "unblock-all").await.unwrap();
+        admin_call(a, "", "unblock-all").await.unwrap();
     }
     let mut acked = Vec::new();
     for w in writers {
@@ -565,4 +569,121 @@ async fn bound_clients_under_a_partition_keep_every_acknowledged_add_with_versio
     };
     let lost: Vec<i64> = acked.into_iter().filter(|e| !present.contains(e)).collect();
     assert!(lost.is_empty(), "lost acknowledged adds: {lost:?}");
+}
+
+/// Waits until the node's admin port answers `status` (with `secret`).
+async fn wait_for_admin(addr: &str, secret: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if admin_status(addr, secret).await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{addr} never answered status");
+}
+
+/// Regression: any local user could drive the admin port (block, clock
+/// offsets of ±i64::MAX) and a forged peer hello claiming to be n1 was taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_and_peer_ports_want_the_clusters_secret() {
+    use tokio::io::AsyncReadExt;
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::start(dir.path(), 2, "secret = \"run-secret-1\"");
+    wait_for_admin(&cluster.admin[0], "run-secret-1").await;
+    let refused = admin_call(&cluster.admin[0], "", "block n2").await.unwrap();
+    assert_eq!(refused, "error authentication required");
+    let refused = admin_call(&cluster.admin[0], "wrong", "status").await.unwrap();
+    assert_eq!(refused, "error authentication required");
+    let offset = admin_call(&cluster.admin[0], "run-secret-1", &format!("clock-offset {}", i64::MAX))
+        .await
+        .unwrap();
+    assert!(offset.starts_with("error clock offset"), "{offset}");
+    let status = admin_status(&cluster.admin[0], "run-secret-1").await.unwrap();
+    assert_eq!(status.clock_offset_ms, 0);
+    // A hello that names n2 without the secret: the node hangs up.
+    let mut forged = TcpStream::connect(&cluster.peer[0]).await.unwrap();
+    let mut out = Vec::new();
+    put_frame(&mut out, &encode(&(1u32, String::from("guess"))));
+    forged.write_all(&out).await.unwrap();
+    let mut byte = [0u8; 1];
+    let read = tokio::time::timeout(Duration::from_secs(5), forged.read(&mut byte))
+        .await
+        .expect("the node hangs up within 5 s");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+}
+
+/// Regression: an admin line without a newline grew without bound (512 MiB
+/// took a leader to 1.6 GB); now it is refused at 4 KiB and the node goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endless_admin_line_is_refused_and_the_node_keeps_answering() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::start(dir.path(), 1, "");
+    wait_for_admin(&cluster.admin[0], "").await;
+    let stream = TcpStream::connect(&cluster.admin[0]).await.unwrap();
+    let (read, mut write) = stream.into_split();
+    // The node stops reading at the limit, so the rest may not be taken.
+    let _ = tokio::time::timeout(Duration::from_secs(2), write.write_all(&vec![b'a'; 1 << 20])).await;
+    let mut line = String::new();
+    tokio::time::timeout(Duration::from_secs(5), BufReader::new(read).read_line(&mut line))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(line.trim_end(), "error command longer than 4096 bytes");
+    assert!(admin_status(&cluster.admin[0], "").await.is_ok());
+}
+
+/// Regression: replies a client never read piled up in the node (1.66 GB);
+/// now a connection with `max_in_flight` unanswered requests is not read
+/// until replies leave, so the client's own writes stall instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_reads_no_replies_is_not_read_either() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::start(dir.path(), 1, "max_in_flight = 4");
+    wait_for_admin(&cluster.admin[0], "").await;
+    let mut frames = Vec::new();
+    let get = encode(&Request {
+        id: 1,
+        op: Op::Get { key: "k".into() },
+        options: RequestOptions::default(),
+    });
+    for _ in 0..1_000_000 {
+        put_frame(&mut frames, &get);
+    }
+    let mut greedy = TcpStream::connect(&cluster.client[0]).await.unwrap();
+    let wrote = tokio::time::timeout(Duration::from_secs(3), greedy.write_all(&frames)).await;
+    assert!(wrote.is_err(), "the node read {} MB of requests whose replies nobody read", frames.len() >> 20);
+    let other = cluster
+        .client()
+        .call(0, Op::Get { key: "k".into() }, RequestOptions::default())
+        .await;
+    assert_eq!(other, Outcome::Ok(OpResult::Value(None)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_past_the_cap_get_an_error_and_are_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::start(dir.path(), 1, "max_connections = 3");
+    wait_for_admin(&cluster.admin[0], "").await;
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(TcpStream::connect(&cluster.client[0]).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut extra = TcpStream::connect(&cluster.client[0]).await.unwrap();
+    let bytes = tokio::time::timeout(Duration::from_secs(5), read_frame(&mut extra, 1 << 20))
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let refusal: Response = splitbrain_store::codec::decode(&bytes).unwrap();
+    assert!(matches!(&refusal.reply, Reply::Error(e) if e.contains("too many connections")), "{refusal:?}");
+    drop(held);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let ok = cluster
+        .client()
+        .call(0, Op::Get { key: "k".into() }, RequestOptions::default())
+        .await;
+    assert_eq!(ok, Outcome::Ok(OpResult::Value(None)));
 }

@@ -424,8 +424,24 @@ fn check(args: CheckArgs) -> Result<u8, Failure> {
             )));
         }
     }
+    // The budget covers reading the file as well as checking it.
     let parse_start = Instant::now();
-    let history = History::read(&args.file, format)?;
+    let deadline = args
+        .timeout
+        .map(|t| parse_start + Duration::from_secs_f64(t));
+    let out_of_time = |what: &str| {
+        say!(
+            "{}: unknown ({what} did not finish within --timeout {} s)",
+            args.file.display(),
+            args.timeout.unwrap_or_default()
+        );
+        Ok(exit::UNKNOWN)
+    };
+    let file = args.file.clone();
+    let Some(history) = registry::within(deadline, move || History::read(&file, format)) else {
+        return out_of_time("reading the history");
+    };
+    let history = std::sync::Arc::new(history?);
     let parse_ms = parse_start.elapsed().as_secs_f64() * 1000.0;
     let name = match &args.checker {
         Some(n) => n.clone(),
@@ -452,11 +468,15 @@ fn check(args: CheckArgs) -> Result<u8, Failure> {
         params,
         budget: Budget {
             memory_bytes: args.memory_limit_mb.saturating_mul(1 << 20),
-            ..Budget::with_timeout(args.timeout.map(Duration::from_secs_f64))
+            deadline,
         },
     };
     let start = Instant::now();
-    let report = (entry.run)(&history, &opts)
+    let (h, run) = (history.clone(), entry.run);
+    let Some(outcome) = registry::within(deadline, move || run(&h, &opts)) else {
+        return out_of_time(&format!("the {name} checker"));
+    };
+    let report = outcome
         .map_err(|e| match e {
             CheckError::BadOp { position, problem } => {
                 Failure::bad_input(history.error_at(position, problem).to_string())

@@ -329,6 +329,9 @@ pub fn check_all_with(
 ) -> RunResults {
     let mut reports = Vec::new();
     let mut verdict = Verdict::Valid;
+    // One deadline for all the checkers; each runs where it can be left behind.
+    let deadline = timeout.map(|t| std::time::Instant::now() + t);
+    let shared = deadline.map(|_| std::sync::Arc::new(history.clone()));
     for u in uses {
         let report = match registry::find(u.name) {
             None => splitbrain_basic::unknown_report(
@@ -343,11 +346,17 @@ pub fn check_all_with(
                         .iter()
                         .map(|(k, v)| (k.to_string(), v.clone()))
                         .collect(),
-                    budget: splitbrain_history::Budget::with_timeout(timeout),
+                    budget: splitbrain_history::Budget {
+                        deadline,
+                        ..Default::default()
+                    },
                     consistency_model: consistency_model.map(str::to_string),
                     ..CheckOptions::default()
                 };
-                splitbrain_basic::run_guarded(def, history, &opts)
+                match &shared {
+                    Some(h) => registry::run_until(def, h, &opts, deadline),
+                    None => splitbrain_basic::run_guarded(def, history, &opts),
+                }
             }
         };
         verdict = verdict.worst(report.verdict);

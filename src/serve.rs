@@ -154,12 +154,20 @@ fn confined(store: &Path, file: &Path) -> Option<PathBuf> {
 }
 
 async fn handle(store: PathBuf, mut stream: TcpStream, limits: Limits) -> std::io::Result<()> {
-    let (method, path) = match tokio::time::timeout(limits.head_timeout, read_head(&mut stream)).await {
-        Ok(head) => head?,
-        Err(_) => {
-            return respond(&mut stream, "408 Request Timeout", "text/plain", b"request head too slow", false).await;
-        }
-    };
+    let (method, path) =
+        match tokio::time::timeout(limits.head_timeout, read_head(&mut stream)).await {
+            Ok(head) => head?,
+            Err(_) => {
+                return respond(
+                    &mut stream,
+                    "408 Request Timeout",
+                    "text/plain",
+                    b"request head too slow",
+                    false,
+                )
+                .await;
+            }
+        };
     let head_only = method == "HEAD";
     if method != "GET" && !head_only {
         return respond(
@@ -183,10 +191,24 @@ async fn handle(store: PathBuf, mut stream: TcpStream, limits: Limits) -> std::i
         .await;
     }
     let Some(file) = resolve(&store, &path) else {
-        return respond(&mut stream, "400 Bad Request", "text/plain", b"bad path", head_only).await;
+        return respond(
+            &mut stream,
+            "400 Bad Request",
+            "text/plain",
+            b"bad path",
+            head_only,
+        )
+        .await;
     };
     let Some(file) = confined(&store, &file) else {
-        return respond(&mut stream, "404 Not Found", "text/plain", b"not found", head_only).await;
+        return respond(
+            &mut stream,
+            "404 Not Found",
+            "text/plain",
+            b"not found",
+            head_only,
+        )
+        .await;
     };
     // A run without a report gets one on first view.
     if file.file_name().is_some_and(|n| n == REPORT_FILE) && !file.exists() {
@@ -197,11 +219,27 @@ async fn handle(store: PathBuf, mut stream: TcpStream, limits: Limits) -> std::i
     }
     let meta = tokio::fs::metadata(&file).await;
     if !meta.is_ok_and(|m| m.is_file()) {
-        return respond(&mut stream, "404 Not Found", "text/plain", b"not found", head_only).await;
+        return respond(
+            &mut stream,
+            "404 Not Found",
+            "text/plain",
+            b"not found",
+            head_only,
+        )
+        .await;
     }
     match tokio::fs::read(&file).await {
         Ok(body) => respond(&mut stream, "200 OK", content_type(&file), &body, head_only).await,
-        Err(_) => respond(&mut stream, "404 Not Found", "text/plain", b"not found", head_only).await,
+        Err(_) => {
+            respond(
+                &mut stream,
+                "404 Not Found",
+                "text/plain",
+                b"not found",
+                head_only,
+            )
+            .await
+        }
     }
 }
 
@@ -211,7 +249,11 @@ pub async fn serve(store: PathBuf, listener: TcpListener) -> std::io::Result<()>
 }
 
 /// Serve until the process is stopped; a failed accept is retried.
-pub async fn serve_with(store: PathBuf, listener: TcpListener, limits: Limits) -> std::io::Result<()> {
+pub async fn serve_with(
+    store: PathBuf,
+    listener: TcpListener,
+    limits: Limits,
+) -> std::io::Result<()> {
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     loop {
         let mut stream = splitbrain_store::node::accept_next(&listener, "report").await;
@@ -222,7 +264,14 @@ pub async fn serve_with(store: PathBuf, listener: TcpListener, limits: Limits) -
                 // (unread data would reset the connection under the reply).
                 let busy = async {
                     read_head(&mut stream).await?;
-                    respond(&mut stream, "503 Service Unavailable", "text/plain", b"too many connections", false).await
+                    respond(
+                        &mut stream,
+                        "503 Service Unavailable",
+                        "text/plain",
+                        b"too many connections",
+                        false,
+                    )
+                    .await
                 };
                 let _ = tokio::time::timeout(Duration::from_secs(1), busy).await;
             });

@@ -234,3 +234,38 @@ fn an_empty_history_is_unknown_whatever_the_checker() {
         assert_eq!(o.status.code(), Some(2), "{checker}: {}", stderr(&o));
     }
 }
+
+/// Regression: `--timeout` bound only the linearizability checker, and
+/// parsing was outside it; the Elle and basic checkers overran it up to 82x.
+/// Now reading and checking stop at the deadline with `unknown` (exit 2).
+#[test]
+fn the_timeout_covers_reading_and_every_checker() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("big.jsonl");
+    let out = splitbrain(&["gen-history", "--txns", "300000", file.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let path = file.to_str().unwrap();
+    let started = std::time::Instant::now();
+    let full = splitbrain(&["check", path, "--checker", "list-append"]);
+    let full_time = started.elapsed();
+    assert_eq!(full.status.code(), Some(0));
+    for checker in ["list-append", "set", "counter", "session"] {
+        let started = std::time::Instant::now();
+        let out = splitbrain(&["check", path, "--checker", checker, "--timeout", "0.05"]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(2), "{checker}: {stdout}");
+        assert!(
+            stdout.contains("unknown") && stdout.contains("--timeout"),
+            "{stdout}"
+        );
+        assert!(
+            started.elapsed() < full_time / 2,
+            "{checker} took {:?}; a whole check takes {full_time:?}",
+            started.elapsed()
+        );
+    }
+}

@@ -43,7 +43,10 @@ async fn links_out_of_the_store_are_not_followed_and_links_inside_are() {
     assert!(out.starts_with("HTTP/1.1 404"), "{out}");
     assert!(!out.contains("root:"), "{out}");
     let out = http(addr, "GET /t/latest/report.html HTTP/1.1\r\n\r\n").await;
-    assert!(out.starts_with("HTTP/1.1 200") && out.contains("the report"), "{out}");
+    assert!(
+        out.starts_with("HTTP/1.1 200") && out.contains("the report"),
+        "{out}"
+    );
 }
 
 #[tokio::test]

@@ -188,9 +188,19 @@ impl<'a> EdnCursor<'a> {
                     "return" => "\r",
                     t if t.chars().count() == 1 => t,
                     "" => {
-                        // `\(` and other punctuation characters.
+                        // `\(` and other punctuation characters: one whole character.
+                        let Some(&lead) = self.text.get(self.pos) else {
+                            return self.err("a character literal without its character");
+                        };
+                        // The text is UTF-8: the lead byte gives the length.
+                        let len = match lead {
+                            0..=0x7f => 1,
+                            0xc0..=0xdf => 2,
+                            0xe0..=0xef => 3,
+                            _ => 4,
+                        };
                         let s = self.pos;
-                        self.pos += 1;
+                        self.pos = (s + len).min(self.text.len());
                         std::str::from_utf8(&self.text[s..self.pos]).unwrap_or("?")
                     }
                     t => return self.err(format!("unknown character literal \\{t}")),
@@ -486,6 +496,15 @@ mod tests {
         let v = parse_value("#jepsen.history.Op{:index 3 #_ :skipped :f :read}").unwrap();
         assert_eq!(v.map_get(&"index".into()), Some(&Value::Int(3)));
         assert_eq!(v.map_get(&"f".into()), Some(&"read".into()));
+    }
+
+    #[test]
+    fn a_backslash_at_the_end_is_an_error_not_a_crash() {
+        // Found by the history_edn fuzz target.
+        assert!(parse_value("\\").is_err());
+        assert!(parse_value("{n\"n\"1\n[\\").is_err());
+        assert_eq!(parse_value("\\(").unwrap(), Value::Str(Text::from("(")));
+        assert_eq!(parse_value("\\é").unwrap(), Value::Str(Text::from("é")));
     }
 
     #[test]

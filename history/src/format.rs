@@ -87,11 +87,23 @@ impl Format {
 pub fn read_ops(
     path: &Path,
     format: Option<Format>,
-    mut sink: impl FnMut(Op, u32) -> Result<(), HistoryError>,
+    sink: impl FnMut(Op, u32) -> Result<(), HistoryError>,
 ) -> Result<Format, HistoryError> {
     let name = path.display().to_string();
     let io_err = |e: io::Error| HistoryError::new(&name, None, format!("cannot read: {e}"));
-    let mut reader = BufReader::with_capacity(1 << 20, File::open(path).map_err(io_err)?);
+    let reader = BufReader::with_capacity(1 << 20, File::open(path).map_err(io_err)?);
+    read_ops_from(&name, reader, format, sink)
+}
+
+/// As [`read_ops`], from any reader; `name` names the input in errors.
+pub fn read_ops_from(
+    name: &str,
+    mut reader: impl BufRead,
+    format: Option<Format>,
+    mut sink: impl FnMut(Op, u32) -> Result<(), HistoryError>,
+) -> Result<Format, HistoryError> {
+    let name = name.to_string();
+    let io_err = |e: io::Error| HistoryError::new(&name, None, format!("cannot read: {e}"));
     // A UTF-8 byte order mark says nothing a history needs.
     if reader
         .fill_buf()

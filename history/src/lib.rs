@@ -15,7 +15,7 @@ use std::path::Path;
 use serde::Serialize;
 use thiserror::Error;
 
-pub use format::{read_ops, Format, OpWriter};
+pub use format::{read_ops, read_ops_from, Format, OpWriter};
 pub use op::{Op, OpType, Process};
 pub use result::{
     Budget, CheckError, CheckOptions, CheckOutcome, CheckReport, CheckerDef, Verdict,
@@ -221,6 +221,22 @@ impl History {
             Ok(())
         })?;
         History::build(ops, lines, &path.display().to_string())
+    }
+
+    /// Read and validate a history held in memory; `name` names it in errors.
+    pub fn parse(
+        name: &str,
+        bytes: &[u8],
+        format: Option<Format>,
+    ) -> Result<History, HistoryError> {
+        let mut ops = Vec::new();
+        let mut lines = Vec::new();
+        read_ops_from(name, bytes, format, |op, line| {
+            ops.push(op);
+            lines.push(line);
+            Ok(())
+        })?;
+        History::build(ops, lines, name)
     }
 
     /// Validate ops already in memory (positions stand in for line numbers).

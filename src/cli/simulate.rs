@@ -242,7 +242,8 @@ pub struct MatrixArgs {
     /// Seeds per row in simulation.
     #[arg(long, default_value_t = 50)]
     seeds: u64,
-    /// Also run every row on real processes (local store nodes) for --real-seeds seeds.
+    /// Also run every row on real processes (store nodes on this machine;
+    /// rows with packet loss in network namespaces, as root) for --real-seeds seeds.
     #[arg(long)]
     real: bool,
     #[arg(long, default_value_t = 2)]
@@ -344,12 +345,13 @@ pub fn matrix(args: MatrixArgs) -> Result<u8, Failure> {
 /// The `splitbrain test` flags that run a row's scenario on real processes.
 fn test_flags(claim: &Claim) -> Result<Vec<String>, String> {
     let table: toml::Table = toml::from_str(claim.cluster).map_err(|e| e.to_string())?;
-    let mut flags = vec![
-        "--db".into(),
-        "refstore".into(),
-        "--env".into(),
-        "local".into(),
-    ];
+    // Packet loss needs links of their own: network namespaces.
+    let env = if claim.faults.iter().any(|f| f.contains("loss")) {
+        "netns"
+    } else {
+        "local"
+    };
+    let mut flags = vec!["--db".into(), "refstore".into(), "--env".into(), env.into()];
     for (key, value) in &table {
         match (key.as_str(), value) {
             ("mode", toml::Value::String(m)) => {
@@ -415,7 +417,8 @@ fn test_flags(claim: &Claim) -> Result<Vec<String>, String> {
     Ok(flags)
 }
 
-/// Runs a row with `splitbrain test` on local store nodes, one run per seed.
+/// Runs a row with `splitbrain test` on store nodes on this machine
+/// (processes on loopback, or in namespaces for packet loss), one run per seed.
 fn real_runs(claim: &'static Claim, args: &MatrixArgs) -> Result<Vec<RealRun>, Failure> {
     let flags = test_flags(claim).map_err(Failure::bad_input)?;
     let exe = std::env::current_exe()

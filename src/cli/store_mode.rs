@@ -211,7 +211,8 @@ mod tests {
 
     fn config(args: &[&str]) -> ClusterConfig {
         use clap::Parser;
-        let flags = Flags::try_parse_from(std::iter::once("t").chain(args.iter().copied())).unwrap();
+        let flags =
+            Flags::try_parse_from(std::iter::once("t").chain(args.iter().copied())).unwrap();
         flags.mode.config(3).unwrap()
     }
 
@@ -219,11 +220,24 @@ mod tests {
     /// `--store single_leader.replication=async` ran synchronous replication.
     #[test]
     fn store_options_survive_flags_left_at_their_defaults() {
-        let cfg = config(&["--store", "single_leader.replication=async", "--store", "single_leader.leases=false"]);
+        let cfg = config(&[
+            "--store",
+            "single_leader.replication=async",
+            "--store",
+            "single_leader.leases=false",
+        ]);
         assert_eq!(cfg.single_leader.replication, Replication::Async);
         assert!(!cfg.single_leader.leases);
-        let cfg = config(&["--store", "single_leader.replication=async", "--sync", "semi-sync:1"]);
-        assert_eq!(cfg.single_leader.replication, Replication::SemiSync { k: 1 });
+        let cfg = config(&[
+            "--store",
+            "single_leader.replication=async",
+            "--sync",
+            "semi-sync:1",
+        ]);
+        assert_eq!(
+            cfg.single_leader.replication,
+            Replication::SemiSync { k: 1 }
+        );
         let cfg = config(&[
             "--replication",
             "leaderless",
@@ -234,6 +248,9 @@ mod tests {
         ]);
         assert!(cfg.leaderless.sloppy_quorum);
         assert_eq!(cfg.fsync, Fsync::Never);
-        assert_eq!(config(&[]), config(&["--sync", "sync", "--fencing", "true"]));
+        assert_eq!(
+            config(&[]),
+            config(&["--sync", "sync", "--fencing", "true"])
+        );
     }
 }

@@ -270,7 +270,8 @@ impl Db for RefstoreDb {
                 continue;
             }
             let names: Vec<&str> = froms.iter().map(String::as_str).collect();
-            self.admin(addrs, node, &format!("block {}", names.join(" "))).await?;
+            self.admin(addrs, node, &format!("block {}", names.join(" ")))
+                .await?;
         }
         let g = grudge.clone();
         self.verify_links(addrs, up, move |a, b| {
@@ -293,7 +294,8 @@ impl Db for RefstoreDb {
         node: &Node,
         delta_ms: i64,
     ) -> Result<(), String> {
-        self.admin(addrs, node, &format!("clock-offset {delta_ms}")).await?;
+        self.admin(addrs, node, &format!("clock-offset {delta_ms}"))
+            .await?;
         let status = self.status(addrs, node).await?;
         if status.clock_offset_ms != delta_ms {
             return Err(format!(

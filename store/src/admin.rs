@@ -102,7 +102,9 @@ pub async fn admin_call(addr: &str, secret: &str, command: &str) -> std::io::Res
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::new(read).lines();
     if !secret.is_empty() {
-        write.write_all(format!("auth {secret}\n").as_bytes()).await?;
+        write
+            .write_all(format!("auth {secret}\n").as_bytes())
+            .await?;
         let answer = lines.next_line().await?.unwrap_or_default();
         if answer != "ok" {
             return Ok(answer);

@@ -126,7 +126,11 @@ pub async fn run_node_with(cfg: ClusterConfig, id: &str) -> Result<(), NodeError
         tokio::spawn(peer_link(me, cfg.secret.clone(), node.peer.clone(), lrx));
     }
 
-    tokio::spawn(accept_clients(client_listener, tx.clone(), Limits::of(&cfg)));
+    tokio::spawn(accept_clients(
+        client_listener,
+        tx.clone(),
+        Limits::of(&cfg),
+    ));
     tokio::spawn(accept_peers(
         peer_listener,
         tx.clone(),
@@ -571,7 +575,8 @@ async fn accept_admin(
                     Ok(_) => {}
                 }
                 if buf.last() != Some(&b'\n') && buf.len() > MAX_ADMIN_LINE_BYTES {
-                    let answer = format!("error command longer than {MAX_ADMIN_LINE_BYTES} bytes\n");
+                    let answer =
+                        format!("error command longer than {MAX_ADMIN_LINE_BYTES} bytes\n");
                     let _ = write.write_all(answer.as_bytes()).await;
                     return;
                 }

@@ -239,7 +239,9 @@ impl SingleLeader {
         } else if index < self.log_start || index > self.last_index() {
             None
         } else {
-            Some(self.log[(index - self.log_start - 1) as usize].epoch)
+            self.log
+                .get((index - self.log_start - 1) as usize)
+                .map(|e| e.epoch)
         }
     }
 
@@ -275,8 +277,15 @@ impl SingleLeader {
     fn apply_committed(&mut self, fx: &mut Vec<Effect>) {
         let upto = self.commit.min(self.last_index());
         while self.applied < upto {
+            // A peer's message can claim anything; an entry we do not hold is not applied.
+            let Some(entry) = self
+                .applied
+                .checked_sub(self.log_start)
+                .and_then(|i| self.log.get(i as usize))
+            else {
+                break;
+            };
             self.applied += 1;
-            let entry = &self.log[(self.applied - self.log_start - 1) as usize];
             for (k, v) in &entry.writes {
                 self.kv.insert(k.clone(), v.clone());
             }
@@ -571,6 +580,15 @@ impl SingleLeader {
                 },
             )
         };
+        // Entries follow `prev_index` one by one, or the message is not a
+        // leader's (a leader never sends anything else): it is dropped.
+        let contiguous = entries
+            .iter()
+            .enumerate()
+            .all(|(i, e)| Some(e.index) == prev_index.checked_add(1 + i as u64));
+        if !contiguous {
+            return;
+        }
         if !self.accepts_leader(from, epoch) {
             fx.push(resp(self, false, false, self.last_index(), false));
             return;

@@ -67,12 +67,17 @@ async fn a_listener_keeps_accepting_after_running_out_of_descriptors() {
         if let Ok(mut c) = TcpStream::connect(addr).await {
             c.write_all(b"x").await.unwrap();
             let mut b = [0u8; 1];
-            if let Ok(Ok(1)) = tokio::time::timeout(Duration::from_millis(500), c.read(&mut b)).await {
+            if let Ok(Ok(1)) =
+                tokio::time::timeout(Duration::from_millis(500), c.read(&mut b)).await
+            {
                 ok = true;
                 break;
             }
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(ok, "the listener stopped accepting after running out of descriptors");
+    assert!(
+        ok,
+        "the listener stopped accepting after running out of descriptors"
+    );
 }

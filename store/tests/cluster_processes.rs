@@ -593,13 +593,21 @@ async fn admin_and_peer_ports_want_the_clusters_secret() {
     wait_for_admin(&cluster.admin[0], "run-secret-1").await;
     let refused = admin_call(&cluster.admin[0], "", "block n2").await.unwrap();
     assert_eq!(refused, "error authentication required");
-    let refused = admin_call(&cluster.admin[0], "wrong", "status").await.unwrap();
-    assert_eq!(refused, "error authentication required");
-    let offset = admin_call(&cluster.admin[0], "run-secret-1", &format!("clock-offset {}", i64::MAX))
+    let refused = admin_call(&cluster.admin[0], "wrong", "status")
         .await
         .unwrap();
+    assert_eq!(refused, "error authentication required");
+    let offset = admin_call(
+        &cluster.admin[0],
+        "run-secret-1",
+        &format!("clock-offset {}", i64::MAX),
+    )
+    .await
+    .unwrap();
     assert!(offset.starts_with("error clock offset"), "{offset}");
-    let status = admin_status(&cluster.admin[0], "run-secret-1").await.unwrap();
+    let status = admin_status(&cluster.admin[0], "run-secret-1")
+        .await
+        .unwrap();
     assert_eq!(status.clock_offset_ms, 0);
     // A hello that names n2 without the secret: the node hangs up.
     let mut forged = TcpStream::connect(&cluster.peer[0]).await.unwrap();
@@ -624,12 +632,19 @@ async fn an_endless_admin_line_is_refused_and_the_node_keeps_answering() {
     let stream = TcpStream::connect(&cluster.admin[0]).await.unwrap();
     let (read, mut write) = stream.into_split();
     // The node stops reading at the limit, so the rest may not be taken.
-    let _ = tokio::time::timeout(Duration::from_secs(2), write.write_all(&vec![b'a'; 1 << 20])).await;
+    let _ = tokio::time::timeout(
+        Duration::from_secs(2),
+        write.write_all(&vec![b'a'; 1 << 20]),
+    )
+    .await;
     let mut line = String::new();
-    tokio::time::timeout(Duration::from_secs(5), BufReader::new(read).read_line(&mut line))
-        .await
-        .unwrap()
-        .unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        BufReader::new(read).read_line(&mut line),
+    )
+    .await
+    .unwrap()
+    .unwrap();
     assert_eq!(line.trim_end(), "error command longer than 4096 bytes");
     assert!(admin_status(&cluster.admin[0], "").await.is_ok());
 }
@@ -653,7 +668,11 @@ async fn a_client_that_reads_no_replies_is_not_read_either() {
     }
     let mut greedy = TcpStream::connect(&cluster.client[0]).await.unwrap();
     let wrote = tokio::time::timeout(Duration::from_secs(3), greedy.write_all(&frames)).await;
-    assert!(wrote.is_err(), "the node read {} MB of requests whose replies nobody read", frames.len() >> 20);
+    assert!(
+        wrote.is_err(),
+        "the node read {} MB of requests whose replies nobody read",
+        frames.len() >> 20
+    );
     let other = cluster
         .client()
         .call(0, Op::Get { key: "k".into() }, RequestOptions::default())
@@ -678,7 +697,10 @@ async fn connections_past_the_cap_get_an_error_and_are_closed() {
         .unwrap()
         .unwrap();
     let refusal: Response = splitbrain_store::codec::decode(&bytes).unwrap();
-    assert!(matches!(&refusal.reply, Reply::Error(e) if e.contains("too many connections")), "{refusal:?}");
+    assert!(
+        matches!(&refusal.reply, Reply::Error(e) if e.contains("too many connections")),
+        "{refusal:?}"
+    );
     drop(held);
     tokio::time::sleep(Duration::from_millis(200)).await;
     let ok = cluster

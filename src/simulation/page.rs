@@ -90,9 +90,10 @@ code{{font-size:12px}}</style></head><body>"
     );
     h.push_str("<h2>PACELC: one row per configuration</h2>");
     h.push_str(
-        "<p>Availability is the share of client ops that succeeded inside and outside fault windows \
-(if Partitioned: Availability or Consistency); latency and staleness are the Else side. \
-Figures are medians over the simulated seeds.</p>",
+        "<p>Availability is the share of client ops the store served (ok, or a compare-and-set \
+refused for its precondition) among those invoked inside and outside fault windows: the PA/PC \
+side. Latency of served ops and convergence after the heal are the Else side. Figures are \
+medians over the simulated seeds.</p>",
     );
     h.push_str(
         "<table><tr><th>configuration</th><th>nodes</th><th>workload</th><th>faults</th>\

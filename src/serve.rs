@@ -190,25 +190,15 @@ async fn handle(store: PathBuf, mut stream: TcpStream, limits: Limits) -> std::i
         )
         .await;
     }
-    let Some(file) = resolve(&store, &path) else {
-        return respond(
-            &mut stream,
-            "400 Bad Request",
-            "text/plain",
-            b"bad path",
-            head_only,
-        )
-        .await;
+    let file = match resolve(&store, &path) {
+        None => Err(("400 Bad Request", &b"bad path"[..])),
+        Some(file) => confined(&store, &file).ok_or(("404 Not Found", &b"not found"[..])),
     };
-    let Some(file) = confined(&store, &file) else {
-        return respond(
-            &mut stream,
-            "404 Not Found",
-            "text/plain",
-            b"not found",
-            head_only,
-        )
-        .await;
+    let file = match file {
+        Ok(file) => file,
+        Err((status, body)) => {
+            return respond(&mut stream, status, "text/plain", body, head_only).await;
+        }
     };
     // A run without a report gets one on first view.
     if file.file_name().is_some_and(|n| n == REPORT_FILE) && !file.exists() {
@@ -217,20 +207,15 @@ async fn handle(store: PathBuf, mut stream: TcpStream, limits: Limits) -> std::i
             let _ = tokio::task::spawn_blocking(move || report::render_run(&dir)).await;
         }
     }
-    let meta = tokio::fs::metadata(&file).await;
-    if !meta.is_ok_and(|m| m.is_file()) {
-        return respond(
-            &mut stream,
-            "404 Not Found",
-            "text/plain",
-            b"not found",
-            head_only,
-        )
-        .await;
-    }
-    match tokio::fs::read(&file).await {
-        Ok(body) => respond(&mut stream, "200 OK", content_type(&file), &body, head_only).await,
-        Err(_) => {
+    let is_file = tokio::fs::metadata(&file).await.is_ok_and(|m| m.is_file());
+    let body = if is_file {
+        tokio::fs::read(&file).await.ok()
+    } else {
+        None
+    };
+    match body {
+        Some(body) => respond(&mut stream, "200 OK", content_type(&file), &body, head_only).await,
+        None => {
             respond(
                 &mut stream,
                 "404 Not Found",

@@ -9,6 +9,7 @@ use splitbrain_history::Verdict;
 use splitbrain_store::claims::{Claim, Expect};
 
 use super::claims::ClaimResult;
+use super::SimStats;
 
 /// One run of a row on real processes.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -102,22 +103,19 @@ medians over the simulated seeds.</p>",
     );
     for (claim, r, _) in results {
         let seeds = &r.seeds;
-        let in_faults = median(
-            seeds
-                .iter()
-                .filter_map(|s| s.stats.availability_in_faults())
-                .map(|x| (x * 1e6) as u64)
-                .collect(),
-        )
-        .map(|x| x as f64 / 1e6);
-        let outside = median(
-            seeds
-                .iter()
-                .filter_map(|s| s.stats.availability_outside_faults())
-                .map(|x| (x * 1e6) as u64)
-                .collect(),
-        )
-        .map(|x| x as f64 / 1e6);
+        // Medians of shares, taken in millionths.
+        let share = |of: fn(&SimStats) -> Option<f64>| {
+            median(
+                seeds
+                    .iter()
+                    .filter_map(|s| of(&s.stats))
+                    .map(|x| (x * 1e6) as u64)
+                    .collect(),
+            )
+            .map(|x| x as f64 / 1e6)
+        };
+        let in_faults = share(SimStats::availability_in_faults);
+        let outside = share(SimStats::availability_outside_faults);
         let p50 = median(seeds.iter().map(|s| s.stats.latency_ms_p50).collect());
         let p99 = median(seeds.iter().map(|s| s.stats.latency_ms_p99).collect());
         let conv: Vec<u64> = seeds

@@ -435,3 +435,32 @@ impl Sim {
         self.disks[node as usize].len()
     }
 }
+
+/// Feeds `data`, as the frames a peer port would read from it, to a fresh
+/// core of every mode as peer messages: what the `store_frames` fuzz target
+/// does, and its regression test replays. Whatever a peer sends, a core
+/// must not panic.
+pub async fn feed_peer_bytes(data: &[u8]) {
+    use crate::codec::{decode, decode_id_prefix, read_frame};
+    use crate::core::Bytes;
+    let mut input = data;
+    let mut frames = Vec::new();
+    while let Ok(Some(frame)) = read_frame(&mut input, 1 << 16).await {
+        frames.push(frame);
+    }
+    for entry in crate::modes::MODES {
+        let mut cfg = Sim::cluster(3);
+        cfg.mode = entry.mode;
+        let Ok(mut core) = build_core(&cfg, 0, 1, Vec::new()) else {
+            continue;
+        };
+        for (i, frame) in frames.iter().enumerate() {
+            let _ = decode::<Request>(frame);
+            let _ = decode_id_prefix(frame);
+            let from = 1 + (i % 2) as NodeId;
+            let msg = PeerMsg::Protocol(Bytes(frame.clone()));
+            core.step(1_000 + i as u64, Input::Peer { from, msg });
+            core.step(1_000 + i as u64, Input::Tick);
+        }
+    }
+}

@@ -27,8 +27,7 @@ pub fn clients(
 ) -> Arc<dyn ClientFactory> {
     Arc::new(RefstoreClients {
         cfg,
-        workload,
-        opening_balances: Arc::new(opening_balances(options)),
+        translator: Translator::new(workload, options),
         op_timeout,
     })
 }
@@ -36,9 +35,7 @@ pub fn clients(
 /// Clients speaking the store's protocol, one per process.
 struct RefstoreClients {
     cfg: ClusterConfig,
-    workload: WorkloadKind,
-    /// The bank's accounts and their opening balances, from the run's options.
-    opening_balances: Arc<Vec<(i64, i64)>>,
+    translator: Translator,
     op_timeout: Duration,
 }
 
@@ -69,10 +66,7 @@ impl ClientFactory for RefstoreClients {
         Box::new(RefstoreClient {
             client: StoreClient::from_config(&self.cfg, opts),
             options: request_options(&self.cfg),
-            t: Translator {
-                workload: self.workload,
-                opening_balances: self.opening_balances.clone(),
-            },
+            t: self.translator.clone(),
         })
     }
 }

@@ -313,19 +313,24 @@ mod tests {
         ]
     }
 
+    /// `n` stand-in nodes answering with their index, and their request counts.
+    async fn fake_nodes(n: i64) -> (Vec<String>, Vec<Arc<AtomicUsize>>) {
+        let mut nodes = (Vec::new(), Vec::new());
+        for i in 0..n {
+            let (a, s) = fake_node(i, None).await;
+            nodes.0.push(a);
+            nodes.1.push(s);
+        }
+        nodes
+    }
+
     fn counts(served: &[Arc<AtomicUsize>]) -> Vec<usize> {
         served.iter().map(|s| s.load(Ordering::Relaxed)).collect()
     }
 
     #[tokio::test]
     async fn a_bound_client_talks_to_its_own_node_only() {
-        let mut addrs = Vec::new();
-        let mut served = Vec::new();
-        for i in 0..3 {
-            let (a, s) = fake_node(i, None).await;
-            addrs.push(a);
-            served.push(s);
-        }
+        let (addrs, served) = fake_nodes(3).await;
         let c = client(addrs, Routing::Bound(1));
         for _ in 0..4 {
             for (op, options) in ops() {
@@ -357,13 +362,7 @@ mod tests {
 
     #[tokio::test]
     async fn per_request_routing_rotates_and_skips_unreachable_nodes() {
-        let mut addrs = Vec::new();
-        let mut served = Vec::new();
-        for i in 0..3 {
-            let (a, s) = fake_node(i, None).await;
-            addrs.push(a);
-            served.push(s);
-        }
+        let (mut addrs, served) = fake_nodes(3).await;
         let c = client(addrs.clone(), Routing::PerRequest { seed: 7 });
         let mut answered_by = Vec::new();
         for _ in 0..2 {
@@ -395,10 +394,7 @@ mod tests {
 
     #[tokio::test]
     async fn per_request_clients_with_other_seeds_start_at_other_nodes() {
-        let mut addrs = Vec::new();
-        for i in 0..3 {
-            addrs.push(fake_node(i, None).await.0);
-        }
+        let (addrs, _) = fake_nodes(3).await;
         let mut firsts = BTreeSet::new();
         for seed in 0..8 {
             let c = client(addrs.clone(), Routing::PerRequest { seed });

@@ -473,7 +473,8 @@ fn check(args: CheckArgs) -> Result<u8, Failure> {
     };
     let start = Instant::now();
     let (h, run) = (history.clone(), entry.run);
-    let Some(outcome) = registry::within(deadline, move || run(&h, &opts)) else {
+    let Some(outcome) = registry::within(registry::give_up_at(deadline), move || run(&h, &opts))
+    else {
         return out_of_time(&format!("the {name} checker"));
     };
     let report = outcome
@@ -896,7 +897,7 @@ fn test(args: TestArgs) -> Result<u8, Failure> {
             args.db
         )));
     }
-    let cfg = args.mode.config(args.nodes).map_err(bad)?;
+    let cfg = args.mode.config_for(args.nodes, workload).map_err(bad)?;
     let seed = args.seed.unwrap_or_else(|| {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -1086,24 +1087,23 @@ impl Progress {
     }
 }
 
-/// `splitbrain clean`: leftovers of runs whose harness died before its teardown.
+/// `splitbrain clean`: leftovers of runs whose harness died before its
+/// teardown, and clusters left running on purpose.
 fn clean() -> Result<u8, Failure> {
-    match splitbrain::env::netns::remove_orphans() {
-        Ok(removed) => say!("network namespaces removed: {}", removed.len()),
-        Err(e) => say!("network namespaces: none checked ({e})"),
-    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    rt.block_on(async {
-        match splitbrain::env::docker::connect().await {
-            Ok(docker) => match splitbrain::env::docker::remove_leftovers(&docker).await {
-                Ok(n) => say!("Docker containers and networks removed: {n}"),
-                Err(e) => say!("Docker: {e}"),
-            },
-            Err(e) => say!("Docker: none checked ({e})"),
-        }
-    });
+    let cleaned = rt.block_on(splitbrain::env::run_lock::clean(true, true));
+    say!("runs cleaned up: {}", cleaned.runs);
+    say!("node processes killed: {}", cleaned.processes);
+    say!("network namespaces removed: {}", cleaned.namespaces.len());
+    say!(
+        "Docker containers and networks removed: {}",
+        cleaned.docker_things
+    );
+    for p in &cleaned.problems {
+        say!("not removed: {p}");
+    }
     Ok(exit::VALID)
 }

@@ -78,8 +78,21 @@ pub fn within<T: Send + 'static>(
     }
 }
 
-/// [`splitbrain_basic::run_guarded`] that stops waiting at `deadline`: a
-/// checker still running then is unknown, whatever it would have found.
+/// How long past its deadline a checker's result is still waited for.
+/// Checkers that watch the deadline (Elle's cycle search, the
+/// linearizability search) stop at it and then report what they found so
+/// far (anomalies found make the history invalid even so); this is their
+/// time to say it. A checker that does not watch it is left behind then.
+pub const REPORT_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// The moment a checker given `deadline` is given up on.
+pub fn give_up_at(deadline: Option<Instant>) -> Option<Instant> {
+    deadline.map(|d| d + REPORT_GRACE)
+}
+
+/// [`splitbrain_basic::run_guarded`] that stops waiting [`REPORT_GRACE`]
+/// after `deadline`: a checker still running then is unknown, whatever it
+/// would have found.
 pub fn run_until(
     def: &'static CheckerDef,
     history: &Arc<History>,
@@ -87,10 +100,79 @@ pub fn run_until(
     deadline: Option<Instant>,
 ) -> CheckReport {
     let (h, o) = (history.clone(), opts.clone());
-    within(deadline, move || splitbrain_basic::run_guarded(def, &h, &o)).unwrap_or_else(|| {
+    within(give_up_at(deadline), move || {
+        splitbrain_basic::run_guarded(def, &h, &o)
+    })
+    .unwrap_or_else(|| {
         splitbrain_basic::unknown_report(
             def.name,
             "the checker did not finish within the time budget".to_string(),
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use splitbrain_history::{Budget, Format, Verdict};
+
+    fn list_append(lines: &[&str]) -> Arc<History> {
+        let text = lines.join("\n");
+        Arc::new(History::parse("test", text.as_bytes(), Some(Format::Jsonl)).unwrap())
+    }
+
+    fn past_deadline() -> CheckOptions {
+        CheckOptions {
+            budget: Budget {
+                deadline: Some(Instant::now()),
+                ..Budget::default()
+            },
+            ..CheckOptions::default()
+        }
+    }
+
+    /// Regression: at the deadline a checker's partial findings were thrown
+    /// away with it. An aborted read found before the cycle search ran out
+    /// of time proves the history invalid; a cycle the search had no time
+    /// for leaves it unknown, saying the search was cut short.
+    #[test]
+    fn at_the_deadline_a_checker_reports_what_it_found_so_far() {
+        let def = find("list-append").unwrap();
+        let aborted_read = list_append(&[
+            r#"{"process":0,"type":"invoke","f":"txn","value":[["append",1,1]]}"#,
+            r#"{"process":0,"type":"fail","f":"txn","value":[["append",1,1]]}"#,
+            r#"{"process":1,"type":"invoke","f":"txn","value":[["r",1,null]]}"#,
+            r#"{"process":1,"type":"ok","f":"txn","value":[["r",1,[1]]]}"#,
+        ]);
+        let opts = past_deadline();
+        let report = run_until(def, &aborted_read, &opts, opts.budget.deadline);
+        assert_eq!(report.verdict, Verdict::Invalid, "{}", report.explanation);
+        assert!(report.anomaly_types.contains(&"G1a".to_string()));
+
+        // Write skew's cousin G1c: each txn reads the other's append.
+        let cycle = list_append(&[
+            r#"{"process":0,"type":"invoke","f":"txn","value":[["append",1,1],["r",2,null]]}"#,
+            r#"{"process":1,"type":"invoke","f":"txn","value":[["append",2,1],["r",1,null]]}"#,
+            r#"{"process":0,"type":"ok","f":"txn","value":[["append",1,1],["r",2,[1]]]}"#,
+            r#"{"process":1,"type":"ok","f":"txn","value":[["append",2,1],["r",1,[1]]]}"#,
+        ]);
+        let unbounded = run_until(def, &cycle, &CheckOptions::default(), None);
+        assert_eq!(
+            unbounded.verdict,
+            Verdict::Invalid,
+            "{}",
+            unbounded.explanation
+        );
+        let opts = past_deadline();
+        let cut = run_until(def, &cycle, &opts, opts.budget.deadline);
+        assert_ne!(cut.verdict, Verdict::Valid, "{}", cut.explanation);
+        if cut.verdict == Verdict::Unknown {
+            assert!(
+                cut.anomaly_types
+                    .contains(&"cycle-search-timeout".to_string()),
+                "{:?}",
+                cut.anomaly_types
+            );
+        }
+    }
 }

@@ -86,11 +86,11 @@ fn sim_scenario(args: &SimArgs) -> Result<(String, Scenario, Option<&'static Cla
         })?;
         return Ok((claim.id.to_string(), scenario(claim)?, Some(claim)));
     }
-    let cfg = args.mode.config(args.nodes)?;
     let workload = args
         .workload
         .parse()
         .map_err(|e| format!("--workload: {e}"))?;
+    let cfg = args.mode.config_for(args.nodes, workload)?;
     if args.nodes == 0 || args.concurrency == 0 || args.ops == 0 {
         return Err("--nodes, --concurrency and --ops must be at least 1".into());
     }

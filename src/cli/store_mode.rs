@@ -2,7 +2,10 @@
 //! `sim`: one set of flags, one cluster file.
 
 use clap::Args;
-use splitbrain_store::config::{ClusterConfig, Conflict, Fsync, Mode, Replication};
+use splitbrain_store::config::{
+    ClusterConfig, Conflict, Fsync, Mode, MultiLeaderConflict, Replication, Topology,
+};
+use splitbrain_store::crdt::CrdtType;
 use splitbrain_store::msg::ReadFrom;
 
 #[derive(Args, Clone)]
@@ -37,9 +40,17 @@ pub struct StoreModeArgs {
     /// Leaderless: sloppy quorum with hinted handoff.
     #[arg(long)]
     pub sloppy_quorum: bool,
-    /// Leaderless conflict handling: lww or version-vectors.
+    /// Conflict handling: lww or version-vectors (leaderless, multi-leader),
+    /// or crdt (multi-leader).
     #[arg(long)]
     pub conflict: Option<String>,
+    /// Multi-leader: all-to-all, star or ring [default: all-to-all].
+    #[arg(long)]
+    pub topology: Option<String>,
+    /// Multi-leader with --conflict crdt: the type of every key: g-counter,
+    /// pn-counter, g-set, 2p-set, or-set, lww-register, mv-register [default: pn-counter].
+    #[arg(long)]
+    pub crdt: Option<String>,
     /// always, never or interval:MS [default: always].
     #[arg(long)]
     pub fsync: Option<String>,
@@ -59,7 +70,37 @@ impl StoreModeArgs {
             && self.w.is_none()
             && !self.sloppy_quorum
             && self.conflict.is_none()
+            && self.topology.is_none()
+            && self.crdt.is_none()
             && self.fsync.is_none()
+    }
+
+    /// [`StoreModeArgs::config`], with the CRDT type a multi-leader CRDT
+    /// cluster was not told taken from the workload (counters count, sets
+    /// are OR-sets, registers are multi-value).
+    pub fn config_for(
+        &self,
+        nodes: usize,
+        workload: splitbrain_workloads::WorkloadKind,
+    ) -> Result<ClusterConfig, String> {
+        use splitbrain_workloads::WorkloadKind as W;
+        let mut cfg = self.config(nodes)?;
+        let told = self.crdt.is_some()
+            || self
+                .store_options
+                .iter()
+                .any(|kv| kv.starts_with("multi_leader.crdt="));
+        if cfg.mode == Mode::MultiLeader
+            && cfg.multi_leader.conflict == MultiLeaderConflict::Crdt
+            && !told
+        {
+            cfg.multi_leader.crdt = match workload {
+                W::Counter | W::CrdtCounter => CrdtType::PnCounter,
+                W::Set | W::OrSet => CrdtType::OrSet,
+                _ => CrdtType::MvRegister,
+            };
+        }
+        Ok(cfg)
     }
 
     /// The cluster settings the flags describe for `nodes` nodes (the
@@ -79,7 +120,60 @@ impl StoreModeArgs {
             || self.w.is_some()
             || self.sloppy_quorum
             || self.conflict.is_some();
+        if (self.topology.is_some() || self.crdt.is_some()) && self.replication != "multi-leader" {
+            return Err("--topology and --crdt are for --replication multi-leader".into());
+        }
         match self.replication.as_str() {
+            "multi-leader" => {
+                if self.sync.is_some()
+                    || self.fencing.is_some()
+                    || self.leases.is_some()
+                    || self.read_from.is_some()
+                    || self.n.is_some()
+                    || self.r.is_some()
+                    || self.w.is_some()
+                    || self.sloppy_quorum
+                {
+                    return Err("--replication multi-leader takes --topology, --conflict and --crdt, not the single-leader or leaderless flags".into());
+                }
+                if nodes > 255 {
+                    return Err(format!(
+                        "multi-leader takes at most 255 nodes; --nodes is {nodes}"
+                    ));
+                }
+                cfg.mode = Mode::MultiLeader;
+                let o = &mut cfg.multi_leader;
+                if let Some(t) = &self.topology {
+                    o.topology = match t.as_str() {
+                        "all-to-all" => Topology::AllToAll,
+                        "star" => Topology::Star,
+                        "ring" => Topology::Ring,
+                        other => {
+                            return Err(format!(
+                                "--topology {other}: expected all-to-all, star or ring"
+                            ))
+                        }
+                    };
+                }
+                if let Some(c) = &self.conflict {
+                    o.conflict = match c.as_str() {
+                        "lww" => MultiLeaderConflict::Lww,
+                        "version-vectors" => MultiLeaderConflict::VersionVectors,
+                        "crdt" => MultiLeaderConflict::Crdt,
+                        other => {
+                            return Err(format!(
+                                "--conflict {other}: expected lww, version-vectors or crdt"
+                            ))
+                        }
+                    };
+                }
+                if let Some(t) = &self.crdt {
+                    if o.conflict != MultiLeaderConflict::Crdt {
+                        return Err("--crdt needs --conflict crdt".into());
+                    }
+                    o.crdt = CrdtType::parse(t).map_err(|e| format!("--crdt: {e}"))?;
+                }
+            }
             "single-leader" => {
                 if leaderless_flags {
                     return Err("--n, --r, --w, --sloppy-quorum and --conflict are for --replication leaderless".into());

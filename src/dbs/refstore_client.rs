@@ -172,12 +172,23 @@ impl Translator {
             (WorkloadKind::Set, "read") => StoreOp::ReadSet {
                 key: SET_KEY.into(),
             },
-            (WorkloadKind::Counter, "add") => StoreOp::Incr {
+            (WorkloadKind::Counter | WorkloadKind::CrdtCounter, "add") => StoreOp::Incr {
                 key: COUNTER_KEY.into(),
                 delta: inv.value.as_int().ok_or("add needs an integer")?,
             },
-            (WorkloadKind::Counter, "read") => StoreOp::Get {
+            (WorkloadKind::Counter | WorkloadKind::CrdtCounter, "read") => StoreOp::Get {
                 key: COUNTER_KEY.into(),
+            },
+            (WorkloadKind::OrSet, "add") => StoreOp::Add {
+                key: SET_KEY.into(),
+                elem: inv.value.as_int().ok_or("add needs an integer")?,
+            },
+            (WorkloadKind::OrSet, "remove") => StoreOp::Remove {
+                key: SET_KEY.into(),
+                elem: inv.value.as_int().ok_or("remove needs an integer")?,
+            },
+            (WorkloadKind::OrSet, "read") => StoreOp::ReadSet {
+                key: SET_KEY.into(),
             },
             (_, "read") => StoreOp::Get { key: key() },
             (_, "write") => StoreOp::Put {
@@ -236,8 +247,10 @@ impl Translator {
                 let v = from_store(v);
                 // An absent set or list reads as empty.
                 match (self.workload, v) {
-                    (WorkloadKind::Set, Value::Nil) => Value::set(vec![]),
-                    (WorkloadKind::Counter, Value::Nil) => Value::Int(0),
+                    (WorkloadKind::Set | WorkloadKind::OrSet, Value::Nil) => Value::set(vec![]),
+                    (WorkloadKind::Counter | WorkloadKind::CrdtCounter, Value::Nil) => {
+                        Value::Int(0)
+                    }
                     (_, v) => v,
                 }
             }

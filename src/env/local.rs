@@ -12,6 +12,7 @@ use async_trait::async_trait;
 use splitbrain_nemesis::shape::Node;
 use splitbrain_nemesis::{Ability, Target};
 
+use super::run_lock::{self, RunLock};
 use super::supervisor::{proc_state, ProcessSpec, Supervisor};
 use super::{Addresses, EnvError, EnvOptions, Environment, NodeCommand, NodeImage};
 
@@ -61,10 +62,12 @@ pub struct Processes {
     pub program: PathBuf,
     run_dir: PathBuf,
     supervisor: Supervisor,
+    env: &'static str,
+    lock: Option<RunLock>,
 }
 
 impl Processes {
-    pub fn new(o: &EnvOptions) -> Result<Processes, String> {
+    pub fn new(o: &EnvOptions, env: &'static str) -> Result<Processes, String> {
         let program = match &o.harness_program {
             Some(p) => p.clone(),
             None => std::env::current_exe()
@@ -76,6 +79,8 @@ impl Processes {
             program,
             run_dir: PathBuf::new(),
             supervisor,
+            env,
+            lock: None,
         })
     }
 
@@ -84,10 +89,54 @@ impl Processes {
         &self.run_dir
     }
 
-    /// Nodes run with the run directory as their working directory.
-    pub fn place(&mut self, run_dir: &Path) -> Result<(), EnvError> {
+    /// Nodes run with the run directory as their working directory; the
+    /// run's lock file records them, after what earlier runs whose harness
+    /// was killed left behind is removed.
+    pub async fn place(&mut self, run_dir: &Path) -> Result<(), EnvError> {
         self.run_dir = run_dir.canonicalize()?;
+        let cleaned = run_lock::clean(false, false).await;
+        if cleaned.processes > 0 || !cleaned.namespaces.is_empty() {
+            eprintln!(
+                "removed what killed runs left: {} node process(es), {} namespace(s)",
+                cleaned.processes,
+                cleaned.namespaces.len()
+            );
+        }
+        self.lock = Some(
+            RunLock::create(self.env, &self.run_dir)
+                .map_err(|e| EnvError::Other(format!("writing the run's lock file: {e}")))?,
+        );
         Ok(())
+    }
+
+    /// Record namespaces and links before making them.
+    pub fn record_network(&mut self, namespaces: &[String], links: &[String]) {
+        if let Some(lock) = &mut self.lock {
+            lock.add_network(namespaces, links);
+        }
+    }
+
+    /// The run made nothing more that outlives it: drop its lock file, or,
+    /// for nodes left running, keep it for `splitbrain clean` and say so.
+    pub fn finish(&mut self, leave_running: bool) {
+        let Some(lock) = self.lock.take() else {
+            return;
+        };
+        if leave_running {
+            let path = lock.leave_running();
+            eprintln!(
+                "`splitbrain clean` stops them and removes what the run made (recorded in {})",
+                path.display()
+            );
+        } else {
+            lock.release();
+        }
+    }
+
+    fn record_start(&mut self, node: &Node, pid: u32) {
+        if let Some(lock) = &mut self.lock {
+            lock.add_process(node, pid);
+        }
     }
 
     pub fn start(
@@ -125,7 +174,8 @@ impl Processes {
                 log: self.run_dir.join(format!("{node}.log")),
             },
         );
-        self.supervisor.start(node)?;
+        let pid = self.supervisor.start(node)?;
+        self.record_start(node, pid);
         Ok(())
     }
 
@@ -141,10 +191,9 @@ impl Processes {
 
     pub fn restart(&mut self, nodes: &[Node]) -> Result<(), String> {
         nodes.iter().try_for_each(|n| {
-            self.supervisor
-                .start(n)
-                .map(|_| ())
-                .map_err(|e| e.to_string())
+            let pid = self.supervisor.start(n).map_err(|e| e.to_string())?;
+            self.record_start(n, pid);
+            Ok(())
         })
     }
 
@@ -201,7 +250,7 @@ pub struct LocalEnv {
 impl LocalEnv {
     pub fn new(o: &EnvOptions) -> Result<LocalEnv, String> {
         Ok(LocalEnv {
-            processes: Processes::new(o)?,
+            processes: Processes::new(o, "local")?,
             nodes: Vec::new(),
         })
     }
@@ -250,7 +299,7 @@ impl Environment for LocalEnv {
         _image: &NodeImage,
         run_dir: &Path,
     ) -> Result<Addresses, EnvError> {
-        self.processes.place(run_dir)?;
+        self.processes.place(run_dir).await?;
         self.nodes = nodes.to_vec();
         let mut free = free_ports(nodes.len() * ports.len())?.into_iter();
         let mut addrs = Addresses::default();
@@ -278,7 +327,9 @@ impl Environment for LocalEnv {
         Ok(tokio::fs::read(self.processes.run_dir.join(path)).await?)
     }
     async fn teardown(&mut self, leave_running: bool) -> Result<Vec<PathBuf>, EnvError> {
-        Ok(self.processes.teardown(leave_running))
+        let logs = self.processes.teardown(leave_running);
+        self.processes.finish(leave_running);
+        Ok(logs)
     }
 }
 

@@ -8,6 +8,7 @@
 pub mod docker;
 pub mod local;
 pub mod netns;
+pub mod run_lock;
 pub mod supervisor;
 
 use std::collections::BTreeMap;

@@ -177,6 +177,19 @@ impl NetnsCluster {
         &self.nodes
     }
 
+    /// The namespaces and the link (in the caller's namespace) a cluster of
+    /// `tag` with `nodes` makes, before it makes them.
+    pub fn names(tag: &str, nodes: usize) -> (Vec<String>, Vec<String>) {
+        let c = NetnsCluster {
+            tag: tag.to_string(),
+            nodes: Vec::new(),
+            subnet: [0; 3],
+        };
+        let mut namespaces: Vec<String> = (0..nodes).map(|i| c.node_ns(i)).collect();
+        namespaces.push(c.bridge_ns());
+        (namespaces, vec![c.control_link()])
+    }
+
     fn bridge_ns(&self) -> String {
         format!("sb-{}-br", self.tag)
     }
@@ -400,17 +413,12 @@ fn tag_pid(tag: &str) -> Option<u32> {
 }
 
 /// Remove the namespaces (and control links) of runs whose harness is
-/// gone, killed before it could tear down; returns the namespaces removed.
-pub fn remove_orphans() -> Result<Vec<String>, NetnsError> {
-    available()?;
-    let out = run(&["ip", "netns", "list"])?;
-    let names: Vec<String> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
-        .collect();
+/// gone, killed before it could tear down, except those in `kept` (a run
+/// left running on purpose); returns the namespaces removed.
+pub fn remove_orphans(kept: &[String]) -> Result<Vec<String>, NetnsError> {
     let mut removed = Vec::new();
     let mut tags = BTreeSet::new();
-    for name in &names {
+    for name in namespaces()? {
         let Some(rest) = name.strip_prefix("sb-") else {
             continue;
         };
@@ -419,8 +427,8 @@ pub fn remove_orphans() -> Result<Vec<String>, NetnsError> {
         };
         let alive =
             tag_pid(tag).is_some_and(|pid| Path::new("/proc").join(pid.to_string()).exists());
-        if !alive {
-            if run(&["ip", "netns", "del", name]).is_ok() {
+        if !alive && !kept.contains(&name) {
+            if run(&["ip", "netns", "del", &name]).is_ok() {
                 removed.push(name.clone());
             }
             tags.insert(tag.to_string());
@@ -428,6 +436,32 @@ pub fn remove_orphans() -> Result<Vec<String>, NetnsError> {
     }
     for tag in tags {
         let _ = run(&["ip", "link", "del", &format!("sb{tag}ctl")]);
+    }
+    Ok(removed)
+}
+
+fn namespaces() -> Result<Vec<String>, NetnsError> {
+    available()?;
+    let out = run(&["ip", "netns", "list"])?;
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .collect())
+}
+
+/// Remove these namespaces and links where they still exist (a run's lock
+/// file lists them); returns the namespaces removed.
+pub fn remove_named(names: &[String], links: &[String]) -> Result<Vec<String>, NetnsError> {
+    let present = namespaces()?;
+    let mut removed = Vec::new();
+    for name in names.iter().filter(|n| present.contains(n)) {
+        run(&["ip", "netns", "del", name])?;
+        removed.push(name.clone());
+    }
+    for link in links {
+        if run(&["ip", "link", "show", link]).is_ok() {
+            run(&["ip", "link", "del", link])?;
+        }
     }
     Ok(removed)
 }
@@ -467,7 +501,7 @@ impl NetnsEnv {
             return Err("--env netns proves partitions with ping, which is not installed (apt-get install iputils-ping)".into());
         }
         Ok(NetnsEnv {
-            processes: Processes::new(o)?,
+            processes: Processes::new(o, "netns")?,
             tag: unique_tag(),
             net: None,
             nodes: Vec::new(),
@@ -564,15 +598,13 @@ impl Environment for NetnsEnv {
         if nodes.len() > 250 {
             return Err(NetnsError::TooManyNodes(nodes.len()).into());
         }
-        self.processes.place(run_dir)?;
+        self.processes.place(run_dir).await?;
         let (tag, names) = (self.tag.clone(), nodes.to_vec());
-        let net = tokio::task::spawn_blocking(move || {
-            // What runs killed before their teardown left behind.
-            let _ = remove_orphans();
-            NetnsCluster::create(&tag, &names)
-        })
-        .await
-        .map_err(|e| EnvError::Other(e.to_string()))??;
+        let (namespaces, links) = NetnsCluster::names(&tag, names.len());
+        self.processes.record_network(&namespaces, &links);
+        let net = tokio::task::spawn_blocking(move || NetnsCluster::create(&tag, &names))
+            .await
+            .map_err(|e| EnvError::Other(e.to_string()))??;
         let mut addrs = Addresses::default();
         for n in nodes {
             addrs.ips.insert(n.clone(), net.addr(n)?);
@@ -613,6 +645,8 @@ impl Environment for NetnsEnv {
                 net.tag
             );
         }
+        // Only once everything is gone: a failed destroy keeps the record for `clean`.
+        self.processes.finish(leave_running);
         Ok(logs)
     }
 }

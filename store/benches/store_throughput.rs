@@ -1,7 +1,10 @@
 //! Throughput and latency of a 3-node store cluster on loopback (separate
 //! processes) under 50 concurrent clients doing 50/50 get/put over 10,000
-//! keys, for single-leader async and sync and leaderless N=3 R=W=2; and Redis
-//! (a primary with two replicas) under the same load.
+//! keys, for single-leader async and sync, leaderless N=3 R=W=2 and
+//! multi-leader (LWW, version vectors, and a PN-counter whose updates are
+//! increments); and Redis (a primary with two replicas) under the same load.
+//! Then the bytes an OR-set of 10,000 elements ships per add, as a delta and
+//! as its whole state.
 //! Run: cargo bench -p splitbrain-store --bench store_throughput
 
 use splitbrain_store::admin::admin_status;
@@ -87,7 +90,18 @@ fn next(state: &mut u64) -> u64 {
     *state
 }
 
-async fn store_load(name: &str, dir: &Path, options: &str, leaderless: bool) -> Figures {
+/// How clients reach the cluster and what an update is.
+#[derive(Clone, Copy, PartialEq)]
+enum Load {
+    /// Through the leader.
+    Leader,
+    /// Each client to a node of its own; updates are puts.
+    Bound,
+    /// Each client to a node of its own; updates are increments.
+    BoundCounter,
+}
+
+async fn store_load(name: &str, dir: &Path, options: &str, load: Load) -> Figures {
     let mut text = format!(
         "data_dir = {:?}\nfsync = \"interval:1000\"\n{options}\n",
         dir.join(name.replace(' ', "_"))
@@ -154,6 +168,11 @@ async fn store_load(name: &str, dir: &Path, options: &str, leaderless: bool) -> 
                 let k = format!("key{}", next(&mut rng) % KEYS);
                 let op = if next(&mut rng) & 1 == 0 {
                     Op::Get { key: k }
+                } else if load == Load::BoundCounter {
+                    Op::Incr {
+                        key: k,
+                        delta: (next(&mut rng) % 5) as i64 + 1,
+                    }
                 } else {
                     Op::Put {
                         key: k,
@@ -161,7 +180,7 @@ async fn store_load(name: &str, dir: &Path, options: &str, leaderless: bool) -> 
                     }
                 };
                 let t = Instant::now();
-                let r = if leaderless {
+                let r = if load != Load::Leader {
                     client.call(c % 3, op, RequestOptions::default()).await
                 } else {
                     client.request(op, RequestOptions::default()).await
@@ -317,7 +336,7 @@ fn main() {
                 "single-leader async",
                 dir.path(),
                 "[single_leader]\nreplication = \"async\"",
-                false,
+                Load::Leader,
             )
             .await,
         );
@@ -326,7 +345,7 @@ fn main() {
                 "single-leader sync",
                 dir.path(),
                 "[single_leader]\nreplication = \"sync\"",
-                false,
+                Load::Leader,
             )
             .await,
         );
@@ -335,10 +354,26 @@ fn main() {
                 "leaderless N=3 R=W=2",
                 dir.path(),
                 "mode = \"leaderless\"\n[leaderless]\nn = 3\nr = 2\nw = 2",
-                true,
+                Load::Bound,
             )
             .await,
         );
+        for (name, conflict, load) in [
+            ("multi-leader lww", "conflict = \"lww\"", Load::Bound),
+            (
+                "multi-leader version vectors",
+                "conflict = \"version-vectors\"",
+                Load::Bound,
+            ),
+            (
+                "multi-leader pn-counter",
+                "conflict = \"crdt\"\ncrdt = \"pn-counter\"",
+                Load::BoundCounter,
+            ),
+        ] {
+            let options = format!("mode = \"multi-leader\"\n[multi_leader]\n{conflict}");
+            all.push(store_load(name, dir.path(), &options, load).await);
+        }
         let redis = redis_load(dir.path()).await;
         for f in &mut all {
             f.print();
@@ -348,5 +383,41 @@ fn main() {
             let ratio = all[0].ops as f64 / all[0].secs / (r.ops as f64 / r.secs);
             println!("single-leader async / redis throughput: {ratio:.2} (target >= 0.50)");
         }
+        let lww = all[3].ops as f64 / all[3].secs;
+        let async_leader = all[0].ops as f64 / all[0].secs;
+        println!(
+            "multi-leader lww / single-leader async throughput: {:.2} (target >= 1.00)",
+            lww / async_leader
+        );
     });
+    or_set_shipping();
+}
+
+/// Bytes one add ships on an OR-set of 10,000 elements: its delta, and the
+/// whole state a full-state CRDT would send.
+fn or_set_shipping() {
+    use splitbrain_store::crdt::CrdtType;
+    let mut set = CrdtType::OrSet.empty();
+    for e in 0..10_000i64 {
+        let add = Op::Add {
+            key: "s".into(),
+            elem: e,
+        };
+        let _ = set.update((e % 3) as u32, 0, &add);
+    }
+    let add = Op::Add {
+        key: "s".into(),
+        elem: 10_000,
+    };
+    let Ok(Some((delta, _))) = set.update(0, 0, &add) else {
+        return;
+    };
+    let (delta_bytes, state_bytes) = (
+        splitbrain_store::codec::encode(&delta).len(),
+        splitbrain_store::codec::encode(&set).len(),
+    );
+    println!(
+        "or-set of 10001 elements, one add: delta {delta_bytes} bytes, full state {state_bytes} bytes ({:.0}x fewer; target >= 10x)",
+        state_bytes as f64 / delta_bytes as f64
+    );
 }

@@ -3,10 +3,16 @@
 
 use bincode::Options;
 use serde::{de::DeserializeOwned, Serialize};
+use std::sync::Arc;
+
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Largest frame a node accepts by default.
 pub const DEFAULT_MAX_FRAME_BYTES: usize = 16 * 1024 * 1024;
+
+/// Bytes of frames a node holds at once over all its connections, by default.
+pub const DEFAULT_FRAME_BUDGET_BYTES: usize = 64 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {
@@ -55,6 +61,36 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
     reader: &mut R,
     max_frame_bytes: usize,
 ) -> Result<Option<Vec<u8>>, CodecError> {
+    let Some(len) = read_len(reader, max_frame_bytes).await? else {
+        return Ok(None);
+    };
+    let mut buf = vec![0u8; len];
+    reader.read_exact(&mut buf).await?;
+    Ok(Some(buf))
+}
+
+/// [`read_frame`], holding the frame's bytes from `budget` before taking
+/// the memory: the frames a node reads on all its connections at once fit
+/// the budget, and one past it waits for earlier ones to be done.
+pub async fn read_frame_within<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    max_frame_bytes: usize,
+    budget: &FrameBudget,
+) -> Result<Option<(Vec<u8>, FrameHeld)>, CodecError> {
+    let Some(len) = read_len(reader, max_frame_bytes).await? else {
+        return Ok(None);
+    };
+    let held = budget.hold(len).await;
+    let mut buf = vec![0u8; len];
+    reader.read_exact(&mut buf).await?;
+    Ok(Some((buf, held)))
+}
+
+/// The next frame's length, after skipping it (and erring) when it is over the limit.
+async fn read_len<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    max_frame_bytes: usize,
+) -> Result<Option<usize>, CodecError> {
     let mut len_bytes = [0u8; 4];
     match reader.read_exact(&mut len_bytes).await {
         Ok(_) => {}
@@ -75,9 +111,48 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
             max: max_frame_bytes,
         });
     }
-    let mut buf = vec![0u8; len];
-    reader.read_exact(&mut buf).await?;
-    Ok(Some(buf))
+    Ok(Some(len))
+}
+
+/// Bytes of frames one node may hold at once while reading and decoding
+/// them, over all its connections, counted in KiB.
+#[derive(Debug, Clone)]
+pub struct FrameBudget {
+    kib: Arc<Semaphore>,
+    total_kib: u32,
+}
+
+/// Part of a [`FrameBudget`], given back when dropped.
+#[derive(Debug)]
+pub struct FrameHeld(#[allow(dead_code)] Option<OwnedSemaphorePermit>);
+
+impl FrameBudget {
+    pub fn new(bytes: usize) -> FrameBudget {
+        let total_kib = u32::try_from(bytes.div_ceil(1024))
+            .unwrap_or(u32::MAX)
+            .clamp(1, Semaphore::MAX_PERMITS as u32);
+        FrameBudget {
+            kib: Arc::new(Semaphore::new(total_kib as usize)),
+            total_kib,
+        }
+    }
+
+    /// Bytes held now, for tests and status.
+    pub fn held_bytes(&self) -> usize {
+        (self.total_kib as usize - self.kib.available_permits()) * 1024
+    }
+
+    /// Wait until `len` bytes fit; a frame larger than the whole budget
+    /// waits for all of it.
+    pub async fn hold(&self, len: usize) -> FrameHeld {
+        let kib = u32::try_from(len.div_ceil(1024))
+            .unwrap_or(u32::MAX)
+            .min(self.total_kib);
+        if kib == 0 {
+            return FrameHeld(None);
+        }
+        FrameHeld(self.kib.clone().acquire_many_owned(kib).await.ok())
+    }
 }
 
 pub async fn write_frame<W: AsyncWrite + Unpin>(
@@ -93,6 +168,44 @@ pub async fn write_frame<W: AsyncWrite + Unpin>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn frames_past_the_budget_wait_until_earlier_ones_are_done() {
+        let budget = FrameBudget::new(3 << 20);
+        let frame = |len: usize| {
+            let mut out = Vec::new();
+            put_frame(&mut out, &vec![7u8; len]);
+            out
+        };
+        let (first, first_held) = read_frame_within(&mut &frame(2 << 20)[..], 16 << 20, &budget)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(first.len(), 2 << 20);
+        assert_eq!(budget.held_bytes(), 2 << 20);
+        let second_bytes = frame(2 << 20);
+        let mut second_reader = &second_bytes[..];
+        let second = read_frame_within(&mut second_reader, 16 << 20, &budget);
+        tokio::pin!(second);
+        let waited = tokio::time::timeout(std::time::Duration::from_millis(50), &mut second).await;
+        assert!(
+            waited.is_err(),
+            "a second 2 MiB frame does not fit a 3 MiB budget"
+        );
+        drop(first_held);
+        let (second, _held) = second.await.unwrap().unwrap();
+        assert_eq!(second.len(), 2 << 20);
+        assert_eq!(budget.held_bytes(), 2 << 20);
+        // One frame larger than the whole budget still goes through, alone.
+        drop(_held);
+        let big = frame(5 << 20);
+        let (big, _held) = read_frame_within(&mut &big[..], 16 << 20, &budget)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(big.len(), 5 << 20);
+        assert_eq!(budget.held_bytes(), 3 << 20);
+    }
     use crate::msg::{Op, Request, RequestOptions, Value};
 
     #[test]

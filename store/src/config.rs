@@ -31,6 +31,7 @@ pub enum Mode {
     #[default]
     SingleLeader,
     Leaderless,
+    MultiLeader,
 }
 
 impl Mode {
@@ -39,6 +40,7 @@ impl Mode {
         match self {
             Mode::SingleLeader => "single-leader",
             Mode::Leaderless => "leaderless",
+            Mode::MultiLeader => "multi-leader",
         }
     }
 }
@@ -208,6 +210,65 @@ impl Default for LeaderlessOptions {
     }
 }
 
+/// Which peers a multi-leader node sends its changes to.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Topology {
+    /// Every node sends its own changes to every other.
+    #[default]
+    AllToAll,
+    /// The first node is the hub: the others send to it, it sends everything to all.
+    Star,
+    /// Each node sends everything it has to the next.
+    Ring,
+}
+
+impl Topology {
+    pub fn name(self) -> &'static str {
+        match self {
+            Topology::AllToAll => "all-to-all",
+            Topology::Star => "star",
+            Topology::Ring => "ring",
+        }
+    }
+}
+
+/// How a multi-leader cluster resolves concurrent writes to a key.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MultiLeaderConflict {
+    /// Last write wins on the writing node's clock (skew loses writes).
+    #[default]
+    Lww,
+    /// Concurrent writes kept as siblings until a write that saw them all.
+    VersionVectors,
+    /// Every key is a CRDT of type `crdt`: merges need no resolution.
+    Crdt,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct MultiLeaderOptions {
+    pub topology: Topology,
+    pub conflict: MultiLeaderConflict,
+    /// The type of every key when `conflict = "crdt"`.
+    pub crdt: crate::crdt::CrdtType,
+    /// How often a node tells every peer what it holds and sends again
+    /// what was not acknowledged.
+    pub anti_entropy_ms: u64,
+}
+
+impl Default for MultiLeaderOptions {
+    fn default() -> Self {
+        MultiLeaderOptions {
+            topology: Topology::AllToAll,
+            conflict: MultiLeaderConflict::Lww,
+            crdt: crate::crdt::CrdtType::PnCounter,
+            anti_entropy_ms: 200,
+        }
+    }
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterConfig {
@@ -224,6 +285,10 @@ pub struct ClusterConfig {
     pub max_value_bytes: usize,
     #[serde(default = "default_max_frame_bytes")]
     pub max_frame_bytes: usize,
+    /// Bytes of frames a node holds at once while reading them, over all
+    /// its client and peer connections; frames past it wait their turn.
+    #[serde(default = "default_frame_budget_bytes")]
+    pub frame_budget_bytes: usize,
     /// Connections each port (client, peer, admin) serves at once; more are refused.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
@@ -247,6 +312,8 @@ pub struct ClusterConfig {
     pub single_leader: SingleLeaderOptions,
     #[serde(default)]
     pub leaderless: LeaderlessOptions,
+    #[serde(default)]
+    pub multi_leader: MultiLeaderOptions,
     pub nodes: Vec<NodeAddrs>,
 }
 
@@ -264,6 +331,9 @@ fn default_max_in_flight() -> usize {
 }
 fn default_max_frame_bytes() -> usize {
     crate::codec::DEFAULT_MAX_FRAME_BYTES
+}
+fn default_frame_budget_bytes() -> usize {
+    crate::codec::DEFAULT_FRAME_BUDGET_BYTES
 }
 fn default_compact_bytes() -> u64 {
     64 * 1024 * 1024
@@ -310,6 +380,7 @@ fsync = "always"
 tick_ms = 10
 max_value_bytes = 1048576
 max_frame_bytes = 16777216
+frame_budget_bytes = 67108864
 max_connections = 1024
 max_in_flight = 1024
 compact_after_bytes = 67108864
@@ -344,6 +415,15 @@ conflict = "lww"
 request_timeout_ms = 2000
 ping_ms = 100
 failure_timeout_ms = 500
+
+[multi_leader]
+# all-to-all | star | ring
+topology = "all-to-all"
+# lww | version-vectors | crdt
+conflict = "lww"
+# with conflict = "crdt": g-counter | pn-counter | g-set | 2p-set | or-set | lww-register | mv-register
+crdt = "pn-counter"
+anti_entropy_ms = 200
 
 [[nodes]]
 id = "n1"

@@ -4,6 +4,7 @@
 use crate::config::Mode;
 use crate::core::ModeEntry;
 use crate::leaderless::Leaderless;
+use crate::multi_leader::MultiLeader;
 use crate::single_leader::SingleLeader;
 
 /// Each mode with the tag that marks its records in the write-ahead log:
@@ -11,6 +12,7 @@ use crate::single_leader::SingleLeader;
 pub static MODES: &[ModeEntry] = &[
     ModeEntry::of::<SingleLeader>(Mode::SingleLeader, 0),
     ModeEntry::of::<Leaderless>(Mode::Leaderless, 1),
+    ModeEntry::of::<MultiLeader>(Mode::MultiLeader, 2),
 ];
 
 /// The row of `cfg`'s mode (every mode has one).

@@ -65,6 +65,11 @@ pub enum Op {
         key: String,
         elem: i64,
     },
+    /// A set's remove (multi-leader CRDT sets; elsewhere a type mismatch).
+    Remove {
+        key: String,
+        elem: i64,
+    },
     ReadSet {
         key: String,
     },
@@ -84,6 +89,7 @@ impl Op {
             | Op::ReadList { key }
             | Op::Incr { key, .. }
             | Op::Add { key, .. }
+            | Op::Remove { key, .. }
             | Op::ReadSet { key } => Some(key),
             Op::Txn { .. } => None,
         }
@@ -287,6 +293,15 @@ pub fn apply_micro(current: Option<&Value>, op: &Op) -> Result<(Option<Value>, O
         Op::ReadSet { .. } => match current {
             None => Ok((None, OpResult::Value(Some(Value::Set(BTreeSet::new()))))),
             Some(v @ Value::Set(_)) => Ok((None, OpResult::Value(Some(v.clone())))),
+            Some(_) => Err(mismatch()),
+        },
+        Op::Remove { elem, .. } => match current {
+            None => Ok((None, OpResult::Done)),
+            Some(Value::Set(s)) => {
+                let mut s = s.clone();
+                s.remove(elem);
+                Ok((Some(Value::Set(s)), OpResult::Done))
+            }
             Some(_) => Err(mismatch()),
         },
         Op::Txn { .. } => Err(mismatch()),

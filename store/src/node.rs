@@ -4,7 +4,9 @@
 //! replies anything.
 
 use crate::admin::NodeStatus;
-use crate::codec::{decode, decode_id_prefix, encode, put_frame, read_frame, CodecError};
+use crate::codec::{
+    decode, decode_id_prefix, encode, put_frame, read_frame_within, CodecError, FrameBudget,
+};
 use crate::config::{ClusterConfig, ConfigError};
 use crate::core::{build_core, ClientId, CoreError, CoreStatus, Effect, Input, PeerMsg};
 use crate::msg::{NodeId, Reply, Request, Response};
@@ -126,16 +128,14 @@ pub async fn run_node_with(cfg: ClusterConfig, id: &str) -> Result<(), NodeError
         tokio::spawn(peer_link(me, cfg.secret.clone(), node.peer.clone(), lrx));
     }
 
-    tokio::spawn(accept_clients(
-        client_listener,
-        tx.clone(),
-        Limits::of(&cfg),
-    ));
+    // One budget for the frames of both ports.
+    let limits = Limits::of(&cfg);
+    tokio::spawn(accept_clients(client_listener, tx.clone(), limits.clone()));
     tokio::spawn(accept_peers(
         peer_listener,
         tx.clone(),
         faults.clone(),
-        Limits::of(&cfg),
+        limits,
         cfg.secret.clone(),
     ));
     tokio::spawn(accept_admin(
@@ -346,13 +346,14 @@ pub async fn accept_next(listener: &TcpListener, what: &str) -> TcpStream {
     }
 }
 
-/// What one connection may hold, from the cluster file.
-#[derive(Clone, Copy)]
+/// What one connection, and all of them, may hold, from the cluster file.
+#[derive(Clone)]
 struct Limits {
     max_frame: usize,
     max_value: usize,
     max_connections: usize,
     max_in_flight: usize,
+    frames: FrameBudget,
 }
 
 impl Limits {
@@ -362,6 +363,7 @@ impl Limits {
             max_value: cfg.max_value_bytes,
             max_connections: cfg.max_connections.max(1),
             max_in_flight: cfg.max_in_flight.max(1),
+            frames: FrameBudget::new(cfg.frame_budget_bytes.max(cfg.max_frame_bytes)),
         }
     }
 }
@@ -412,12 +414,13 @@ async fn accept_peers(
         let tx = tx.clone();
         let faults = faults.clone();
         let secret = secret.clone();
+        let frames = limits.frames.clone();
         tokio::spawn(async move {
             let _slot = slot;
             let _ = stream.set_nodelay(true);
             let mut reader = BufReader::with_capacity(1 << 16, stream);
-            let from: NodeId = match read_frame(&mut reader, max_frame).await {
-                Ok(Some(bytes)) => match decode::<Hello>(&bytes) {
+            let from: NodeId = match read_frame_within(&mut reader, max_frame, &frames).await {
+                Ok(Some((bytes, _held))) => match decode::<Hello>(&bytes) {
                     Ok(hello) if same_secret(&hello.secret, &secret) => hello.node,
                     _ => {
                         eprintln!("refused a peer connection: bad hello or wrong secret");
@@ -427,8 +430,8 @@ async fn accept_peers(
                 _ => return,
             };
             loop {
-                match read_frame(&mut reader, max_frame).await {
-                    Ok(Some(bytes)) => {
+                match read_frame_within(&mut reader, max_frame, &frames).await {
+                    Ok(Some((bytes, _held))) => {
                         if faults.is_blocked(from) {
                             continue;
                         }
@@ -452,7 +455,7 @@ async fn accept_clients(listener: TcpListener, tx: mpsc::UnboundedSender<Event>,
         max_value,
         max_in_flight,
         ..
-    } = limits;
+    } = limits.clone();
     let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
     let mut refusal = Vec::new();
     put_frame(
@@ -468,6 +471,7 @@ async fn accept_clients(listener: TcpListener, tx: mpsc::UnboundedSender<Event>,
     loop {
         let (stream, slot) = accept_within(&listener, "client", &slots, Some(&refusal)).await;
         let tx = tx.clone();
+        let frames = limits.frames.clone();
         tokio::spawn(async move {
             let _slot = slot;
             let _ = stream.set_nodelay(true);
@@ -507,8 +511,8 @@ async fn accept_clients(listener: TcpListener, tx: mpsc::UnboundedSender<Event>,
                     id,
                     reply: Reply::Error(message),
                 };
-                match read_frame(&mut reader, max_frame).await {
-                    Ok(Some(bytes)) => match decode::<Request>(&bytes) {
+                match read_frame_within(&mut reader, max_frame, &frames).await {
+                    Ok(Some((bytes, _held))) => match decode::<Request>(&bytes) {
                         Ok(request) => {
                             if let Err(problem) = request.op.validate(max_value) {
                                 let _ = rtx.send(error(request.id, problem));

@@ -9,7 +9,7 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use splitbrain_history::Value;
 
-use splitbrain_generators::{each_thread, from_fn, once, Gen, OpSpec};
+use splitbrain_generators::{concat, each_thread, from_fn, once, Gen, OpSpec};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -28,10 +28,18 @@ pub enum WorkloadKind {
     Bank,
     /// Reads and unique writes per process, for session guarantees.
     Session,
+    /// Increments and decrements from every node, then a read at each:
+    /// a CRDT counter's bounds and convergence.
+    CrdtCounter,
+    /// Adds and removes of a few elements from every node (add-wins).
+    OrSet,
+    /// Unique writes and reads of a few registers that may return
+    /// concurrent versions (siblings): no write lost unless overwritten.
+    Siblings,
 }
 
 impl WorkloadKind {
-    pub const ALL: [WorkloadKind; 7] = [
+    pub const ALL: [WorkloadKind; 10] = [
         WorkloadKind::Register,
         WorkloadKind::ListAppend,
         WorkloadKind::RwRegister,
@@ -39,6 +47,9 @@ impl WorkloadKind {
         WorkloadKind::Counter,
         WorkloadKind::Bank,
         WorkloadKind::Session,
+        WorkloadKind::CrdtCounter,
+        WorkloadKind::OrSet,
+        WorkloadKind::Siblings,
     ];
 
     pub fn name(self) -> &'static str {
@@ -50,6 +61,9 @@ impl WorkloadKind {
             WorkloadKind::Counter => "counter",
             WorkloadKind::Bank => "bank",
             WorkloadKind::Session => "session",
+            WorkloadKind::CrdtCounter => "crdt-counter",
+            WorkloadKind::OrSet => "or-set",
+            WorkloadKind::Siblings => "siblings",
         }
     }
 }
@@ -340,6 +354,81 @@ pub fn build(kind: WorkloadKind, o: &WorkloadOptions) -> Workload {
                 checkers: vec![
                     CheckerUse::plain("session"),
                     CheckerUse::plain("staleness"),
+                    CheckerUse::plain("stats"),
+                    CheckerUse::plain("perf"),
+                ],
+            }
+        }
+        WorkloadKind::CrdtCounter => {
+            let client = from_fn(seed, |rng| {
+                if rng.gen_bool(0.5) {
+                    let by = rng.gen_range(1..=5i64);
+                    OpSpec::new("add", if rng.gen_bool(0.3) { -by } else { by })
+                } else {
+                    OpSpec::new("read", Value::Nil)
+                }
+            });
+            Workload {
+                kind,
+                client,
+                final_ops: Some(each_thread(|_| once(OpSpec::new("read", Value::Nil)))),
+                checkers: vec![
+                    CheckerUse::plain("crdt-counter"),
+                    CheckerUse::plain("convergence"),
+                    CheckerUse::plain("stats"),
+                    CheckerUse::plain("perf"),
+                ],
+            }
+        }
+        WorkloadKind::OrSet => {
+            // Few elements, so adds and removes of one element meet often.
+            let client = from_fn(seed, |rng| {
+                let elem = rng.gen_range(0..16i64);
+                match rng.gen_range(0..3) {
+                    0 => OpSpec::new("add", elem),
+                    1 => OpSpec::new("remove", elem),
+                    _ => OpSpec::new("read", Value::Nil),
+                }
+            });
+            Workload {
+                kind,
+                client,
+                final_ops: Some(each_thread(|_| once(OpSpec::new("read", Value::Nil)))),
+                checkers: vec![
+                    CheckerUse::plain("or-set"),
+                    CheckerUse {
+                        params: vec![("unordered", "true".to_string())],
+                        ..CheckerUse::plain("convergence")
+                    },
+                    CheckerUse::plain("stats"),
+                    CheckerUse::plain("perf"),
+                ],
+            }
+        }
+        WorkloadKind::Siblings => {
+            let keys = o.active_keys.max(1) as i64;
+            let mut next = 0i64;
+            let client = from_fn(seed, move |rng| {
+                let key = rng.gen_range(0..keys);
+                if rng.gen_bool(0.5) {
+                    OpSpec::new("read", Value::Nil).with_key(key)
+                } else {
+                    next += 1;
+                    OpSpec::new("write", next).with_key(key)
+                }
+            });
+            Workload {
+                kind,
+                client,
+                final_ops: Some(each_thread(move |_| {
+                    concat(
+                        (0..keys)
+                            .map(|k| once(OpSpec::new("read", Value::Nil).with_key(k)))
+                            .collect(),
+                    )
+                })),
+                checkers: vec![
+                    CheckerUse::plain("siblings"),
                     CheckerUse::plain("stats"),
                     CheckerUse::plain("perf"),
                 ],

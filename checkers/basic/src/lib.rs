@@ -12,6 +12,9 @@
 //! | `set` | `add` x; `read` -> set/list (the last to complete is judged); per `key` | |
 //! | `set-full` | as `set`, reads throughout | `--linearizable`: stale reads invalid |
 //! | `counter` | `add`/`increment` n; `read` -> n | `initial` |
+//! | `crdt-counter` | as `counter`, replicated without coordination: bounds by subsets, final reads exact | `initial` |
+//! | `or-set` | `add` x, `remove` x; `read` -> set (add-wins) | |
+//! | `siblings` | `write` v (unique), `read` -> value or set of siblings, optional `key` | |
 //! | `bank` | `transfer` {from to amount}; `read` -> {account balance} | `total=`, `accounts=a,b`, `negative-balances=true` |
 //! | `unique-ids` | `generate` -> id | |
 //! | `queue`, `total-queue` | `enqueue` x; `dequeue` -> x; `drain` -> [x..] | `duplicates-allowed=true` |
@@ -28,11 +31,14 @@ pub mod bank;
 pub mod common;
 pub mod convergence;
 pub mod counter;
+pub mod crdt_counter;
 pub mod ids;
+pub mod or_set;
 pub mod perf;
 pub mod queue;
 pub mod session;
 pub mod set;
+pub mod siblings;
 pub mod staleness;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -45,11 +51,14 @@ use splitbrain_history::{
 pub use bank::check_bank;
 pub use convergence::check_convergence;
 pub use counter::check_counter;
+pub use crdt_counter::check_crdt_counter;
 pub use ids::check_unique_ids;
+pub use or_set::check_or_set;
 pub use perf::{check_perf, check_stats};
 pub use queue::{check_queue, check_total_queue};
 pub use session::check_session;
 pub use set::{check_set, check_set_full};
+pub use siblings::check_siblings;
 pub use staleness::check_staleness;
 
 /// Results list at most this many detailed items of one kind; counts stay exact.
@@ -80,6 +89,9 @@ pub const CHECKERS: &[CheckerDef] = &[
     checker!("session", check_session),
     checker!("staleness", check_staleness),
     checker!("convergence", check_convergence),
+    checker!("crdt-counter", check_crdt_counter),
+    checker!("or-set", check_or_set),
+    checker!("siblings", check_siblings),
     checker!("stats", check_stats),
     checker!("perf", check_perf),
 ];

@@ -888,6 +888,9 @@ fn every_checker_is_listed() {
             "session",
             "staleness",
             "convergence",
+            "crdt-counter",
+            "or-set",
+            "siblings",
             "stats",
             "perf"
         ]

@@ -78,14 +78,19 @@ pub(crate) fn labels(run: &str) -> HashMap<String, String> {
 }
 
 /// Remove containers and networks that earlier runs made and whose harness
-/// process is gone. Returns how many things were removed.
-pub async fn remove_leftovers(docker: &Docker) -> Result<usize, DockerError> {
+/// process is gone, but none of the runs in `kept` (left running on
+/// purpose). Returns how many things were removed.
+pub async fn remove_leftovers(docker: &Docker, kept: &[String]) -> Result<usize, DockerError> {
     remove_labelled(docker, LABEL_MANAGED, |labels| {
-        labels
-            .as_ref()
-            .and_then(|l| l.get(LABEL_PID))
-            .and_then(|p| p.parse::<u32>().ok())
-            .is_none_or(|p| !pid_alive(p))
+        let Some(labels) = labels.as_ref() else {
+            return true;
+        };
+        let kept = labels.get(LABEL_RUN).is_some_and(|r| kept.contains(r));
+        !kept
+            && labels
+                .get(LABEL_PID)
+                .and_then(|p| p.parse::<u32>().ok())
+                .is_none_or(|p| !pid_alive(p))
     })
     .await
 }
@@ -391,7 +396,7 @@ impl DockerCluster {
         names: &[Node],
         log_dir: &Path,
     ) -> Result<DockerCluster, DockerError> {
-        remove_leftovers(&docker).await?;
+        remove_leftovers(&docker, &super::run_lock::kept_docker_runs()).await?;
         let network = format!("sb-{run}");
         let [a, b, c] = create_network(&docker, run, &network).await?;
         let ips: BTreeMap<Node, Ipv4Addr> = names
@@ -925,6 +930,7 @@ pub struct DockerEnv {
     cluster: Option<DockerCluster>,
     nodes: Vec<Node>,
     logs: Vec<PathBuf>,
+    lock: Option<super::run_lock::RunLock>,
 }
 
 impl DockerEnv {
@@ -937,6 +943,7 @@ impl DockerEnv {
             cluster: None,
             nodes: Vec::new(),
             logs: Vec::new(),
+            lock: None,
         }
     }
 
@@ -1023,6 +1030,10 @@ impl super::Environment for DockerEnv {
             std::process::id(),
             nanos % 1_000_000
         );
+        let mut lock = super::run_lock::RunLock::create("docker", run_dir)
+            .map_err(|e| DockerError::Other(format!("writing the run's lock file: {e}")))?;
+        lock.set_docker_run(&self.run);
+        self.lock = Some(lock);
         let cluster = DockerCluster::place(docker, &self.run, nodes, run_dir).await?;
         let mut addrs = super::Addresses::default();
         for (n, ip) in cluster.ips() {
@@ -1088,9 +1099,12 @@ impl super::Environment for DockerEnv {
         if leave_running {
             if !self.run.is_empty() {
                 eprintln!(
-                    "left the containers running: `docker rm -f $(docker ps -aq --filter label={LABEL_RUN}={})` removes them",
+                    "left the containers running: `splitbrain clean`, or `docker rm -f $(docker ps -aq --filter label={LABEL_RUN}={})`, removes them",
                     self.run
                 );
+            }
+            if let Some(lock) = self.lock.take() {
+                lock.leave_running();
             }
             return Ok(self.logs.clone());
         }
@@ -1101,6 +1115,9 @@ impl super::Environment for DockerEnv {
             // Whatever carries this run's label, recorded or not.
             let docker = connect().await?;
             remove_run(&docker, &self.run).await?;
+        }
+        if let Some(lock) = self.lock.take() {
+            lock.release();
         }
         Ok(self.logs.clone())
     }

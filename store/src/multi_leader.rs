@@ -363,7 +363,9 @@ impl Protocol for MultiLeader {
         match input {
             Input::Client { client, request } => self.on_client(now_ms, client, request, &mut fx),
             Input::Peer { from, msg } => self.on_peer(from, msg, &mut fx),
-            Input::Flush => self.push(&mut fx),
+            // Changes go out on ticks, batched: asynchronous replication
+            // needs no round trip per write, and fewer, larger messages cost less.
+            Input::Flush => {}
             Input::Tick => {
                 if now_ms >= self.next_digest_ms {
                     self.next_digest_ms = now_ms + self.opts.anti_entropy_ms.max(1);

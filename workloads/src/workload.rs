@@ -336,17 +336,7 @@ pub fn build(kind: WorkloadKind, o: &WorkloadOptions) -> Workload {
             }
         }
         WorkloadKind::Session => {
-            let active = o.active_keys.max(1) as i64;
-            let mut next = 0i64;
-            let client = from_fn(seed, move |rng| {
-                let key = rng.gen_range(0..active);
-                if rng.gen_bool(0.5) {
-                    OpSpec::new("read", Value::Nil).with_key(key)
-                } else {
-                    next += 1;
-                    OpSpec::new("write", next).with_key(key)
-                }
-            });
+            let client = unique_writes_and_reads(seed, o.active_keys.max(1) as i64);
             Workload {
                 kind,
                 client,
@@ -407,16 +397,7 @@ pub fn build(kind: WorkloadKind, o: &WorkloadOptions) -> Workload {
         }
         WorkloadKind::Siblings => {
             let keys = o.active_keys.max(1) as i64;
-            let mut next = 0i64;
-            let client = from_fn(seed, move |rng| {
-                let key = rng.gen_range(0..keys);
-                if rng.gen_bool(0.5) {
-                    OpSpec::new("read", Value::Nil).with_key(key)
-                } else {
-                    next += 1;
-                    OpSpec::new("write", next).with_key(key)
-                }
-            });
+            let client = unique_writes_and_reads(seed, keys);
             Workload {
                 kind,
                 client,
@@ -435,6 +416,20 @@ pub fn build(kind: WorkloadKind, o: &WorkloadOptions) -> Workload {
             }
         }
     }
+}
+
+/// Reads and writes of `keys` keys, half each; every write's value is new.
+fn unique_writes_and_reads(seed: u64, keys: i64) -> Gen {
+    let mut next = 0i64;
+    from_fn(seed, move |rng| {
+        let key = rng.gen_range(0..keys);
+        if rng.gen_bool(0.5) {
+            OpSpec::new("read", Value::Nil).with_key(key)
+        } else {
+            next += 1;
+            OpSpec::new("write", next).with_key(key)
+        }
+    })
 }
 
 #[cfg(test)]

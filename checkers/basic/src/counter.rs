@@ -22,6 +22,26 @@ pub struct CounterViolation {
     pub off_by: i64,
 }
 
+impl CounterViolation {
+    /// The read at `read` of `value`, if it is outside `[lower, upper]`.
+    pub fn of(read: usize, value: i64, lower: i64, upper: i64) -> Option<CounterViolation> {
+        let off_by = if value < lower {
+            value.saturating_sub(lower)
+        } else if value > upper {
+            value.saturating_sub(upper)
+        } else {
+            return None;
+        };
+        Some(CounterViolation {
+            read,
+            value,
+            lower,
+            upper,
+            off_by,
+        })
+    }
+}
+
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct CounterResult {
     pub verdict: Verdict,
@@ -92,23 +112,10 @@ pub fn check_counter(h: &History, opts: &CheckOptions) -> Result<CounterResult, 
                 // Saturating: absurd increments must not overflow the checker.
                 let lower = initial.saturating_add(ap).saturating_add(invoked_neg);
                 let upper = initial.saturating_add(an).saturating_add(invoked_pos);
-                let off_by = if value < lower {
-                    value.saturating_sub(lower)
-                } else if value > upper {
-                    value.saturating_sub(upper)
-                } else {
-                    0
-                };
-                if off_by != 0 {
+                if let Some(v) = CounterViolation::of(i, value, lower, upper) {
                     r.violation_count += 1;
                     if r.violations.len() < DETAIL_LIMIT {
-                        r.violations.push(CounterViolation {
-                            read: i,
-                            value,
-                            lower,
-                            upper,
-                            off_by,
-                        });
+                        r.violations.push(v);
                     }
                 }
             }

@@ -108,23 +108,10 @@ pub fn check_crdt_counter(
             }
             let lower = initial.saturating_add(invoked_neg);
             let upper = initial.saturating_add(invoked_pos);
-            let off_by = if value < lower {
-                value.saturating_sub(lower)
-            } else if value > upper {
-                value.saturating_sub(upper)
-            } else {
-                0
-            };
-            if off_by != 0 {
+            if let Some(v) = CounterViolation::of(i, value, lower, upper) {
                 r.out_of_bounds_count += 1;
                 if r.out_of_bounds.len() < DETAIL_LIMIT {
-                    r.out_of_bounds.push(CounterViolation {
-                        read: i,
-                        value,
-                        lower,
-                        upper,
-                        off_by,
-                    });
+                    r.out_of_bounds.push(v);
                 }
             }
         }

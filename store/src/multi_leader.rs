@@ -106,11 +106,12 @@ impl MultiLeader {
         node
     }
 
-    fn empty(&self) -> Crdt {
+    /// The type every key of this cluster holds.
+    fn key_type(&self) -> CrdtType {
         match self.opts.conflict {
-            MultiLeaderConflict::Lww => CrdtType::LwwRegister.empty(),
-            MultiLeaderConflict::VersionVectors => CrdtType::MvRegister.empty(),
-            MultiLeaderConflict::Crdt => self.opts.crdt.empty(),
+            MultiLeaderConflict::Lww => CrdtType::LwwRegister,
+            MultiLeaderConflict::VersionVectors => CrdtType::MvRegister,
+            MultiLeaderConflict::Crdt => self.opts.crdt,
         }
     }
 
@@ -125,10 +126,10 @@ impl MultiLeader {
         if c.seq != next {
             return false;
         }
-        let empty = self.empty();
+        let ty = self.key_type();
         self.data
             .entry(c.key.clone())
-            .or_insert(empty)
+            .or_insert_with(|| ty.empty())
             .join(&c.delta);
         self.log.entry(c.origin).or_default().push(c);
         true
@@ -149,12 +150,12 @@ impl MultiLeader {
     /// Whether changes of `origin` go to `peer`: along the topology (all-to-all
     /// sends only a node's own, star and ring pass every origin on), and to
     /// the origin's own node always, which may have lost them in a crash.
-    fn forwards(&self, origin: Replica, peer: NodeId) -> bool {
+    fn forwards(&self, origin: Replica, peer: NodeId, out_neighbours: &[NodeId]) -> bool {
         let node = node_of(origin);
         if node == peer {
             return true;
         }
-        if !self.out_neighbours().contains(&peer) {
+        if !out_neighbours.contains(&peer) {
             return false;
         }
         match self.opts.topology {
@@ -165,7 +166,8 @@ impl MultiLeader {
 
     /// Send each peer what it lacks and has not been sent yet.
     fn push(&mut self, fx: &mut Vec<Effect>) {
-        let mut peers = self.out_neighbours();
+        let out_neighbours = self.out_neighbours();
+        let mut peers = out_neighbours.clone();
         // Peers outside the topology still get their own origins' changes back.
         let others: Vec<NodeId> = self
             .peer_has
@@ -182,7 +184,7 @@ impl MultiLeader {
                     break;
                 }
                 let from = *sent.get(origin).unwrap_or(&0) as usize;
-                if from >= log.len() || !self.forwards(*origin, peer) {
+                if from >= log.len() || !self.forwards(*origin, peer, &out_neighbours) {
                     continue;
                 }
                 let upto = log.len().min(from + MAX_BATCH - batch.len());
@@ -225,8 +227,8 @@ impl MultiLeader {
             return;
         };
         let replica = self.replica(now_ms);
-        let empty = self.empty();
-        let state = self.data.entry(key.clone()).or_insert(empty);
+        let ty = self.key_type();
+        let state = self.data.entry(key.clone()).or_insert_with(|| ty.empty());
         let outcome = match self.opts.conflict {
             MultiLeaderConflict::Crdt => state.update(replica, now_ms * 1000, &req.op),
             MultiLeaderConflict::Lww | MultiLeaderConflict::VersionVectors => {
@@ -309,6 +311,9 @@ impl MultiLeader {
 /// A register op (LWW or version vectors) against the key's current value:
 /// the value to write, if it writes, and its result; reads are answered here.
 fn register_op(state: &Crdt, op: &Op) -> Result<(Option<Value>, OpResult), Reply> {
+    if let Op::Put { value, .. } = op {
+        return Ok((Some(value.clone()), OpResult::Done));
+    }
     let read = state.read();
     if let Op::Get { .. } = op {
         return Ok((None, read));
@@ -317,7 +322,6 @@ fn register_op(state: &Crdt, op: &Op) -> Result<(Option<Value>, OpResult), Reply
         OpResult::Value(v) => v,
         OpResult::Siblings(_) => {
             return match op {
-                Op::Put { value, .. } => Ok((Some(value.clone()), OpResult::Done)),
                 Op::Cas { .. } => Err(Reply::NotDone(Refusal::CasMismatch { current: None })),
                 _ => Err(Reply::Error(
                     "the key has concurrent versions (siblings): write a value to merge them"
@@ -387,13 +391,14 @@ impl Protocol for MultiLeader {
     }
 
     fn status(&self) -> CoreStatus {
+        let changes = self.log.values().map(|l| l.len() as u64).sum();
         CoreStatus {
             role: "leader".into(),
             epoch: 0,
             leader: Some(self.me),
             keys: self.data.len() as u64,
-            commit_index: self.log.values().map(|l| l.len() as u64).sum(),
-            last_index: self.log.values().map(|l| l.len() as u64).sum(),
+            commit_index: changes,
+            last_index: changes,
         }
     }
 

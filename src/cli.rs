@@ -1010,14 +1010,20 @@ fn test(args: TestArgs) -> Result<u8, Failure> {
             report.ops
         );
         for c in &report.results.checkers {
+            let mut notes = c.anomaly_types.clone();
+            // How long the replicas took to agree is the figure a
+            // convergence test is run for.
+            if let Some(ms) = c.result.get("converged_ms").and_then(|v| v.as_f64()) {
+                notes.push(format!("converged {ms:.0} ms after the heal"));
+            }
             say!(
                 "  {}: {}{}",
                 c.checker,
                 c.verdict.as_str(),
-                if c.anomaly_types.is_empty() {
+                if notes.is_empty() {
                     String::new()
                 } else {
-                    format!(" ({})", c.anomaly_types.join(", "))
+                    format!(" ({})", notes.join(", "))
                 }
             );
         }

@@ -10,7 +10,8 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use splitbrain_generators::{
-    clients, clients_and_nemesis, concat, nemesis, phases, rate, sleep, time_limit, Gen, Invocation,
+    clients, clients_and_nemesis, concat, nemesis, phases, rate, repeat, sleep, time_limit, Gen,
+    Invocation,
 };
 use splitbrain_history::{CheckOptions, Format, History, Op, OpWriter, Value, Verdict};
 use splitbrain_nemesis::fault::{self, NemesisOptions, Runner};
@@ -140,9 +141,28 @@ impl NemesisRunner for NemesisAdapter {
     }
 }
 
+/// How often the final reads are repeated while the cluster quiesces.
+const CONVERGENCE_POLL_NS: u64 = 50_000_000;
+
 /// The whole schedule: workload and faults for the time limit, then the
-/// heal, a quiet period, and the workload's final ops.
-pub fn schedule(o: &TestOptions, client: Gen, final_ops: Option<Gen>) -> Gen {
+/// heal, a quiet period, and the workload's final ops. A workload judged on
+/// convergence repeats its final reads through the quiet period, so that the
+/// convergence checker sees when each replica reached the final state.
+pub fn schedule(
+    o: &TestOptions,
+    client: Gen,
+    final_ops: Option<Gen>,
+    checkers: &[CheckerUse],
+) -> Gen {
+    let polls = checkers.iter().any(|c| c.name == "convergence").then(|| {
+        let (kind, options) = (o.workload, workload_options(o));
+        repeat(None, move || {
+            concat(vec![
+                build(kind, &options).final_ops.unwrap_or_else(|| sleep(0)),
+                sleep(CONVERGENCE_POLL_NS),
+            ])
+        })
+    });
     let limit_ns = (o.time_limit_s * 1e9) as u64;
     let client = if o.rate > 0.0 {
         rate(o.seed ^ 0x5eed, o.rate, client)
@@ -161,12 +181,21 @@ pub fn schedule(o: &TestOptions, client: Gen, final_ops: Option<Gen>) -> Gen {
         parts.push(nemesis(heal));
     }
     if let Some(fin) = final_ops {
-        parts.push(concat(vec![
-            sleep((o.quiesce_s * 1e9) as u64),
-            clients(fin),
-        ]));
+        let quiet_ns = (o.quiesce_s * 1e9) as u64;
+        let quiet = match polls {
+            Some(polls) => clients(time_limit(quiet_ns, polls)),
+            None => sleep(quiet_ns),
+        };
+        parts.push(concat(vec![quiet, clients(fin)]));
     }
     phases(parts)
+}
+
+fn workload_options(o: &TestOptions) -> WorkloadOptions {
+    WorkloadOptions {
+        seed: o.seed,
+        ..o.workload_options.clone()
+    }
 }
 
 /// Run one test end to end.
@@ -195,14 +224,8 @@ pub async fn run_test(
         return Err(e.context("setting up the cluster"));
     }
 
-    let workload = build(
-        o.workload,
-        &WorkloadOptions {
-            seed: o.seed,
-            ..o.workload_options.clone()
-        },
-    );
-    let gen = schedule(o, workload.client, workload.final_ops);
+    let workload = build(o.workload, &workload_options(o));
+    let gen = schedule(o, workload.client, workload.final_ops, &workload.checkers);
     let history_path = dir.join(HISTORY_FILE);
     let mut out = OpWriter::new(
         BufWriter::new(std::fs::File::create(&history_path)?),

@@ -96,6 +96,57 @@ fn list_append_on_the_local_reference_store_is_valid() {
 }
 
 #[test]
+fn a_crdt_counter_run_reports_when_each_replica_converged_after_the_heal() {
+    let store = tempfile::tempdir().unwrap();
+    let run = run_test(
+        store.path(),
+        &[
+            "--replication",
+            "multi-leader",
+            "--conflict",
+            "crdt",
+            "--workload",
+            "crdt-counter",
+            "--nemesis",
+            "partition",
+            "--nemesis-interval",
+            "1",
+            "--time-limit",
+            "4",
+            "--rate",
+            "200",
+            "--quiesce",
+            "1",
+            "--seed",
+            "6",
+        ],
+    );
+    assert_valid(&run);
+    assert!(run.stdout.contains("ms after the heal"), "{}", run.stdout);
+    let r = results(&run.dir);
+    let conv = r["checkers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["checker"] == "convergence")
+        .expect("crdt-counter runs the convergence checker");
+    // Replicas are the nodes that answered, and the final reads were
+    // repeated through the quiet second, not read once at its end.
+    let per_node = conv["result"]["converged_ms_per_node"].as_object().unwrap();
+    let nodes: Vec<&str> = per_node.keys().map(String::as_str).collect();
+    assert_eq!(nodes, ["n1", "n2", "n3", "n4", "n5"], "{conv:#}");
+    let clients = 10;
+    assert!(
+        conv["result"]["final_read_count"].as_u64().unwrap() > 5 * clients,
+        "{conv:#}"
+    );
+    assert!(
+        conv["result"]["converged_ms"].as_f64().unwrap() < 1000.0,
+        "{conv:#}"
+    );
+}
+
+#[test]
 fn bank_on_the_local_reference_store_is_valid() {
     let store = tempfile::tempdir().unwrap();
     let run = run_test(

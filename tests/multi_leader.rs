@@ -62,6 +62,27 @@ fn every_topology_and_conflict_mode_converges_and_loses_nothing_it_promises_to_k
 }
 
 #[test]
+fn with_a_change_log_of_four_lagging_peers_catch_up_from_whole_states() {
+    for topology in ["all-to-all", "star", "ring"] {
+        for (conflict, workload) in [
+            ("conflict = \"crdt\"\ncrdt = \"pn-counter\"", "crdt-counter"),
+            ("conflict = \"crdt\"\ncrdt = \"or-set\"", "or-set"),
+            ("conflict = \"version-vectors\"", "siblings"),
+        ] {
+            let conflict = format!("{conflict}\nmax_log_changes = 4");
+            let s = scenario(topology, &conflict, workload, &["partition", "kill"]);
+            for (seed, verdict, anomalies) in verdicts(&s) {
+                assert_eq!(
+                    verdict,
+                    Verdict::Valid,
+                    "{topology} {workload} seed {seed}: {anomalies:?}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
 fn last_write_wins_under_clock_skew_loses_writes_in_every_topology() {
     for topology in ["all-to-all", "star", "ring"] {
         let s = scenario(topology, "conflict = \"lww\"", "siblings", &["clock"]);

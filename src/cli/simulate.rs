@@ -10,7 +10,7 @@ use clap::Args;
 use splitbrain::run_store::{self, RunResults};
 use splitbrain::simulation::claims::{run_claim, scenario, ClaimResult};
 use splitbrain::simulation::page::{self, RealRun};
-use splitbrain::simulation::{check, history_jsonl, run, Coordinators, Scenario, SimFault};
+use splitbrain::simulation::{check, history_jsonl, run, Scenario, SimFault};
 use splitbrain_history::Verdict;
 use splitbrain_store::claims::{self, Claim, Expect};
 
@@ -26,12 +26,13 @@ pub struct SimArgs {
     /// instead of the scenario the other flags describe.
     #[arg(long)]
     claim: Option<String>,
-    /// register, list-append, rw-register, set, counter or session.
+    /// Any workload but bank: register, list-append, rw-register, set,
+    /// counter, session, crdt-counter, or-set, siblings, ...
     #[arg(long, default_value = "register")]
     workload: String,
     /// none, or fault steps separated by commas, one drawn per fault window:
     /// partition, partition-leader, partition-majority, kill, kill-leader,
-    /// clock, clock-leader, loss; `a+b` applies both at once.
+    /// kill-past-the-heal, clock, clock-leader, loss; `a+b` applies both at once.
     #[arg(long, default_value = "none")]
     faults: String,
     #[arg(long, default_value_t = 3)]
@@ -41,9 +42,10 @@ pub struct SimArgs {
     /// Client ops per seed, before the heal and the final reads.
     #[arg(long, default_value_t = 2000)]
     ops: u64,
-    /// Leaderless: bound (each client process to one node) or per-request.
-    #[arg(long, default_value = "bound")]
-    coordinators: String,
+    /// Leaderless and multi-leader: bound (each client process to one node)
+    /// or per-request; the same as `--store client_routing=...` [default: bound].
+    #[arg(long)]
+    coordinators: Option<String>,
     /// Seeds to run: N, or A..B (both included).
     #[arg(long, default_value = "1..100")]
     seeds: String,
@@ -97,15 +99,9 @@ fn sim_scenario(args: &SimArgs) -> Result<(String, Scenario, Option<&'static Cla
     let mut s = Scenario::new(cfg, args.nodes, workload);
     s.concurrency = args.concurrency;
     s.ops = args.ops;
-    s.coordinators = match args.coordinators.as_str() {
-        "bound" => Coordinators::Bound,
-        "per-request" => Coordinators::PerRequest,
-        other => {
-            return Err(format!(
-                "--coordinators {other}: expected bound or per-request"
-            ))
-        }
-    };
+    if let Some(routing) = &args.coordinators {
+        s.cluster.client_routing = routing.parse().map_err(|e| format!("--coordinators {e}"))?;
+    }
     if args.faults != "none" {
         s.faults = args
             .faults
@@ -342,8 +338,9 @@ pub fn matrix(args: MatrixArgs) -> Result<u8, Failure> {
     })
 }
 
-/// The `splitbrain test` flags that run a row's scenario on real processes.
-fn test_flags(claim: &Claim) -> Result<Vec<String>, String> {
+/// The `splitbrain test` flags that run a row's scenario on real processes;
+/// none for a row whose faults only the simulator has.
+fn test_flags(claim: &Claim) -> Result<Option<Vec<String>>, String> {
     let table: toml::Table = toml::from_str(claim.cluster).map_err(|e| e.to_string())?;
     // Packet loss needs links of their own: network namespaces.
     let env = if claim.faults.iter().any(|f| f.contains("loss")) {
@@ -379,6 +376,7 @@ fn test_flags(claim: &Claim) -> Result<Vec<String>, String> {
                 SimFault::PartitionLeader => ("partition", Some("primaries"), None),
                 SimFault::PartitionMajority => ("partition", Some("majority"), None),
                 SimFault::Kill => ("kill", None, Some("one")),
+                SimFault::KillPastTheHeal => return Ok(None),
                 SimFault::KillLeader => ("kill", None, Some("primaries")),
                 SimFault::Clock | SimFault::ClockLeader => ("clock", None, None),
                 SimFault::Loss => ("loss", None, None),
@@ -414,13 +412,16 @@ fn test_flags(claim: &Claim) -> Result<Vec<String>, String> {
     if !targets.is_empty() {
         flags.extend(["--nemesis-targets".into(), targets.join(",")]);
     }
-    Ok(flags)
+    Ok(Some(flags))
 }
 
 /// Runs a row with `splitbrain test` on store nodes on this machine
 /// (processes on loopback, or in namespaces for packet loss), one run per seed.
 fn real_runs(claim: &'static Claim, args: &MatrixArgs) -> Result<Vec<RealRun>, Failure> {
-    let flags = test_flags(claim).map_err(Failure::bad_input)?;
+    let Some(flags) = test_flags(claim).map_err(Failure::bad_input)? else {
+        say!("  real runs: none, a fault of this row outlasts the heal (simulation only)");
+        return Ok(Vec::new());
+    };
     let exe = std::env::current_exe()
         .map_err(|e| Failure::bad_input(format!("cannot find this program: {e}")))?;
     let store = args.out.join("real");

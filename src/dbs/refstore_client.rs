@@ -7,10 +7,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use smol_str::SmolStr;
 use splitbrain_generators::Invocation;
 use splitbrain_history::Value;
 use splitbrain_store::client::{Client as StoreClient, ClientOptions, Outcome, Routing};
-use splitbrain_store::config::ClusterConfig;
+use splitbrain_store::config::{ClientRouting, ClusterConfig};
 use splitbrain_store::msg::{
     Op as StoreOp, OpResult, Refusal, RequestOptions, Value as StoreValue,
 };
@@ -53,7 +54,12 @@ impl ClientFactory for RefstoreClients {
         {
             Routing::Leader
         } else {
-            Routing::Bound(process as usize % self.cfg.nodes.len())
+            match self.cfg.client_routing {
+                ClientRouting::Bound => Routing::Bound(process as usize % self.cfg.nodes.len()),
+                ClientRouting::PerRequest => Routing::PerRequest {
+                    seed: self.cfg.seed ^ process.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+                },
+            }
         };
         // Each process starts from a node of its own and follows redirects,
         // so a deposed leader that has not noticed still has clients.
@@ -67,6 +73,13 @@ impl ClientFactory for RefstoreClients {
             client: StoreClient::from_config(&self.cfg, opts),
             options: request_options(&self.cfg),
             t: self.translator.clone(),
+            timeout,
+            node_ids: self
+                .cfg
+                .nodes
+                .iter()
+                .map(|n| n.id.as_str().into())
+                .collect(),
         })
     }
 }
@@ -85,6 +98,10 @@ struct RefstoreClient {
     client: StoreClient,
     options: RequestOptions,
     t: Translator,
+    timeout: Duration,
+    /// The cluster's node ids, by index: a completion names the node whose
+    /// reply it records (the convergence and staleness checkers read it).
+    node_ids: Vec<SmolStr>,
 }
 
 /// A workload's ops in the store's terms and back: pure, so that the
@@ -430,8 +447,13 @@ impl Client for RefstoreClient {
             Ok(op) => op,
             Err(why) => return Completion::fail(inv.value.clone(), &why),
         };
-        let outcome = self.send(op).await;
-        self.t.completion_of(inv, outcome)
+        let (outcome, served_by) = self
+            .client
+            .request_served(op, self.options.clone(), self.timeout)
+            .await;
+        let mut completion = self.t.completion_of(inv, outcome);
+        completion.node = served_by.and_then(|i| self.node_ids.get(i).cloned());
+        completion
     }
 }
 

@@ -27,8 +27,7 @@ pub fn scenario(claim: &Claim) -> Result<Scenario, String> {
         .map(|f| SimFault::parse_step(f))
         .collect::<Result<_, _>>()
         .map_err(|e| format!("claim {}: {e}", claim.id))?;
-    s.final_reads_per_node =
-        matches!(claim.expect, Expect::Appears("diverged")) || claim.id.contains("converge");
+    s.final_reads_per_node = claim.reads_every_replica;
     Ok(s)
 }
 

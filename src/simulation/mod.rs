@@ -16,7 +16,7 @@ use rand_chacha::ChaCha8Rng;
 use smol_str::SmolStr;
 use splitbrain_generators::{Context, Gen, Invocation, Poll, Thread};
 use splitbrain_history::{History, Op, OpType, OpWriter, Process, Value};
-use splitbrain_store::config::{ClusterConfig, Mode};
+use splitbrain_store::config::{ClientRouting, ClusterConfig, Mode};
 use splitbrain_store::msg::{NodeId, Op as StoreOp, ReadFrom, RequestOptions};
 use splitbrain_store::route::{Attempt, Next, Outcome, Router, Routing};
 use splitbrain_store::sim::{NetOptions, Sim};
@@ -38,6 +38,11 @@ pub enum SimFault {
     /// Crash a random node (losing what it had not synced); it restarts at the heal.
     Kill,
     KillLeader,
+    /// Crash the last node and keep it down through the heal and the final
+    /// reads (which read the others); it restarts at the very end. Simulation only: a fault that
+    /// outlasts the heal shows what holds while a node stays away (a ring
+    /// that stalls), which no healed history can.
+    KillPastTheHeal,
     /// Move a random node's clock back by the clock skew.
     Clock,
     /// Move the leader's clock back by the clock skew.
@@ -47,12 +52,13 @@ pub enum SimFault {
 }
 
 impl SimFault {
-    pub const ALL: [(&'static str, SimFault); 8] = [
+    pub const ALL: [(&'static str, SimFault); 9] = [
         ("partition", SimFault::Partition),
         ("partition-leader", SimFault::PartitionLeader),
         ("partition-majority", SimFault::PartitionMajority),
         ("kill", SimFault::Kill),
         ("kill-leader", SimFault::KillLeader),
+        ("kill-past-the-heal", SimFault::KillPastTheHeal),
         ("clock", SimFault::Clock),
         ("clock-leader", SimFault::ClockLeader),
         ("loss", SimFault::Loss),
@@ -85,15 +91,6 @@ impl SimFault {
     }
 }
 
-/// How leaderless clients pick coordinators (single-leader clients find the leader).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Coordinators {
-    /// Each client process is bound to one node, as Jepsen binds them.
-    Bound,
-    /// Each request goes to the next node in turn.
-    PerRequest,
-}
-
 /// Everything a simulated run depends on besides its seed.
 #[derive(Clone, Debug)]
 pub struct Scenario {
@@ -103,7 +100,6 @@ pub struct Scenario {
     pub workload_options: WorkloadOptions,
     /// Fault steps to draw from, one per fault window; empty for none.
     pub faults: Vec<Vec<SimFault>>,
-    pub coordinators: Coordinators,
     pub concurrency: usize,
     /// Client ops to invoke before the heal.
     pub ops: u64,
@@ -137,7 +133,6 @@ impl Scenario {
                 ..WorkloadOptions::default()
             },
             faults: Vec::new(),
-            coordinators: Coordinators::Bound,
             concurrency: 5,
             ops: 2000,
             think_ms: 10,
@@ -164,18 +159,19 @@ impl Scenario {
             .filter(|c| c.name != "stats" && c.name != "perf")
             .collect();
         if self.final_reads_per_node {
+            let mut nodes: Vec<String> = self.cluster.nodes.iter().map(|n| n.id.clone()).collect();
+            if self
+                .faults
+                .iter()
+                .flatten()
+                .any(|f| *f == SimFault::KillPastTheHeal)
+            {
+                nodes.pop();
+            }
             uses.push(CheckerUse {
                 name: "convergence",
                 model: None,
-                params: vec![(
-                    "nodes",
-                    self.cluster
-                        .nodes
-                        .iter()
-                        .map(|n| n.id.clone())
-                        .collect::<Vec<_>>()
-                        .join(","),
-                )],
+                params: vec![("nodes", nodes.join(","))],
             });
         }
         uses
@@ -265,6 +261,8 @@ struct Run<'a> {
     latencies_ms: Vec<u64>,
     /// Nodes the current fault step crashed, and whether a step is on.
     crashed: Vec<NodeId>,
+    /// The node `kill-past-the-heal` crashed, down until the run ends.
+    kept_down: Option<NodeId>,
     fault_on: bool,
     next_fault_change_ms: u64,
     /// Keys the workload used, for per-node final reads.
@@ -322,6 +320,7 @@ pub fn run(scenario: &Scenario, seed: u64) -> Result<SimRun, SimError> {
         stats: SimStats::default(),
         latencies_ms: Vec::with_capacity(scenario.ops as usize),
         crashed: Vec::new(),
+        kept_down: None,
         fault_on: false,
         next_fault_change_ms: scenario.warmup_ms,
         keys: Default::default(),
@@ -337,6 +336,11 @@ pub fn run(scenario: &Scenario, seed: u64) -> Result<SimRun, SimError> {
     }
     if scenario.final_reads_per_node {
         run.final_reads();
+    }
+    if let Some(node) = run.kept_down.take() {
+        run.sim.restart(node);
+        let stop = Value::map(vec![(kw("fault"), kw("kill")), (kw("phase"), kw("stop"))]);
+        run.nemesis("restart", kw("all"), stop);
     }
     run.stats.simulated_ms = run.sim.now_ms();
     run.latencies_ms.sort_unstable();
@@ -359,10 +363,10 @@ pub fn run(scenario: &Scenario, seed: u64) -> Result<SimRun, SimError> {
 
 fn routing(s: &Scenario, leader_mode: bool, process: u64, seed: u64) -> Routing {
     let n = s.cluster.nodes.len();
-    match (leader_mode, s.coordinators) {
+    match (leader_mode, s.cluster.client_routing) {
         (true, _) => Routing::Leader,
-        (false, Coordinators::Bound) => Routing::Bound(process as usize % n),
-        (false, Coordinators::PerRequest) => Routing::PerRequest {
+        (false, ClientRouting::Bound) => Routing::Bound(process as usize % n),
+        (false, ClientRouting::PerRequest) => Routing::PerRequest {
             seed: seed ^ process.wrapping_mul(0x9E37_79B9_7F4A_7C15),
         },
     }
@@ -746,6 +750,30 @@ impl Run<'_> {
                     ),
                 );
             }
+            SimFault::KillPastTheHeal => {
+                let node = match self.kept_down {
+                    Some(node) => node,
+                    None => {
+                        let node = self.sim.node_count() as NodeId - 1;
+                        if self.sim.is_up(node) {
+                            self.sim.crash(node);
+                            self.kept_down = Some(node);
+                        }
+                        node
+                    }
+                };
+                self.nemesis(
+                    "kill",
+                    kw("one"),
+                    done(
+                        "kill",
+                        vec![(
+                            kw("killed"),
+                            Value::Str(node_name(node as usize).as_str().into()),
+                        )],
+                    ),
+                );
+            }
             SimFault::Clock | SimFault::ClockLeader => {
                 let node = if fault == SimFault::Clock {
                     self.random_node()
@@ -805,9 +833,11 @@ impl Run<'_> {
     /// time passes; returns how long that took.
     fn settle(&mut self, healed_ms: u64) -> Option<u64> {
         let n = self.sim.node_count() as NodeId;
+        // Replicas still down (kill-past-the-heal) are not waited for.
         let converged = |sim: &Sim| {
-            let first = sim.data_digest(0);
-            first.is_some() && (1..n).all(|i| sim.data_digest(i) == first)
+            let mut up = (0..n).filter(|i| sim.is_up(*i)).map(|i| sim.data_digest(i));
+            let first = up.next().flatten();
+            first.is_some() && up.all(|d| d == first)
         };
         let until = healed_ms + self.s.settle_ms;
         loop {

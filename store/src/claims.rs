@@ -37,6 +37,9 @@ pub struct Claim {
     /// Seeds a quick run (`cargo test`) tries: enough that an `Appears`
     /// row finds its anomaly.
     pub test_seeds: u64,
+    /// After the heal, read every key from each replica alone, for the
+    /// convergence checker (`diverged`): for rows about replicas agreeing.
+    pub reads_every_replica: bool,
 }
 
 pub const CLAIMS: &[Claim] = &[
@@ -50,6 +53,7 @@ pub const CLAIMS: &[Claim] = &[
         faults: &["kill-leader"],
         expect: Expect::Appears("lost"),
         test_seeds: 10,
+        reads_every_replica: false,
     },
     Claim {
         id: "semi-sync-loses-writes-when-the-acking-follower-is-not-elected",
@@ -61,6 +65,7 @@ pub const CLAIMS: &[Claim] = &[
         faults: &["kill-leader", "partition-leader"],
         expect: Expect::Appears("lost"),
         test_seeds: 20,
+        reads_every_replica: false,
     },
     Claim {
         id: "sync-with-fencing-loses-nothing",
@@ -72,6 +77,7 @@ pub const CLAIMS: &[Claim] = &[
         faults: &["kill-leader", "partition-leader", "partition"],
         expect: Expect::Never,
         test_seeds: 5,
+        reads_every_replica: false,
     },
     Claim {
         id: "sync-with-fencing-is-linearizable",
@@ -83,6 +89,7 @@ pub const CLAIMS: &[Claim] = &[
         faults: &["kill-leader", "partition-leader"],
         expect: Expect::Never,
         test_seeds: 5,
+        reads_every_replica: false,
     },
     Claim {
         id: "no-fencing-split-brain-loses-writes",
@@ -94,6 +101,7 @@ pub const CLAIMS: &[Claim] = &[
         faults: &["partition-leader"],
         expect: Expect::Appears("lost"),
         test_seeds: 10,
+        reads_every_replica: false,
     },
     Claim {
         id: "no-leases-deposed-leader-serves-stale-reads",
@@ -105,6 +113,7 @@ pub const CLAIMS: &[Claim] = &[
         faults: &["partition-leader"],
         expect: Expect::Appears("nonlinearizable"),
         test_seeds: 10,
+        reads_every_replica: false,
     },
     Claim {
         id: "leases-keep-a-deposed-leader-from-serving-reads",
@@ -116,6 +125,7 @@ pub const CLAIMS: &[Claim] = &[
         faults: &["partition-leader"],
         expect: Expect::Never,
         test_seeds: 5,
+        reads_every_replica: false,
     },
     Claim {
         id: "leases-with-clock-skew-serve-stale-reads",
@@ -127,6 +137,7 @@ pub const CLAIMS: &[Claim] = &[
         faults: &["partition-leader+clock-leader"],
         expect: Expect::Appears("nonlinearizable"),
         test_seeds: 10,
+        reads_every_replica: false,
     },
     Claim {
         id: "follower-reads-are-stale",
@@ -138,6 +149,7 @@ pub const CLAIMS: &[Claim] = &[
         faults: &[],
         expect: Expect::Appears("nonlinearizable"),
         test_seeds: 3,
+        reads_every_replica: false,
     },
     Claim {
         id: "follower-reads-break-monotonic-reads",
@@ -149,6 +161,7 @@ pub const CLAIMS: &[Claim] = &[
         faults: &[],
         expect: Expect::Appears("monotonic-reads"),
         test_seeds: 5,
+        reads_every_replica: false,
     },
     Claim {
         id: "leader-reads-keep-session-guarantees",
@@ -160,6 +173,7 @@ pub const CLAIMS: &[Claim] = &[
         faults: &["partition-leader", "kill-leader"],
         expect: Expect::Never,
         test_seeds: 5,
+        reads_every_replica: false,
     },
     Claim {
         id: "leaderless-r-plus-w-at-most-n-serves-stale-reads",
@@ -171,6 +185,7 @@ pub const CLAIMS: &[Claim] = &[
         faults: &["partition"],
         expect: Expect::Appears("nonlinearizable"),
         test_seeds: 5,
+        reads_every_replica: false,
     },
     Claim {
         id: "strict-quorums-are-not-linearizable",
@@ -182,6 +197,7 @@ pub const CLAIMS: &[Claim] = &[
         faults: &["partition", "loss"],
         expect: Expect::Appears("nonlinearizable"),
         test_seeds: 5,
+        reads_every_replica: false,
     },
     Claim {
         id: "sloppy-quorums-lose-the-overlap",
@@ -193,6 +209,7 @@ pub const CLAIMS: &[Claim] = &[
         faults: &["partition-majority"],
         expect: Expect::Appears("nonlinearizable"),
         test_seeds: 10,
+        reads_every_replica: false,
     },
     Claim {
         id: "lww-with-skewed-clocks-loses-writes",
@@ -204,6 +221,7 @@ pub const CLAIMS: &[Claim] = &[
         faults: &["clock"],
         expect: Expect::Appears("lost"),
         test_seeds: 5,
+        reads_every_replica: false,
     },
     Claim {
         id: "version-vectors-lose-no-writes",
@@ -215,6 +233,7 @@ pub const CLAIMS: &[Claim] = &[
         faults: &["partition", "partition-majority", "clock"],
         expect: Expect::Never,
         test_seeds: 10,
+        reads_every_replica: false,
     },
     Claim {
         id: "read-repair-and-anti-entropy-converge",
@@ -226,6 +245,7 @@ pub const CLAIMS: &[Claim] = &[
         faults: &["partition", "kill"],
         expect: Expect::Never,
         test_seeds: 5,
+        reads_every_replica: true,
     },
     Claim {
         id: "without-repair-replicas-diverge",
@@ -237,6 +257,7 @@ pub const CLAIMS: &[Claim] = &[
         faults: &["partition"],
         expect: Expect::Appears("diverged"),
         test_seeds: 5,
+        reads_every_replica: true,
     },
     Claim {
         id: "multi-leader-lww-with-skewed-clocks-loses-writes",
@@ -248,6 +269,7 @@ pub const CLAIMS: &[Claim] = &[
         faults: &["clock"],
         expect: Expect::Appears("lost-write"),
         test_seeds: 5,
+        reads_every_replica: false,
     },
     Claim {
         id: "multi-leader-version-vectors-lose-no-writes",
@@ -259,6 +281,7 @@ pub const CLAIMS: &[Claim] = &[
         faults: &["clock", "partition", "kill"],
         expect: Expect::Never,
         test_seeds: 5,
+        reads_every_replica: true,
     },
     Claim {
         id: "multi-leader-crdt-counters-converge",
@@ -270,6 +293,7 @@ pub const CLAIMS: &[Claim] = &[
         faults: &["partition", "kill"],
         expect: Expect::Never,
         test_seeds: 5,
+        reads_every_replica: true,
     },
     Claim {
         id: "multi-leader-or-set-converges-add-wins",
@@ -281,6 +305,7 @@ pub const CLAIMS: &[Claim] = &[
         faults: &["partition", "kill"],
         expect: Expect::Never,
         test_seeds: 5,
+        reads_every_replica: true,
     },
     Claim {
         id: "multi-leader-registers-are-not-linearizable",
@@ -292,6 +317,43 @@ pub const CLAIMS: &[Claim] = &[
         faults: &["partition"],
         expect: Expect::Appears("nonlinearizable"),
         test_seeds: 5,
+        reads_every_replica: false,
+    },
+    Claim {
+        id: "multi-leader-breaks-read-your-writes-across-leaders",
+        statement: "A client whose requests reach different leaders may not read its own writes: the leader it reads from has not received them yet.",
+        source: "textbook 004 §4 (read-after-write consistency across devices and datacenters); DDIA ch. 5, 'Reading Your Own Writes'; Terry et al. 1994",
+        cluster: "mode = \"multi-leader\"\nclient_routing = \"per-request\"\n[multi_leader]\nconflict = \"lww\"",
+        nodes: 3,
+        workload: "session",
+        faults: &[],
+        expect: Expect::Appears("read-your-writes"),
+        test_seeds: 5,
+        reads_every_replica: false,
+    },
+    Claim {
+        id: "multi-leader-ring-stalls-past-a-dead-node",
+        statement: "In a ring topology a change reaches the nodes past a failed node only when it returns: while it is down they miss it, where all-to-all replication carries it around.",
+        source: "textbook 003 multi-leader topologies (circular and star: one failed node interrupts the flow of replication messages); DDIA ch. 5, 'Multi-Leader Replication Topologies'",
+        cluster: "mode = \"multi-leader\"\n[multi_leader]\ntopology = \"ring\"\nconflict = \"crdt\"\ncrdt = \"or-set\"",
+        nodes: 3,
+        workload: "or-set",
+        faults: &["kill-past-the-heal"],
+        expect: Expect::Appears("diverged"),
+        test_seeds: 5,
+        reads_every_replica: true,
+    },
+    Claim {
+        id: "multi-leader-all-to-all-carries-changes-around-a-dead-node",
+        statement: "All-to-all multi-leader replication keeps every live node current while one node is down.",
+        source: "textbook 003 multi-leader topologies (all-to-all avoids a single point of failure); DDIA ch. 5",
+        cluster: "mode = \"multi-leader\"\n[multi_leader]\ntopology = \"all-to-all\"\nconflict = \"crdt\"\ncrdt = \"or-set\"",
+        nodes: 3,
+        workload: "or-set",
+        faults: &["kill-past-the-heal"],
+        expect: Expect::Never,
+        test_seeds: 5,
+        reads_every_replica: true,
     },
 ];
 

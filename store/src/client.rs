@@ -207,11 +207,22 @@ impl Client {
         options: RequestOptions,
         timeout: Duration,
     ) -> Outcome {
+        self.request_served(op, options, timeout).await.0
+    }
+
+    /// As `request_with_timeout`, with the index of the node whose reply
+    /// gave the outcome, when one did.
+    pub async fn request_served(
+        &self,
+        op: Op,
+        options: RequestOptions,
+        timeout: Duration,
+    ) -> (Outcome, Option<usize>) {
         let deadline = Instant::now() + timeout;
         let first = self.router().first(&op, &options);
         let mut node = match first {
             Ok(node) => node,
-            Err(outcome) => return outcome,
+            Err(outcome) => return (outcome, None),
         };
         for tries in 1.. {
             let attempt = match self.send_once(node, &op, &options, deadline).await {
@@ -219,20 +230,21 @@ impl Client {
                 Err(SendError::NotSent(e)) => Attempt::NotSent(e),
                 Err(SendError::Lost(e)) => Attempt::Lost(e),
             };
+            let replied = matches!(attempt, Attempt::Replied(_));
             let next = self.router().next(node, tries, &op, &options, attempt);
             match next {
-                Next::Done(outcome) => return outcome,
+                Next::Done(outcome) => return (outcome, replied.then_some(node)),
                 Next::Resend(to) => node = to,
                 Next::RetryAfterPause { node: to, refusal } => {
                     if Instant::now() + self.opts.retry_pause >= deadline {
-                        return refusal;
+                        return (refusal, None);
                     }
                     tokio::time::sleep(self.opts.retry_pause).await;
                     node = to;
                 }
             }
         }
-        Outcome::Unknown("no attempt was made".into())
+        (Outcome::Unknown("no attempt was made".into()), None)
     }
 }
 

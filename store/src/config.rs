@@ -256,6 +256,9 @@ pub struct MultiLeaderOptions {
     /// How often a node tells every peer what it holds and sends again
     /// what was not acknowledged.
     pub anti_entropy_ms: u64,
+    /// The most changes of one origin a node keeps for peers that have not
+    /// acknowledged them; a peer further behind gets the whole state.
+    pub max_log_changes: u64,
 }
 
 impl Default for MultiLeaderOptions {
@@ -265,6 +268,7 @@ impl Default for MultiLeaderOptions {
             conflict: MultiLeaderConflict::Lww,
             crdt: crate::crdt::CrdtType::PnCounter,
             anti_entropy_ms: 200,
+            max_log_changes: 100_000,
         }
     }
 }
@@ -314,7 +318,34 @@ pub struct ClusterConfig {
     pub leaderless: LeaderlessOptions,
     #[serde(default)]
     pub multi_leader: MultiLeaderOptions,
+    /// Which node a client of a leaderless or multi-leader cluster sends
+    /// each request to (clients of a leader mode find the leader).
+    #[serde(default)]
+    pub client_routing: ClientRouting,
     pub nodes: Vec<NodeAddrs>,
+}
+
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClientRouting {
+    /// Each client process talks to one node of its own, as Jepsen binds
+    /// each client to a node.
+    #[default]
+    Bound,
+    /// Each request goes to a node drawn anew: a user whose requests reach
+    /// different datacenters or devices.
+    PerRequest,
+}
+
+impl std::str::FromStr for ClientRouting {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "bound" => Ok(ClientRouting::Bound),
+            "per-request" => Ok(ClientRouting::PerRequest),
+            other => Err(format!("{other}: expected bound or per-request")),
+        }
+    }
 }
 
 fn default_tick_ms() -> u64 {

@@ -16,8 +16,13 @@
 //! away catches up from where its peers' acknowledgements say it is. A
 //! restart begins a new origin (its replica id), so a crash that lost
 //! unsynced changes never reuses their numbers or dots.
+//!
+//! A change every peer has acknowledged is dropped from the log, and an
+//! origin keeps at most `max_log_changes` however far a peer lags; a peer
+//! that needs dropped changes (it was away too long, or restarted and lost
+//! them) gets this node's whole state instead, which it joins with its own.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
@@ -58,11 +63,37 @@ pub enum Msg {
     /// How many changes of each origin the sender holds: an acknowledgement,
     /// and the digest a peer compares its own with to send what is missing.
     Have(BTreeMap<Replica, u64>),
+    /// The sender's whole data and how many changes of each origin it
+    /// holds, for a peer that needs changes the sender has dropped.
+    State(FullState),
+}
+
+/// Every key's state, which includes the first `have[o]` changes of each
+/// origin `o`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FullState {
+    pub have: BTreeMap<Replica, u64>,
+    pub data: BTreeMap<String, Crdt>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum WalRecord {
     Change(Change),
+    State(FullState),
+}
+
+/// One origin's changes as a node holds them: `base + 1 ..= base + changes.len()`;
+/// the first `base` are in the data but no longer in the log.
+#[derive(Debug, Default)]
+struct Stream {
+    base: u64,
+    changes: VecDeque<Change>,
+}
+
+impl Stream {
+    fn held(&self) -> u64 {
+        self.base + self.changes.len() as u64
+    }
 }
 
 #[derive(Debug)]
@@ -73,8 +104,8 @@ pub struct MultiLeader {
     /// This incarnation's id, fixed at its first step.
     replica: Option<Replica>,
     data: BTreeMap<String, Crdt>,
-    /// Every origin's changes, in order: `log[o][i]` is change `i + 1`.
-    log: BTreeMap<Replica, Vec<Change>>,
+    /// Every origin's changes, in order.
+    log: BTreeMap<Replica, Stream>,
     /// What each peer last said it holds.
     peer_has: BTreeMap<NodeId, BTreeMap<Replica, u64>>,
     /// What has been sent to each peer since, unacknowledged.
@@ -100,8 +131,13 @@ impl MultiLeader {
             sent: BTreeMap::new(),
             next_digest_ms: 0,
         };
-        for WalRecord::Change(c) in recovered {
-            node.apply(c);
+        for record in recovered {
+            match record {
+                WalRecord::Change(c) => {
+                    node.apply(c);
+                }
+                WalRecord::State(state) => node.join_state(state),
+            }
         }
         node
     }
@@ -116,13 +152,66 @@ impl MultiLeader {
     }
 
     fn have(&self) -> BTreeMap<Replica, u64> {
-        self.log.iter().map(|(o, l)| (*o, l.len() as u64)).collect()
+        self.log.iter().map(|(o, l)| (*o, l.held())).collect()
+    }
+
+    fn held(&self) -> u64 {
+        self.log.values().map(Stream::held).sum()
+    }
+
+    /// Join a peer's whole state: its data, and its position in every origin
+    /// this node is behind in (the changes between are in the data).
+    fn join_state(&mut self, state: FullState) {
+        let ty = self.key_type();
+        for (key, s) in state.data {
+            self.data.entry(key).or_insert_with(|| ty.empty()).join(&s);
+        }
+        for (origin, have) in state.have {
+            let stream = self.log.entry(origin).or_default();
+            if have > stream.held() {
+                stream.base = have;
+                stream.changes.clear();
+            }
+        }
+    }
+
+    /// Drop the changes every peer holds, and the oldest past the limit.
+    fn truncate(&mut self) {
+        let limit = self.opts.max_log_changes.max(1) as usize;
+        let peers: Vec<NodeId> = (0..self.nodes).filter(|p| *p != self.me).collect();
+        for (origin, stream) in &mut self.log {
+            let everyone_has = peers
+                .iter()
+                .map(|p| {
+                    self.peer_has
+                        .get(p)
+                        .and_then(|h| h.get(origin))
+                        .copied()
+                        .unwrap_or(0)
+                })
+                .min()
+                .unwrap_or(u64::MAX);
+            while let Some(first) = stream.changes.front() {
+                if first.seq > everyone_has && stream.changes.len() <= limit {
+                    break;
+                }
+                stream.changes.pop_front();
+                stream.base += 1;
+            }
+        }
+    }
+
+    fn full_state(&self) -> FullState {
+        FullState {
+            have: self.have(),
+            data: self.data.clone(),
+        }
     }
 
     /// Apply a change if it is its origin's next one; false if it is a
     /// duplicate or comes after a gap (it is sent again).
     fn apply(&mut self, c: Change) -> bool {
-        let next = self.log.get(&c.origin).map_or(0, Vec::len) as u64 + 1;
+        let next = self.log.get(&c.origin).map_or(0, Stream::held) + 1;
         if c.seq != next {
             return false;
         }
@@ -131,7 +220,7 @@ impl MultiLeader {
             .entry(c.key.clone())
             .or_insert_with(|| ty.empty())
             .join(&c.delta);
-        self.log.entry(c.origin).or_default().push(c);
+        self.log.entry(c.origin).or_default().changes.push_back(c);
         true
     }
 
@@ -177,19 +266,35 @@ impl MultiLeader {
             .collect();
         peers.extend(others);
         for peer in peers {
-            let mut batch = Vec::new();
             let mut sent = self.sent.remove(&peer).unwrap_or_default();
-            for (origin, log) in &self.log {
+            let needs_dropped = self.log.iter().any(|(origin, stream)| {
+                *sent.get(origin).unwrap_or(&0) < stream.base
+                    && self.forwards(*origin, peer, &out_neighbours)
+            });
+            if needs_dropped {
+                let state = self.full_state();
+                sent = state.have.clone();
+                self.sent.insert(peer, sent);
+                fx.push(Effect::Send {
+                    to: peer,
+                    msg: Msg::State(state),
+                });
+                continue;
+            }
+            let mut batch = Vec::new();
+            for (origin, stream) in &self.log {
                 if batch.len() >= MAX_BATCH {
                     break;
                 }
-                let from = *sent.get(origin).unwrap_or(&0) as usize;
-                if from >= log.len() || !self.forwards(*origin, peer, &out_neighbours) {
+                let from = *sent.get(origin).unwrap_or(&0);
+                if from >= stream.held() || !self.forwards(*origin, peer, &out_neighbours) {
                     continue;
                 }
-                let upto = log.len().min(from + MAX_BATCH - batch.len());
-                batch.extend(log[from..upto].iter().cloned());
-                sent.insert(*origin, upto as u64);
+                let upto = stream.held().min(from + (MAX_BATCH - batch.len()) as u64);
+                let skip = (from - stream.base) as usize;
+                let take = (upto - from) as usize;
+                batch.extend(stream.changes.iter().skip(skip).take(take).cloned());
+                sent.insert(*origin, upto);
             }
             self.sent.insert(peer, sent);
             if !batch.is_empty() {
@@ -203,7 +308,7 @@ impl MultiLeader {
 
     fn replica(&mut self, now_ms: u64) -> Replica {
         let me = self.me;
-        let recovered = self.log.values().map(|l| l.len() as u64).sum::<u64>();
+        let recovered = self.held();
         *self.replica.get_or_insert_with(|| {
             let start = mix64(now_ms ^ mix64(u64::from(me) ^ recovered.rotate_left(32)));
             // Never an id an earlier incarnation of this node used.
@@ -258,14 +363,14 @@ impl MultiLeader {
             Err(e) => fx.push(reply(Reply::Error(e.to_string()))),
             Ok(None) => fx.push(reply(Reply::Ok(state.read()))),
             Ok(Some((delta, result))) => {
-                let log = self.log.entry(replica).or_default();
+                let stream = self.log.entry(replica).or_default();
                 let change = Change {
                     origin: replica,
-                    seq: log.len() as u64 + 1,
+                    seq: stream.held() + 1,
                     key,
                     delta,
                 };
-                log.push(change.clone());
+                stream.changes.push_back(change.clone());
                 fx.push(Effect::Persist(WalRecord::Change(change)));
                 fx.push(reply(Reply::Ok(result)));
             }
@@ -280,6 +385,15 @@ impl MultiLeader {
                         fx.push(Effect::Persist(WalRecord::Change(c)));
                     }
                 }
+                self.truncate();
+                fx.push(Effect::Send {
+                    to: from,
+                    msg: Msg::Have(self.have()),
+                });
+            }
+            Msg::State(state) => {
+                self.join_state(state.clone());
+                fx.push(Effect::Persist(WalRecord::State(state)));
                 fx.push(Effect::Send {
                     to: from,
                     msg: Msg::Have(self.have()),
@@ -303,6 +417,7 @@ impl MultiLeader {
                     *s = if now < was { now } else { (*s).max(now) };
                 }
                 self.peer_has.insert(from, have);
+                self.truncate();
             }
         }
     }
@@ -391,7 +506,7 @@ impl Protocol for MultiLeader {
     }
 
     fn status(&self) -> CoreStatus {
-        let changes = self.log.values().map(|l| l.len() as u64).sum();
+        let changes = self.held();
         CoreStatus {
             role: "leader".into(),
             epoch: 0,
@@ -407,11 +522,27 @@ impl Protocol for MultiLeader {
     }
 
     fn snapshot_records(&self) -> Vec<WalRecord> {
-        self.log
-            .values()
-            .flatten()
-            .cloned()
-            .map(WalRecord::Change)
+        let have: BTreeMap<Replica, u64> = self
+            .log
+            .iter()
+            .filter(|(_, s)| s.base > 0)
+            .map(|(o, s)| (*o, s.base))
+            .collect();
+        // The data includes the changes still in the log; joining them again
+        // on recovery changes nothing.
+        let state = (!have.is_empty()).then(|| {
+            WalRecord::State(FullState {
+                have,
+                data: self.data.clone(),
+            })
+        });
+        state
+            .into_iter()
+            .chain(
+                self.log
+                    .values()
+                    .flat_map(|s| s.changes.iter().cloned().map(WalRecord::Change)),
+            )
             .collect()
     }
 }
@@ -632,7 +763,10 @@ mod tests {
         }
         let changes: Vec<Change> = records
             .iter()
-            .map(|WalRecord::Change(c)| c.clone())
+            .filter_map(|r| match r {
+                WalRecord::Change(c) => Some(c.clone()),
+                WalRecord::State(_) => None,
+            })
             .collect();
         // Out of order and twice: only the next change of an origin applies.
         let mut reversed = changes.clone();
@@ -672,6 +806,116 @@ mod tests {
             read(&mut again, "c"),
             Reply::Ok(OpResult::Value(Some(Value::Int(6))))
         );
+    }
+
+    fn retained(node: &MultiLeader) -> usize {
+        node.log.values().map(|s| s.changes.len()).sum()
+    }
+
+    fn incr(node: &mut MultiLeader, now: u64, delta: i64) {
+        node.step(
+            now,
+            request(Op::Incr {
+                key: format!("c{}", delta % 7),
+                delta,
+            }),
+        );
+    }
+
+    fn total(node: &mut MultiLeader) -> i64 {
+        (0..7)
+            .map(|k| match read(node, &format!("c{k}")) {
+                Reply::Ok(OpResult::Value(Some(Value::Int(v)))) => v,
+                _ => 0,
+            })
+            .sum()
+    }
+
+    #[test]
+    fn acknowledged_changes_are_dropped_and_a_node_that_lost_them_gets_the_whole_state() {
+        for topology in [Topology::AllToAll, Topology::Star, Topology::Ring] {
+            let mut nodes = cluster(3, topology, MultiLeaderConflict::Crdt);
+            for d in 1..=50 {
+                incr(&mut nodes[(d % 3) as usize], 10, d);
+            }
+            settle(&mut nodes, 100, &[]);
+            for n in &nodes {
+                assert_eq!(
+                    retained(n),
+                    0,
+                    "{topology:?}: every peer holds every change"
+                );
+            }
+            // n2 restarts with nothing: the changes it lacks are in no log.
+            nodes[2] = MultiLeader::new(2, 3, nodes[0].opts.clone(), Vec::new());
+            settle(&mut nodes, 20_000, &[]);
+            for n in &mut nodes {
+                assert_eq!(total(n), (1..=50).sum::<i64>(), "{topology:?}");
+            }
+            assert_eq!(nodes[0].data_digest(), nodes[2].data_digest());
+        }
+    }
+
+    #[test]
+    fn a_peer_that_lags_past_the_limit_gets_the_whole_state_and_the_log_stays_bounded() {
+        let mut nodes = cluster(3, Topology::AllToAll, MultiLeaderConflict::Crdt);
+        for n in &mut nodes {
+            n.opts.max_log_changes = 8;
+        }
+        for d in 1..=100 {
+            incr(&mut nodes[0], 10, d);
+            if d % 10 == 0 {
+                settle(&mut nodes, 100 + d as u64, &[2]);
+            }
+        }
+        // n1 acknowledged everything; n2 was away for all of it.
+        assert!(retained(&nodes[0]) <= 8, "{}", retained(&nodes[0]));
+        let mut sent_state = false;
+        let fx = nodes[0].step(
+            1_000,
+            Input::Peer {
+                from: 2,
+                msg: Msg::Have(BTreeMap::new()),
+            },
+        );
+        assert!(fx.iter().all(|e| !matches!(e, Effect::Send { .. })));
+        // At the next digest what was sent and never acknowledged goes again.
+        for e in nodes[0].step(1_000_000, Input::Tick) {
+            if let Effect::Send {
+                to: 2,
+                msg: Msg::State(state),
+            } = e
+            {
+                sent_state = true;
+                nodes[2].step(
+                    1_000,
+                    Input::Peer {
+                        from: 0,
+                        msg: Msg::State(state),
+                    },
+                );
+            }
+        }
+        assert!(sent_state);
+        assert_eq!(total(&mut nodes[2]), (1..=100).sum::<i64>());
+        settle(&mut nodes, 30_000, &[]);
+        assert_eq!(nodes[0].data_digest(), nodes[2].data_digest());
+    }
+
+    #[test]
+    fn a_compacted_log_recovers_to_the_same_state_and_position() {
+        let mut nodes = cluster(2, Topology::AllToAll, MultiLeaderConflict::Crdt);
+        for d in 1..=20 {
+            incr(&mut nodes[(d % 2) as usize], 10, d);
+        }
+        settle(&mut nodes, 100, &[]);
+        incr(&mut nodes[0], 200, 100);
+        let records = nodes[0].snapshot_records();
+        assert!(matches!(records[0], WalRecord::State(_)), "{records:?}");
+        let again = MultiLeader::new(0, 2, nodes[0].opts.clone(), records);
+        assert_eq!(again.data_digest(), nodes[0].data_digest());
+        assert_eq!(again.have(), nodes[0].have());
+        assert_eq!(retained(&again), retained(&nodes[0]));
     }
 
     #[test]

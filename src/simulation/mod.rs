@@ -738,17 +738,7 @@ impl Run<'_> {
                 } else {
                     "primaries"
                 };
-                self.nemesis(
-                    "kill",
-                    kw(target),
-                    done(
-                        "kill",
-                        vec![(
-                            kw("killed"),
-                            Value::Str(node_name(node as usize).as_str().into()),
-                        )],
-                    ),
-                );
+                self.record_kill(target, node);
             }
             SimFault::KillPastTheHeal => {
                 let node = match self.kept_down {
@@ -762,17 +752,7 @@ impl Run<'_> {
                         node
                     }
                 };
-                self.nemesis(
-                    "kill",
-                    kw("one"),
-                    done(
-                        "kill",
-                        vec![(
-                            kw("killed"),
-                            Value::Str(node_name(node as usize).as_str().into()),
-                        )],
-                    ),
-                );
+                self.record_kill("one", node);
             }
             SimFault::Clock | SimFault::ClockLeader => {
                 let node = if fault == SimFault::Clock {
@@ -805,6 +785,17 @@ impl Run<'_> {
                 );
             }
         }
+    }
+
+    /// The nemesis ops of a kill of `node`, aimed at `target`.
+    fn record_kill(&mut self, target: &str, node: NodeId) {
+        let killed = Value::Str(node_name(node as usize).as_str().into());
+        let done = Value::map(vec![
+            (kw("fault"), kw("kill")),
+            (kw("phase"), kw("start")),
+            (kw("killed"), killed),
+        ]);
+        self.nemesis("kill", kw(target), done);
     }
 
     /// Ends every fault: links, crashed nodes, clocks, loss.

@@ -272,6 +272,18 @@ pub const CLAIMS: &[Claim] = &[
         reads_every_replica: false,
     },
     Claim {
+        id: "multi-leader-lww-register-with-skewed-clocks-loses-writes",
+        statement: "The same on a plain register: a write stamped by a slow clock is acknowledged, missed by its own client's next read and never read by anyone.",
+        source: "textbook 003 conflict resolution (LWW: 'you can lose writes silently'); DDIA ch. 5, 'Last write wins (discarding concurrent writes)'",
+        cluster: "mode = \"multi-leader\"\n[multi_leader]\nconflict = \"lww\"",
+        nodes: 3,
+        workload: "register",
+        faults: &["clock"],
+        expect: Expect::Appears("lost-write"),
+        test_seeds: 5,
+        reads_every_replica: false,
+    },
+    Claim {
         id: "multi-leader-version-vectors-lose-no-writes",
         statement: "Multi-leader replication with version vectors keeps concurrent writes as siblings: no write is lost that a later write did not overwrite, whatever the clocks.",
         source: "textbook 001 vector clocks; DDIA ch. 5, 'Detecting Concurrent Writes'; Preguiça et al., dotted version vectors",

@@ -203,6 +203,7 @@ pub fn build(kind: WorkloadKind, o: &WorkloadOptions) -> Workload {
                         model: Some("cas-register"),
                         params: Vec::new(),
                     },
+                    CheckerUse::plain("lost-write"),
                     CheckerUse::plain("stats"),
                     CheckerUse::plain("perf"),
                 ],

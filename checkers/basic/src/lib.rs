@@ -14,6 +14,7 @@
 //! | `counter` | `add`/`increment` n; `read` -> n | `initial` |
 //! | `crdt-counter` | as `counter`, replicated without coordination: bounds by subsets, final reads exact | `initial` |
 //! | `or-set` | `add` x, `remove` x; `read` -> set (add-wins) | |
+//! | `lost-write` | `write` v, `cas` [old new], `read` -> v, optional `key` (values may repeat) | |
 //! | `siblings` | `write` v (unique), `read` -> value or set of siblings, optional `key` | |
 //! | `bank` | `transfer` {from to amount}; `read` -> {account balance} | `total=`, `accounts=a,b`, `negative-balances=true` |
 //! | `unique-ids` | `generate` -> id | |
@@ -33,6 +34,7 @@ pub mod convergence;
 pub mod counter;
 pub mod crdt_counter;
 pub mod ids;
+pub mod lost_write;
 pub mod or_set;
 pub mod perf;
 pub mod queue;
@@ -53,6 +55,7 @@ pub use convergence::check_convergence;
 pub use counter::check_counter;
 pub use crdt_counter::check_crdt_counter;
 pub use ids::check_unique_ids;
+pub use lost_write::check_lost_writes;
 pub use or_set::check_or_set;
 pub use perf::{check_perf, check_stats};
 pub use queue::{check_queue, check_total_queue};
@@ -92,6 +95,7 @@ pub const CHECKERS: &[CheckerDef] = &[
     checker!("crdt-counter", check_crdt_counter),
     checker!("or-set", check_or_set),
     checker!("siblings", check_siblings),
+    checker!("lost-write", check_lost_writes),
     checker!("stats", check_stats),
     checker!("perf", check_perf),
 ];

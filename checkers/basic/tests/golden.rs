@@ -891,6 +891,7 @@ fn every_checker_is_listed() {
             "crdt-counter",
             "or-set",
             "siblings",
+            "lost-write",
             "stats",
             "perf"
         ]

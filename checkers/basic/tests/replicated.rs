@@ -170,3 +170,69 @@ fn siblings_a_write_invoked_earlier_but_done_later_may_have_overwritten() {
     let r = check_siblings(&h, &opts()).unwrap();
     assert_eq!(r.verdict, Verdict::Invalid);
 }
+
+fn cas(a: i64, b: i64) -> Value {
+    Value::list(vec![v(a), v(b)])
+}
+
+#[test]
+fn lost_write_ok_when_every_read_follows_the_last_write_or_a_concurrent_one() {
+    let h = B::new()
+        .call(0, "write", v(1), v(1)) // 0,1
+        .call(1, "read", Value::Nil, v(1)) // 2,3
+        .invoke(0, "write", v(2)) // 4
+        .call(1, "read", Value::Nil, v(1)) // 5,6: the write of 2 is still open
+        .ok(0, "write", v(2)) // 7
+        .invoke(2, "write", v(3)) // 8
+        .info(2, "write", v(3)) // 9: may land any time
+        .call(1, "read", Value::Nil, v(3)) // 10,11
+        .call(0, "cas", cas(3, 4), cas(3, 4)) // 12,13
+        .invoke(1, "cas", cas(9, 5)) // 14
+        .fail(1, "cas", cas(9, 5)) // 15: did not happen
+        .call(1, "read", Value::Nil, v(4)) // 16,17
+        .history();
+    let r = check_lost_writes(&h, &opts()).unwrap();
+    assert_eq!(r.verdict, Verdict::Valid, "{r:?}");
+    assert_eq!((r.write_count, r.read_count), (4, 4));
+    // Only the read at 2 is bound to one write: the one at 5 overlaps the
+    // write of 2, and the info write of 3 may land after anything later.
+    assert_eq!(r.reads_judged, 1);
+}
+
+#[test]
+fn lost_write_names_an_acknowledged_write_never_read_again() {
+    let h = B::new()
+        .call(0, "write", v(1), v(1)) // 0,1: on the node whose clock runs ahead
+        .call(1, "write", v(2), v(2)) // 2,3: stamped earlier, discarded
+        .call(1, "read", Value::Nil, v(1)) // 4,5
+        .call(0, "read", Value::Nil, v(1)) // 6,7: another process's miss is stale
+        .history();
+    let r = check_lost_writes(&h, &opts()).unwrap();
+    assert_eq!(r.verdict, Verdict::Invalid);
+    assert_eq!((r.lost_write_count, r.stale_read_count), (1, 1));
+    let m = &r.lost_writes[0];
+    assert_eq!(
+        (m.write, m.read, &m.value, &m.read_value),
+        (2, 5, &v(2), &v(1))
+    );
+    use splitbrain_history::CheckOutcome;
+    assert_eq!(r.anomaly_types(), vec!["lost-write", "stale-read"]);
+}
+
+#[test]
+fn lost_write_calls_a_missed_write_read_later_a_stale_read() {
+    let h = B::new()
+        .call(0, "write", v(1), v(1)) // 0,1
+        .call(0, "cas", cas(1, 2), cas(1, 2)) // 2,3
+        .call(1, "read", Value::Nil, v(1)) // 4,5: a lagging replica
+        .call(2, "read", Value::Nil, v(2)) // 6,7
+        .call(1, "read", Value::Nil, v(2))
+        .key(7) // another key: no write of it
+        .history();
+    let r = check_lost_writes(&h, &opts()).unwrap();
+    assert_eq!(r.verdict, Verdict::Invalid);
+    assert_eq!((r.lost_write_count, r.stale_read_count), (0, 1));
+    assert_eq!(r.stale_reads[0].read, 5);
+    use splitbrain_history::CheckOutcome;
+    assert_eq!(r.anomaly_types(), vec!["stale-read"]);
+}

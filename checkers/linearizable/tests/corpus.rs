@@ -37,6 +37,7 @@ fn every_corpus_row_agrees() {
     let table = std::fs::read_to_string(dir.join("expected.tsv"))
         .unwrap_or_else(|e| panic!("cannot read {}/expected.tsv: {e}", dir.display()));
     let mut rows = 0;
+    let mut lost_write_found = 0;
     let mut wrong = Vec::new();
     for line in table.lines().skip(1).filter(|l| !l.trim().is_empty()) {
         let fields: Vec<&str> = line.split('\t').collect();
@@ -53,6 +54,17 @@ fn every_corpus_row_agrees() {
         let result = splitbrain_linearizable::check(&history, &options(model))
             .unwrap_or_else(|e| panic!("{file} as {model}: {e}"));
         rows += 1;
+        // The lost-write checker's Invalid is a proof of non-linearizability.
+        let lost = splitbrain_basic::check_lost_writes(&history, &CheckOptions::default())
+            .unwrap_or_else(|e| panic!("{file}: lost-write: {e}"));
+        if lost.verdict == Verdict::Invalid {
+            lost_write_found += 1;
+            if want == Verdict::Valid {
+                wrong.push(format!(
+                    "{file}: linearizable, but lost-write says {lost:?}"
+                ));
+            }
+        }
         if result.verdict != want {
             wrong.push(format!(
                 "{file} as {model}: expected {expected}, got {} ({} configurations)",
@@ -62,6 +74,11 @@ fn every_corpus_row_agrees() {
         }
     }
     assert_eq!(rows, 234, "expected 234 rows in expected.tsv");
+    eprintln!("lost-write found a missed write in {lost_write_found} of the invalid rows");
+    assert!(
+        lost_write_found > 0,
+        "lost-write found nothing in the corpus"
+    );
     assert!(
         wrong.is_empty(),
         "{} disagreements:\n{}",

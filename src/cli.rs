@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use splitbrain_history::{
-    Budget, CheckError, CheckOptions, Format, History, HistoryError, OpWriter, Value,
+    Budget, CheckError, CheckOptions, Format, History, HistoryError, OpWriter, Value, Verdict,
 };
 
 /// `println!` that cannot panic: a reader that went away (`| head`) must not
@@ -291,6 +291,10 @@ struct CheckArgs {
     /// Write each transactional cycle as a DOT file into this directory.
     #[arg(long, value_name = "DIR")]
     dot: Option<PathBuf>,
+    /// Linearizability: shrink a failure to a minimal set of ops that still
+    /// proves it, the key's other writes left indeterminate.
+    #[arg(long)]
+    shrink: bool,
     /// The history file.
     file: PathBuf,
 }
@@ -471,6 +475,12 @@ fn check(args: CheckArgs) -> Result<u8, Failure> {
             deadline,
         },
     };
+    if args.shrink && name != "linearizable" {
+        return Err(Failure::bad_input(format!(
+            "--shrink works with the linearizable checker, not {name}"
+        )));
+    }
+    let shrink_opts = opts.clone();
     let start = Instant::now();
     let (h, run) = (history.clone(), entry.run);
     let Some(outcome) = registry::within(registry::give_up_at(deadline), move || run(&h, &opts))
@@ -494,6 +504,15 @@ fn check(args: CheckArgs) -> Result<u8, Failure> {
                 .with_context(|| format!("writing {}", dir.join(&name).display()))?;
         }
     }
+    let shrunk = if args.shrink && report.verdict == Verdict::Invalid {
+        let h = history.clone();
+        registry::within(registry::give_up_at(deadline), move || {
+            splitbrain_linearizable::shrink(&h, &shrink_opts)
+        })
+        .and_then(|r| r.ok().flatten())
+    } else {
+        None
+    };
     if args.json {
         let out = serde_json::json!({
             "file": args.file.display().to_string(),
@@ -504,6 +523,7 @@ fn check(args: CheckArgs) -> Result<u8, Failure> {
             "parse_ms": parse_ms,
             "history": stats,
             "result": report.result,
+            "shrunk": shrunk,
         });
         say!("{out}");
     } else {
@@ -519,8 +539,41 @@ fn check(args: CheckArgs) -> Result<u8, Failure> {
         if !report.explanation.is_empty() {
             say!("{}", report.explanation.trim_end());
         }
+        if let Some(s) = &shrunk {
+            say!("{}", describe_shrunk(&history, s));
+        } else if args.shrink && report.verdict == Verdict::Invalid {
+            say!("shrinking did not finish within the budget");
+        }
     }
     Ok(report.verdict.exit_code() as u8)
+}
+
+fn describe_shrunk(h: &History, s: &splitbrain_linearizable::Shrunk) -> String {
+    let key = s
+        .key
+        .as_ref()
+        .map_or(String::new(), |k| format!(" of key {k}"));
+    let mut out = format!(
+        "shrunk to {} of {} ops{key} ({}; {} checks in {} ms); with the key's other writes indeterminate, these are not linearizable:",
+        s.kept.len(),
+        s.object_ops,
+        if s.minimal { "dropping any one of them makes the rest linearizable" } else { "not shown minimal: some checks ran out of time" },
+        s.checks,
+        s.elapsed_ms
+    );
+    for &(inv, done) in &s.kept {
+        let op = &h.ops[inv];
+        let end = done.map(|d| &h.ops[d]);
+        out += &format!(
+            "\n  op {}: process {} {} {}",
+            op.index, op.process, op.f, op.value
+        );
+        match end {
+            Some(e) => out += &format!(" -> {} {} (op {})", e.kind.as_str(), e.value, e.index),
+            None => out += " (never completed)",
+        }
+    }
+    out
 }
 
 fn convert(args: ConvertArgs) -> Result<u8, Failure> {

@@ -269,3 +269,45 @@ fn the_timeout_covers_reading_and_every_checker() {
         );
     }
 }
+
+#[test]
+fn check_shrink_prints_the_ops_that_prove_a_failure() {
+    let bad = example("cas-register-bad.edn");
+    let o = splitbrain(&[
+        "check",
+        "--model",
+        "cas-register",
+        "--shrink",
+        bad.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("shrunk to 3 of 3 ops (dropping any one of them makes the rest linearizable"),
+        "{out}"
+    );
+    assert!(
+        out.contains("op 4: process 0 read nil -> ok 0 (op 5)"),
+        "{out}"
+    );
+    let json = splitbrain(&[
+        "check",
+        "--model",
+        "cas-register",
+        "--shrink",
+        "--json",
+        bad.to_str().unwrap(),
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(v["shrunk"]["kept"].as_array().map(Vec::len), Some(3), "{v}");
+    assert_eq!(v["shrunk"]["minimal"], serde_json::Value::Bool(true));
+    let wrong = splitbrain(&[
+        "check",
+        "--checker",
+        "set",
+        "--shrink",
+        bad.to_str().unwrap(),
+    ]);
+    assert_eq!(wrong.status.code(), Some(254));
+    assert!(stderr(&wrong).contains("--shrink works with the linearizable checker, not set"));
+}

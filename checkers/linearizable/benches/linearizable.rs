@@ -283,10 +283,55 @@ fn wanted(section: &str) -> bool {
     std::env::var("BENCH_ONLY").map_or(true, |only| only == section)
 }
 
+/// Shrinking a 1,000-op one-key history made invalid by one stale read in
+/// its middle (target: under 1 s). The minimal proof is the stale write,
+/// a write that completed after it and before the read, and the read.
+fn shrinking() {
+    let mut h = generate(2_200, 1, 20, 5);
+    let read = (h.ops.len() / 2..h.ops.len())
+        .find(|&i| {
+            let op = &h.ops[i];
+            op.is_client()
+                && op.is_ok()
+                && op.f == "read"
+                && op.value.as_int().is_some_and(|v| v > 10)
+        })
+        .expect("an ok read in the second half");
+    // The value of an ok write five writes back: a stale read, not an unwritten value.
+    let stale = (0..read)
+        .rev()
+        .filter(|&i| {
+            let op = &h.ops[i];
+            op.is_client() && op.is_ok() && op.f == "write"
+        })
+        .nth(5)
+        .map(|i| h.ops[i].value.clone())
+        .expect("five ok writes before the read");
+    h.ops[read].value = stale;
+    let opts = || options("cas-register", Duration::from_secs(60), 2 << 30);
+    let start = Instant::now();
+    let s = splitbrain_linearizable::shrink(&h, &opts())
+        .expect("shrink")
+        .expect("the stale read makes it invalid");
+    let t = start.elapsed();
+    println!(
+        "shrink: {} ops (one key) to {} in {:.1} ms, {} checks ({} undecided), minimal: {} (target < 1000 ms)",
+        s.object_ops,
+        s.kept.len(),
+        ms(t),
+        s.checks,
+        s.checks_unknown,
+        s.minimal
+    );
+}
+
 fn main() {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!("machine: {cpus} cpus, load average {}", load.trim());
+    if wanted("shrink") {
+        shrinking();
+    }
     if wanted("generated") {
         generated(100_000, 1_000, 5);
         // The same load on one register: one long partition, no splitting.

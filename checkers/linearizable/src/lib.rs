@@ -26,6 +26,9 @@
 
 pub mod model;
 mod search;
+pub mod shrink;
+
+pub use shrink::{shrink, Shrunk};
 
 use std::collections::HashMap;
 use std::fmt::Write as _;

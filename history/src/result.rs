@@ -141,6 +141,22 @@ pub struct CheckOptions {
     pub budget: Budget,
 }
 
+impl CheckOptions {
+    /// The param `nil-read`: `unknown` (a register read of nil is an unknown
+    /// value, as in Knossos; the default) or `empty` (the client reads an
+    /// absent key as nil, so a nil read after an acknowledged write is a
+    /// violation).
+    pub fn nil_read_is_empty(&self) -> Result<bool, CheckError> {
+        match self.params.get("nil-read").map(String::as_str) {
+            None | Some("unknown") => Ok(false),
+            Some("empty") => Ok(true),
+            Some(other) => Err(CheckError::Unsupported(format!(
+                "nil-read={other}: the values are 'unknown' and 'empty'"
+            ))),
+        }
+    }
+}
+
 /// Any checker's result in one shape: what `--json` prints and what the run
 /// store keeps. `result` is the checker's own typed result, serialized.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -198,12 +198,17 @@ pub fn build(kind: WorkloadKind, o: &WorkloadOptions) -> Workload {
                 client,
                 final_ops: None,
                 checkers: vec![
+                    // Every client reads an absent key as nil: a nil read is the empty register.
                     CheckerUse {
                         name: "linearizable",
                         model: Some("cas-register"),
-                        params: Vec::new(),
+                        params: vec![("nil-read", "empty".to_string())],
                     },
-                    CheckerUse::plain("lost-write"),
+                    CheckerUse {
+                        name: "lost-write",
+                        model: None,
+                        params: vec![("nil-read", "empty".to_string())],
+                    },
                     CheckerUse::plain("stats"),
                     CheckerUse::plain("perf"),
                 ],

@@ -5,7 +5,9 @@
 //! after `w` completed and ends before any other write that could follow `w`
 //! began. A write could follow `w` when it had not completed by the time `w`
 //! was invoked (indeterminate writes never complete); failed writes did not
-//! happen. Such a read that returns anything but `v` is certain proof that
+//! happen; a read of nil is an unknown value (Knossos's registers) and is
+//! not judged, unless the param `nil-read=empty` says nil is the empty
+//! register. Such a read that returns anything but `v` is certain proof that
 //! the history is not linearizable, and it names the write it missed:
 //! - **lost-write**: the read is by `w`'s own process, and no read that began
 //!   after `w` completed ever returns `v`: the store acknowledged the write,
@@ -69,7 +71,8 @@ fn written(op_f: &str, value: &Value) -> Option<Value> {
     }
 }
 
-pub fn check_lost_writes(h: &History, _opts: &CheckOptions) -> Result<LostWriteResult, CheckError> {
+pub fn check_lost_writes(h: &History, opts: &CheckOptions) -> Result<LostWriteResult, CheckError> {
+    let nil_read_is_empty = opts.nil_read_is_empty()?;
     let mut r = LostWriteResult {
         verdict: Verdict::Valid,
         write_count: 0,
@@ -107,7 +110,8 @@ pub fn check_lost_writes(h: &History, _opts: &CheckOptions) -> Result<LostWriteR
                     .or_default()
                     .push(Span { inv: i, done, ok });
             }
-            "read" if ok => {
+            // A read of nil is an unknown value in Knossos's registers: it proves nothing.
+            "read" if ok && (nil_read_is_empty || fate.is_some_and(|c| c.value != Value::Nil)) => {
                 r.read_count += 1;
                 reads
                     .entry(op.key.clone())

@@ -190,6 +190,7 @@ fn lost_write_ok_when_every_read_follows_the_last_write_or_a_concurrent_one() {
         .invoke(1, "cas", cas(9, 5)) // 14
         .fail(1, "cas", cas(9, 5)) // 15: did not happen
         .call(1, "read", Value::Nil, v(4)) // 16,17
+        .call(0, "read", Value::Nil, Value::Nil) // 18,19: unknown (Knossos), not a miss
         .history();
     let r = check_lost_writes(&h, &opts()).unwrap();
     assert_eq!(r.verdict, Verdict::Valid, "{r:?}");
@@ -217,6 +218,29 @@ fn lost_write_names_an_acknowledged_write_never_read_again() {
     );
     use splitbrain_history::CheckOutcome;
     assert_eq!(r.anomaly_types(), vec!["lost-write", "stale-read"]);
+}
+
+/// With `nil-read=empty` a nil read is the empty register: a write the
+/// store dropped entirely (the key gone) is named.
+#[test]
+fn lost_write_with_nil_reads_empty_names_a_write_whose_key_vanished() {
+    let h = B::new()
+        .call(0, "read", Value::Nil, Value::Nil) // 0,1: before any write, fine
+        .call(0, "write", v(1), v(1)) // 2,3
+        .call(0, "read", Value::Nil, Value::Nil) // 4,5: the key is gone
+        .history();
+    assert_eq!(
+        check_lost_writes(&h, &opts()).unwrap().verdict,
+        Verdict::Valid
+    );
+    let mut empty = opts();
+    empty.params.insert("nil-read".into(), "empty".into());
+    let r = check_lost_writes(&h, &empty).unwrap();
+    assert_eq!(r.verdict, Verdict::Invalid, "{r:?}");
+    assert_eq!((r.lost_write_count, r.read_count), (1, 2));
+    assert_eq!(r.lost_writes[0].read_value, Value::Nil);
+    empty.params.insert("nil-read".into(), "none".into());
+    assert!(check_lost_writes(&h, &empty).is_err());
 }
 
 #[test]

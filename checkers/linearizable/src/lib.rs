@@ -12,8 +12,9 @@
 //! be explained (the register did not hold its `from` value).
 //!
 //! Options: `model` (required, see [`MODELS`]), `initial` (the value of a
-//! fresh register or key; nil, or "" for kv, when unset), the budget, and the
-//! param `explain-all=true` to search every partition even after one failed
+//! fresh register or key; nil, or "" for kv, when unset), the budget, the
+//! param `nil-read=empty` (a nil read of `register` or `cas-register` is the
+//! empty register, as for `etcd-register`), and the param `explain-all=true` to search every partition even after one failed
 //! (by default one failing partition stops the others, as in Porcupine).
 //!
 //! Search reductions, each exact (they never change a verdict):
@@ -269,16 +270,19 @@ pub fn check(history: &History, opts: &CheckOptions) -> Result<LinearizabilityRe
         .ok_or_else(|| unsupported_model("no --model given"))?;
     let initial = opts.initial.clone();
     let nil = || initial.clone().unwrap_or(Value::Nil);
+    let nil_read_is_empty = opts.nil_read_is_empty()?;
     match name {
         "register" => run(
             name,
-            RegisterModel::new(RegisterFlavor::Register, nil()),
+            RegisterModel::new(RegisterFlavor::Register, nil())
+                .nil_read_is_empty(nil_read_is_empty),
             history,
             opts,
         ),
         "cas-register" => run(
             name,
-            RegisterModel::new(RegisterFlavor::CasRegister, nil()),
+            RegisterModel::new(RegisterFlavor::CasRegister, nil())
+                .nil_read_is_empty(nil_read_is_empty),
             history,
             opts,
         ),

@@ -175,13 +175,25 @@ pub enum RegisterOp {
 pub struct RegisterModel {
     flavor: RegisterFlavor,
     values: Interner,
+    nil_read_is_empty: bool,
 }
 
 impl RegisterModel {
     pub fn new(flavor: RegisterFlavor, initial: Value) -> Self {
         let mut values = Interner::default();
         values.id(&initial);
-        RegisterModel { flavor, values }
+        RegisterModel {
+            flavor,
+            values,
+            nil_read_is_empty: flavor == RegisterFlavor::Etcd,
+        }
+    }
+
+    /// A read of nil is the empty register (a client that reads an absent
+    /// key as nil), not an unknown value: a write lost entirely shows.
+    pub fn nil_read_is_empty(mut self, empty: bool) -> Self {
+        self.nil_read_is_empty = empty || self.flavor == RegisterFlavor::Etcd;
+        self
     }
 
     fn name(&self) -> &'static str {
@@ -218,7 +230,7 @@ impl Model for RegisterModel {
             "read" => match end {
                 Outcome::Ok(c) => {
                     let v = &history.ops[c].value;
-                    if v.is_nil() && self.flavor != RegisterFlavor::Etcd {
+                    if v.is_nil() && !self.nil_read_is_empty {
                         return Ok(Prepared::Skip);
                     }
                     Ok(Prepared::Happened(RegisterOp::Read(self.values.id(v))))

@@ -32,7 +32,8 @@ struct Interval {
 
 /// A random history: 3 processes, up to 3 ops each, values 0..3, some ops
 /// failing (cas), crashing (info) or never completing.
-fn random_history(rng: &mut Rng) -> History {
+/// Reads return 0..3, or also nil (the empty register) when `nil_reads`.
+fn random_history(rng: &mut Rng, nil_reads: bool) -> History {
     let mut ops = Vec::new();
     let mut left = [1 + rng.below(3), 1 + rng.below(3), 1 + rng.below(3)];
     let mut pending: [Option<(&'static str, Value)>; 3] = [None, None, None];
@@ -80,7 +81,10 @@ fn random_history(rng: &mut Rng) -> History {
                     _ => OpType::Ok,
                 };
                 let v = if f == "read" && kind == OpType::Ok {
-                    Value::Int(rng.below(3) as i64)
+                    match rng.below(if nil_reads { 4 } else { 3 }) {
+                        3 => Value::Nil,
+                        n => Value::Int(n as i64),
+                    }
                 } else {
                     v
                 };
@@ -91,6 +95,8 @@ fn random_history(rng: &mut Rng) -> History {
     }
     History::from_ops(ops).expect("pairs")
 }
+
+const EMPTY: i64 = -1;
 
 fn intervals(h: &History, etcd: bool) -> Vec<Interval> {
     let mut out = Vec::new();
@@ -110,7 +116,8 @@ fn intervals(h: &History, etcd: bool) -> Vec<Interval> {
         }
         let ok = end.is_some_and(|e| e.is_ok());
         let kind = match op.f.as_str() {
-            "read" if ok => Kind::Read(end.unwrap().value.as_int().unwrap()),
+            // Nil, the empty register, is -1.
+            "read" if ok => Kind::Read(end.unwrap().value.as_int().unwrap_or(EMPTY)),
             "read" => continue,
             "write" => Kind::Write(op.value.as_int().unwrap()),
             _ => {
@@ -166,19 +173,25 @@ fn brute(ops: &[Interval], placed: &mut Vec<bool>, state: i64) -> bool {
     false
 }
 
-fn agree(model: &str, seed: u64) {
+/// `nil_empty`: reads may return nil, the initial empty register, checked
+/// with `nil-read=empty`.
+fn agree(model: &str, seed: u64, nil_empty: bool) {
     let mut rng = Rng(seed);
     let etcd = model == "etcd";
-    let opts = CheckOptions {
+    let mut opts = CheckOptions {
         model: Some(model.into()),
-        initial: Some(Value::Int(0)),
+        initial: (!nil_empty).then_some(Value::Int(0)),
         ..CheckOptions::default()
     };
+    if nil_empty {
+        opts.params.insert("nil-read".into(), "empty".into());
+    }
+    let initial = if nil_empty { EMPTY } else { 0 };
     let (mut valid, mut invalid) = (0, 0);
     for i in 0..3000 {
-        let h = random_history(&mut rng);
+        let h = random_history(&mut rng, nil_empty);
         let ops = intervals(&h, etcd);
-        let want = brute(&ops, &mut vec![false; ops.len()], 0);
+        let want = brute(&ops, &mut vec![false; ops.len()], initial);
         let got = check(&h, &opts).expect("checks").verdict;
         let want = if want {
             Verdict::Valid
@@ -203,16 +216,30 @@ fn agree(model: &str, seed: u64) {
 /// explains: its Invalid is never wrong, and it finds both kinds.
 #[test]
 fn lost_write_findings_are_never_linearizable() {
-    let mut rng = Rng(0x51_7cc1_b727_220a);
-    let opts = CheckOptions::default();
+    lost_writes_agree(0x51_7cc1_b727_220a, false);
+}
+
+/// The same with nil reads of the empty register judged (`nil-read=empty`).
+#[test]
+fn lost_write_findings_with_nil_reads_are_never_linearizable() {
+    lost_writes_agree(0x7f4a_7c15_51_7cc1, true);
+}
+
+fn lost_writes_agree(seed: u64, nil_empty: bool) {
+    let mut rng = Rng(seed);
+    let mut opts = CheckOptions::default();
+    if nil_empty {
+        opts.params.insert("nil-read".into(), "empty".into());
+    }
+    let initial = if nil_empty { EMPTY } else { 0 };
     let (mut lost, mut stale) = (0, 0);
     for i in 0..5000 {
-        let h = random_history(&mut rng);
+        let h = random_history(&mut rng, nil_empty);
         let r = splitbrain_basic::check_lost_writes(&h, &opts).expect("checks");
         if r.verdict == Verdict::Invalid {
             let ops = intervals(&h, false);
             assert!(
-                !brute(&ops, &mut vec![false; ops.len()], 0),
+                !brute(&ops, &mut vec![false; ops.len()], initial),
                 "history {i} is linearizable but lost-write says {r:?}:\n{:#?}",
                 h.ops
             );
@@ -225,12 +252,17 @@ fn lost_write_findings_are_never_linearizable() {
 
 #[test]
 fn cas_register_agrees_with_brute_force_on_random_histories() {
-    agree("cas-register", 0x9e37_79b9_7f4a_7c15);
+    agree("cas-register", 0x9e37_79b9_7f4a_7c15, false);
+}
+
+#[test]
+fn cas_register_with_nil_reads_of_the_empty_register_agrees_with_brute_force() {
+    agree("cas-register", 0x3c6e_f372_fe94_f82b, true);
 }
 
 #[test]
 fn etcd_agrees_with_brute_force_on_random_histories() {
-    agree("etcd", 0x2545_f491_4f6c_dd1d);
+    agree("etcd", 0x2545_f491_4f6c_dd1d, false);
 }
 
 /// A random key-value history: 3 processes over keys "a" and "b", appends

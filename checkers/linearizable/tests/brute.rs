@@ -222,7 +222,7 @@ fn lost_write_findings_are_never_linearizable() {
 /// The same with nil reads of the empty register judged (`nil-read=empty`).
 #[test]
 fn lost_write_findings_with_nil_reads_are_never_linearizable() {
-    lost_writes_agree(0x7f4a_7c15_51_7cc1, true);
+    lost_writes_agree(0x7f4a_7c15_517c_c1e3, true);
 }
 
 fn lost_writes_agree(seed: u64, nil_empty: bool) {

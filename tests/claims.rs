@@ -82,3 +82,81 @@ fn follower_reads_are_sent_to_followers() {
         Some(splitbrain_store::ReadFrom::Followers)
     );
 }
+
+/// Regression: the simulator handed a client the refusal of a stopped node
+/// as the node's own reply, so after `kill-leader` every client kept
+/// sending to the dead leader until the heal and no failover was exercised.
+#[test]
+fn clients_fail_over_to_the_new_leader_while_the_old_one_is_down() {
+    use splitbrain::simulation::{run, Scenario, SimFault};
+    use splitbrain_history::{OpType, Process};
+    // (Synchronous single-leader replication waits for the dead follower.)
+    for mode in [
+        "mode = \"single-leader\"\n[single_leader]\nreplication = \"semi-sync:1\"",
+        "mode = \"raft\"",
+    ] {
+        let cfg: splitbrain_store::ClusterConfig =
+            toml::from_str(&format!("nodes = []\n{mode}")).unwrap();
+        let mut s = Scenario::new(cfg, 3, splitbrain_workloads::WorkloadKind::Register);
+        s.faults = vec![SimFault::parse_step("kill-leader").unwrap()];
+        s.ops = 1500;
+        let h = run(&s, 3).unwrap().history;
+        let kill = h
+            .iter()
+            .position(|op| op.process == Process::Nemesis && op.f.as_str() == "kill")
+            .expect("a kill");
+        let info = format!("{:?}", h[kill + 1].value);
+        let killed = ["n1", "n2", "n3"]
+            .into_iter()
+            .find(|n| info.contains(&format!("\"{n}\"")))
+            .expect("the killed node");
+        let heal = h[kill + 2..]
+            .iter()
+            .position(|op| op.process == Process::Nemesis)
+            .map_or(h.len(), |i| kill + 2 + i);
+        let served_elsewhere = h[kill..heal]
+            .iter()
+            .filter(|op| op.kind == OpType::Ok)
+            .filter(|op| op.node.as_deref().is_some_and(|n| *n != *killed))
+            .count();
+        assert!(
+            served_elsewhere > 50,
+            "{mode}: only {served_elsewhere} ops served while {killed:?} was down"
+        );
+    }
+}
+
+/// Regression: when an op's deadline passed while a retry was in flight,
+/// the simulator recorded the earlier refusal (`fail`), though the retry
+/// could still take effect; after a failover, "failed" writes were read.
+#[test]
+fn an_op_whose_retry_is_in_flight_at_its_deadline_is_info_not_fail() {
+    use splitbrain::simulation::{claims::scenario, history_jsonl, run};
+    let claim = splitbrain_store::claims::find("sync-with-fencing-loses-nothing").unwrap();
+    let s = scenario(claim).unwrap();
+    for seed in 1..=10 {
+        let jsonl = history_jsonl(&run(&s, seed).unwrap().history);
+        let mut failed = std::collections::BTreeSet::new();
+        let mut read = std::collections::BTreeSet::new();
+        for line in String::from_utf8(jsonl).unwrap().lines() {
+            let op: serde_json::Value = serde_json::from_str(line).unwrap();
+            match (op["type"].as_str(), op["f"].as_str()) {
+                (Some("fail"), Some("add")) => {
+                    failed.insert(op["value"].as_i64().unwrap());
+                }
+                (Some("ok"), Some("read")) => {
+                    for v in op["value"]["#set"].as_array().into_iter().flatten() {
+                        read.insert(v.as_i64().unwrap());
+                    }
+                }
+                _ => {}
+            }
+        }
+        assert!(!read.is_empty(), "seed {seed}: nothing was read");
+        let seen: Vec<_> = failed.intersection(&read).collect();
+        assert!(
+            seen.is_empty(),
+            "seed {seed}: failed adds were read: {seen:?}"
+        );
+    }
+}

@@ -242,6 +242,14 @@ impl StoreModeArgs {
                 }
             }
             other => {
+                if leaderless_flags
+                    || self.sync.is_some()
+                    || self.fencing.is_some()
+                    || self.leases.is_some()
+                    || self.read_from.is_some()
+                {
+                    return Err(format!("--replication {other} takes its options as --store SECTION.KEY=VALUE (its section of the cluster file, e.g. --store raft.read=lease), not the single-leader or leaderless flags"));
+                }
                 let names: Vec<&str> = splitbrain_store::modes::MODES
                     .iter()
                     .map(|m| m.mode.name())
@@ -308,6 +316,18 @@ mod tests {
         let flags =
             Flags::try_parse_from(std::iter::once("t").chain(args.iter().copied())).unwrap();
         flags.mode.config(3).unwrap()
+    }
+
+    #[test]
+    fn raft_takes_its_options_from_store_and_refuses_other_modes_flags() {
+        use clap::Parser;
+        let cfg = config(&["--replication", "raft", "--store", "raft.read=lease"]);
+        assert_eq!(cfg.mode, Mode::Raft);
+        assert_eq!(cfg.raft.read, splitbrain_store::config::RaftRead::Lease);
+        let flags =
+            Flags::try_parse_from(["t", "--replication", "raft", "--read-from", "any"]).unwrap();
+        let err = flags.mode.config(3).unwrap_err();
+        assert!(err.contains("--store SECTION.KEY=VALUE"), "{err}");
     }
 
     /// Regression: the flags' defaults overwrote what `--store` had set, so

@@ -84,12 +84,12 @@ impl ClientFactory for RefstoreClients {
     }
 }
 
-/// What every request of a run asks for: in single-leader mode, reads go
+/// What every request of a run asks for: in a mode with a leader, reads go
 /// where the cluster serves them (`read_from`), so that follower reads are
 /// really sent to followers.
 pub fn request_options(cfg: &ClusterConfig) -> RequestOptions {
     RequestOptions {
-        read_from: splitbrain_store::modes::has_leader(cfg).then_some(cfg.single_leader.read_from),
+        read_from: splitbrain_store::modes::read_from(cfg),
         ..RequestOptions::default()
     }
 }

@@ -17,7 +17,7 @@ use smol_str::SmolStr;
 use splitbrain_generators::{Context, Gen, Invocation, Poll, Thread};
 use splitbrain_history::{History, Op, OpType, OpWriter, Process, Value};
 use splitbrain_store::config::{ClientRouting, ClusterConfig, Mode};
-use splitbrain_store::msg::{NodeId, Op as StoreOp, ReadFrom, RequestOptions};
+use splitbrain_store::msg::{NodeId, Op as StoreOp, ReadFrom, Refusal, Reply, RequestOptions};
 use splitbrain_store::route::{Attempt, Next, Outcome, Router, Routing};
 use splitbrain_store::sim::{NetOptions, Sim};
 use splitbrain_workloads::{CheckerUse, WorkloadKind, WorkloadOptions};
@@ -408,7 +408,13 @@ impl Run<'_> {
             }
             for (attempt, c) in self.sim.take_completed() {
                 if let Some(w) = self.attempts.remove(&attempt) {
-                    self.on_attempt(w, Attempt::Replied(c.response.reply), gen, &threads);
+                    // A stopped node refuses the connection: nothing was
+                    // sent, so the client tries another node, as over TCP.
+                    let attempt = match c.response.reply {
+                        Reply::NotDone(Refusal::Unreachable(e)) => Attempt::NotSent(e),
+                        reply => Attempt::Replied(reply),
+                    };
+                    self.on_attempt(w, attempt, gen, &threads);
                 }
             }
             for w in 0..self.workers.len() {
@@ -416,9 +422,14 @@ impl Run<'_> {
                     continue;
                 };
                 if now >= call.deadline_ms {
-                    let outcome = call.refusal.clone().unwrap_or_else(|| {
-                        Outcome::Unknown(format!("no reply within {} ms", self.s.op_timeout_ms))
-                    });
+                    // A refusal decides only while nothing is in flight: a
+                    // retry that was sent may yet take effect.
+                    let outcome = match (&call.attempt, &call.refusal) {
+                        (None, Some(refusal)) => refusal.clone(),
+                        _ => {
+                            Outcome::Unknown(format!("no reply within {} ms", self.s.op_timeout_ms))
+                        }
+                    };
                     self.finish(w, outcome, gen, &threads);
                 } else if call.retry_at_ms.is_some_and(|t| now >= t) {
                     self.send(w);
@@ -853,7 +864,7 @@ impl Run<'_> {
         let process = self.workers.iter().map(|w| w.process).max().unwrap_or(0) + 1;
         let mut options = self.options.clone();
         options.r = Some(1);
-        if self.s.cluster.mode == Mode::SingleLeader {
+        if matches!(self.s.cluster.mode, Mode::SingleLeader | Mode::Raft) {
             options.read_from = Some(ReadFrom::Any);
         }
         for key in keys {

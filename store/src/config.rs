@@ -32,6 +32,7 @@ pub enum Mode {
     SingleLeader,
     Leaderless,
     MultiLeader,
+    Raft,
 }
 
 impl Mode {
@@ -41,6 +42,7 @@ impl Mode {
             Mode::SingleLeader => "single-leader",
             Mode::Leaderless => "leaderless",
             Mode::MultiLeader => "multi-leader",
+            Mode::Raft => "raft",
         }
     }
 }
@@ -273,6 +275,59 @@ impl Default for MultiLeaderOptions {
     }
 }
 
+/// How a Raft leader knows a read is not stale.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum RaftRead {
+    /// A heartbeat round answered by a majority after the read arrived (§6.4).
+    #[default]
+    ReadIndex,
+    /// Alone, while a majority acknowledged it within `lease_ms` by its own
+    /// clock: safe only while clocks drift less than the margin.
+    Lease,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RaftOptions {
+    pub heartbeat_ms: u64,
+    /// Minimum election timeout; the actual one is drawn from [t, 2t).
+    pub election_timeout_ms: u64,
+    pub read: RaftRead,
+    /// Must be below `election_timeout_ms` by more than the clock drift.
+    pub lease_ms: u64,
+    /// A candidate first asks whether it would win (§9.6), so a node that
+    /// was cut off does not depose a working leader when it returns.
+    pub pre_vote: bool,
+    /// A leader that has not heard from a majority for an election timeout steps down.
+    pub check_quorum: bool,
+    /// §5.4.2: a leader commits earlier terms' entries only through one of
+    /// its own term; `false` reproduces Figure 8's lost committed write.
+    pub commit_rule: bool,
+    pub request_timeout_ms: u64,
+    /// Applied entries kept for lagging followers before a snapshot replaces them.
+    pub log_keep: u64,
+    /// `leader` (linearizable) or `any` / `followers` (a follower's applied state).
+    pub read_from: ReadFrom,
+}
+
+impl Default for RaftOptions {
+    fn default() -> Self {
+        RaftOptions {
+            heartbeat_ms: 50,
+            election_timeout_ms: 300,
+            read: RaftRead::ReadIndex,
+            lease_ms: 200,
+            pre_vote: true,
+            check_quorum: true,
+            commit_rule: true,
+            request_timeout_ms: 2000,
+            log_keep: 2000,
+            read_from: ReadFrom::Leader,
+        }
+    }
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterConfig {
@@ -318,6 +373,8 @@ pub struct ClusterConfig {
     pub leaderless: LeaderlessOptions,
     #[serde(default)]
     pub multi_leader: MultiLeaderOptions,
+    #[serde(default)]
+    pub raft: RaftOptions,
     /// Which node a client of a leaderless or multi-leader cluster sends
     /// each request to (clients of a leader mode find the leader).
     #[serde(default)]
@@ -402,7 +459,7 @@ impl ClusterConfig {
 }
 
 /// A cluster file with every option at its default, for reference.
-pub const EXAMPLE_CLUSTER_TOML: &str = r#"# single-leader | leaderless
+pub const EXAMPLE_CLUSTER_TOML: &str = r#"# single-leader | leaderless | multi-leader | raft
 mode = "single-leader"
 # each node logs to data_dir/<id>; without data_dir nothing is persisted
 data_dir = "/tmp/splitbrain-store"
@@ -455,6 +512,21 @@ conflict = "lww"
 # with conflict = "crdt": g-counter | pn-counter | g-set | 2p-set | or-set | lww-register | mv-register
 crdt = "pn-counter"
 anti_entropy_ms = 200
+
+[raft]
+heartbeat_ms = 50
+election_timeout_ms = 300
+# read-index | lease
+read = "read-index"
+lease_ms = 200
+pre_vote = true
+check_quorum = true
+# false: a leader commits earlier terms' entries by counting (Figure 8)
+commit_rule = true
+request_timeout_ms = 2000
+log_keep = 2000
+# leader | followers | any
+read_from = "leader"
 
 [[nodes]]
 id = "n1"

@@ -148,6 +148,7 @@ pub struct ModeEntry {
     build: fn(&ModeEntry, &ClusterConfig, NodeId, u64, Vec<WalRecord>) -> BuildResult,
     pub has_leader: fn(&ClusterConfig) -> bool,
     pub describe: fn(&ClusterConfig) -> String,
+    pub read_from: fn(&ClusterConfig) -> Option<crate::msg::ReadFrom>,
 }
 
 type BuildResult = Result<Box<dyn Core>, CoreError>;
@@ -160,6 +161,7 @@ impl ModeEntry {
             build: build_adapter::<P>,
             has_leader: P::has_leader,
             describe: P::describe,
+            read_from: P::read_from,
         }
     }
 }

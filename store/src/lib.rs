@@ -1,6 +1,6 @@
 //! The reference store: a replicated key-value store with the replication
 //! modes the textbooks describe, as sans-IO state machines (each a `protocol`
-//! listed in `modes`: `single_leader`, `leaderless`, `multi_leader`), run through one
+//! listed in `modes`: `single_leader`, `leaderless`, `multi_leader`, `raft`), run through one
 //! mode-agnostic `core` by a tokio driver (`node`), with a write-ahead
 //! log (`wal`), a client library (`client`) and a deterministic simulator
 //! (`sim`). It knows nothing of the harness.
@@ -28,6 +28,7 @@ pub mod multi_leader;
 pub mod node;
 pub mod protocol;
 pub mod quorum;
+pub mod raft;
 pub mod route;
 pub mod seeded;
 pub mod sim;

@@ -5,6 +5,7 @@ use crate::config::Mode;
 use crate::core::ModeEntry;
 use crate::leaderless::Leaderless;
 use crate::multi_leader::MultiLeader;
+use crate::raft::Raft;
 use crate::single_leader::SingleLeader;
 
 /// Each mode with the tag that marks its records in the write-ahead log:
@@ -13,6 +14,7 @@ pub static MODES: &[ModeEntry] = &[
     ModeEntry::of::<SingleLeader>(Mode::SingleLeader, 0),
     ModeEntry::of::<Leaderless>(Mode::Leaderless, 1),
     ModeEntry::of::<MultiLeader>(Mode::MultiLeader, 2),
+    ModeEntry::of::<Raft>(Mode::Raft, 3),
 ];
 
 /// The row of `cfg`'s mode (every mode has one).
@@ -23,6 +25,11 @@ pub fn entry(mode: Mode) -> Option<&'static ModeEntry> {
 /// Whether `cfg`'s cluster has a leader once it is up.
 pub fn has_leader(cfg: &crate::config::ClusterConfig) -> bool {
     entry(cfg.mode).is_some_and(|m| (m.has_leader)(cfg))
+}
+
+/// Where `cfg`'s cluster serves reads, if its mode says.
+pub fn read_from(cfg: &crate::config::ClusterConfig) -> Option<crate::msg::ReadFrom> {
+    entry(cfg.mode).and_then(|m| (m.read_from)(cfg))
 }
 
 /// `cfg`'s mode and options in a few words.

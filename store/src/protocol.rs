@@ -99,6 +99,12 @@ pub trait Protocol: Send + Sized + 'static {
         false
     }
 
+    /// Where this cluster serves reads, for a mode with a leader: a client
+    /// sends its reads there (followers, any node) rather than to the leader.
+    fn read_from(_cfg: &ClusterConfig) -> Option<crate::msg::ReadFrom> {
+        None
+    }
+
     /// The mode and its options in a few words, for a test's record.
     fn describe(cfg: &ClusterConfig) -> String {
         cfg.mode.name().to_string()

@@ -4,7 +4,7 @@
 //! epochs (switchable) and read leases (switchable).
 
 use crate::config::{ClusterConfig, Replication, SingleLeaderOptions};
-use crate::msg::{apply_op, NodeId, Refusal, Reply, Request, Response, Value};
+use crate::msg::{apply_op, NodeId, ReadFrom, Refusal, Reply, Request, Response, Value};
 use crate::protocol::{self, ClientId, CoreStatus, Protocol};
 use crate::quorum;
 use crate::seeded::SeededRng;
@@ -870,6 +870,10 @@ impl Protocol for SingleLeader {
 
     fn has_leader(_cfg: &ClusterConfig) -> bool {
         true
+    }
+
+    fn read_from(cfg: &ClusterConfig) -> Option<ReadFrom> {
+        Some(cfg.single_leader.read_from)
     }
 
     fn describe(cfg: &ClusterConfig) -> String {

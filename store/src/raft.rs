@@ -1,0 +1,1568 @@
+//! Raft (Ongaro and Ousterhout, 2014): a replicated state machine. Client
+//! operations are log entries; a leader elected by a majority with the
+//! election restriction (§5.4.1) replicates them, an entry is committed once a
+//! majority holds it, and every node applies committed entries in order, so
+//! a cas is decided when it is applied, identically everywhere.
+//!
+//! Switches the claims use: `commit_rule` (§5.4.2: a leader counts replicas
+//! only for entries of its own term, and opens its term with a no-op; off, it
+//! commits earlier terms' entries by counting, and Figure 8 loses committed
+//! writes), `read` (`read-index`, §6.4: the leader confirms it still leads by
+//! a heartbeat round before answering; `lease`: it answers alone while a
+//! majority acknowledged it within `lease_ms` by its own clock, which clock
+//! skew breaks), `pre_vote` (§9.6) and `check_quorum` (a leader that has not
+//! heard from a majority for an election timeout steps down). Lagging
+//! followers behind the compacted log get a snapshot of the state machine.
+
+use crate::config::{ClusterConfig, RaftOptions, RaftRead};
+use crate::msg::{apply_op, NodeId, Op, ReadFrom, Refusal, Reply, Request, Response, Value};
+use crate::protocol::{self, ClientId, CoreStatus, Protocol};
+use crate::quorum;
+use crate::seeded::SeededRng;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+/// Entries a leader ships in one message.
+const MAX_BATCH: usize = 256;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// What a new leader appends to commit its predecessors' entries (§5.4.2, §8).
+    Noop,
+    Op(Op),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    pub index: u64,
+    pub term: u64,
+    pub command: Command,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Msg {
+    Append {
+        term: u64,
+        prev_index: u64,
+        prev_term: u64,
+        entries: Vec<Entry>,
+        commit: u64,
+        /// The leader's round number, echoed back: a read waits for a
+        /// majority to answer a round that began after it arrived.
+        round: u64,
+        sent_ms: u64,
+    },
+    AppendResp {
+        term: u64,
+        ok: bool,
+        /// When `ok`, the follower's log matches the leader's up to here;
+        /// otherwise where the leader should look next.
+        index: u64,
+        round: u64,
+        sent_ms: u64,
+    },
+    Snapshot {
+        term: u64,
+        index: u64,
+        index_term: u64,
+        kv: Vec<(String, Value)>,
+        round: u64,
+        sent_ms: u64,
+    },
+    Vote {
+        term: u64,
+        last_index: u64,
+        last_term: u64,
+        /// A pre-vote (§9.6): would you vote for me at `term`? Nobody's term changes.
+        pre: bool,
+    },
+    VoteResp {
+        term: u64,
+        granted: bool,
+        pre: bool,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WalRecord {
+    Meta {
+        term: u64,
+        voted_for: Option<NodeId>,
+    },
+    Append(Vec<Entry>),
+    /// Drops entries with an index at or above this one.
+    TruncateFrom(u64),
+    Snapshot {
+        index: u64,
+        term: u64,
+        kv: Vec<(String, Value)>,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Follower,
+    PreCandidate,
+    Candidate,
+    Leader,
+}
+
+/// A write this node appended as leader: it is answered when its index is
+/// applied, whatever this node's role by then, since an entry is identified
+/// by its index and term (§5.3).
+struct Waiting {
+    term: u64,
+    client: ClientId,
+    id: u64,
+    deadline_ms: u64,
+}
+
+struct PendingRead {
+    client: ClientId,
+    request: Request,
+    /// The commit index when it arrived: it is served once that is applied.
+    read_index: u64,
+    /// The heartbeat round a majority must answer first.
+    round: u64,
+    deadline_ms: u64,
+}
+
+pub struct Raft {
+    id: NodeId,
+    n: u32,
+    opts: RaftOptions,
+    rng: SeededRng,
+    started: bool,
+
+    term: u64,
+    voted_for: Option<NodeId>,
+    role: Role,
+    leader: Option<NodeId>,
+    last_heard_leader_ms: Option<u64>,
+    election_deadline_ms: u64,
+    votes: Vec<NodeId>,
+
+    /// Entries `log_start + 1 ..`; those up to `log_start` are in `kv`.
+    log: VecDeque<Entry>,
+    log_start: u64,
+    log_start_term: u64,
+    commit: u64,
+    applied: u64,
+    kv: BTreeMap<String, Value>,
+
+    // Leader state.
+    next_index: HashMap<NodeId, u64>,
+    match_index: HashMap<NodeId, u64>,
+    /// Per follower: the latest round it answered, and when (by this node's
+    /// clock) the leader sent the newest message it answered.
+    acked_round: HashMap<NodeId, u64>,
+    acked_sent_ms: HashMap<NodeId, u64>,
+    round: u64,
+    /// A round must start at the next flush (reads are waiting for one).
+    round_wanted: bool,
+    /// The first index of this leader's term: until it commits, the leader
+    /// does not know what its predecessors committed (§6.4).
+    term_start: u64,
+    next_heartbeat_ms: u64,
+    became_leader_ms: u64,
+    waiting: BTreeMap<u64, Waiting>,
+    reads: Vec<PendingRead>,
+    /// Every entry applied, in order, for the tests' state-machine safety check.
+    #[cfg(test)]
+    applied_trace: Vec<Entry>,
+}
+
+type Input = protocol::Input<Msg>;
+type Effect = protocol::Effect<Msg, WalRecord>;
+
+fn send(to: NodeId, msg: Msg) -> Effect {
+    Effect::Send { to, msg }
+}
+
+fn persist(rec: WalRecord) -> Effect {
+    Effect::Persist(rec)
+}
+
+fn reply(client: ClientId, id: u64, reply: Reply) -> Effect {
+    Effect::Reply {
+        client,
+        response: Response { id, reply },
+    }
+}
+
+impl Raft {
+    pub fn new(
+        id: NodeId,
+        n: u32,
+        opts: RaftOptions,
+        seed: u64,
+        recovered: Vec<WalRecord>,
+    ) -> Self {
+        let mut node = Raft {
+            id,
+            n,
+            opts,
+            rng: SeededRng::new(seed),
+            started: false,
+            term: 0,
+            voted_for: None,
+            role: Role::Follower,
+            leader: None,
+            last_heard_leader_ms: None,
+            election_deadline_ms: 0,
+            votes: Vec::new(),
+            log: VecDeque::new(),
+            log_start: 0,
+            log_start_term: 0,
+            commit: 0,
+            applied: 0,
+            kv: BTreeMap::new(),
+            next_index: HashMap::new(),
+            match_index: HashMap::new(),
+            acked_round: HashMap::new(),
+            acked_sent_ms: HashMap::new(),
+            round: 0,
+            round_wanted: false,
+            term_start: 0,
+            next_heartbeat_ms: 0,
+            became_leader_ms: 0,
+            waiting: BTreeMap::new(),
+            reads: Vec::new(),
+            #[cfg(test)]
+            applied_trace: Vec::new(),
+        };
+        for rec in recovered {
+            node.replay(rec);
+        }
+        node
+    }
+
+    fn replay(&mut self, rec: WalRecord) {
+        match rec {
+            WalRecord::Meta { term, voted_for } => {
+                self.term = term;
+                self.voted_for = voted_for;
+            }
+            WalRecord::Append(entries) => {
+                for e in entries {
+                    if e.index <= self.log_start || e.index > self.last_index() + 1 {
+                        continue;
+                    }
+                    self.truncate_from(e.index);
+                    self.log.push_back(e);
+                }
+            }
+            WalRecord::TruncateFrom(i) => self.truncate_from(i),
+            WalRecord::Snapshot { index, term, kv } => self.install(index, term, kv),
+        }
+    }
+
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    pub fn term(&self) -> u64 {
+        self.term
+    }
+
+    pub fn commit_index(&self) -> u64 {
+        self.commit
+    }
+
+    /// The entries this node holds in memory, oldest first.
+    pub fn entries(&self) -> impl Iterator<Item = &Entry> {
+        self.log.iter()
+    }
+
+    pub fn kv(&self) -> &BTreeMap<String, Value> {
+        &self.kv
+    }
+
+    fn peers(&self) -> impl Iterator<Item = NodeId> + '_ {
+        (0..self.n).filter(move |p| *p != self.id)
+    }
+
+    fn majority(&self) -> usize {
+        quorum::majority(self.n as usize)
+    }
+
+    pub fn last_index(&self) -> u64 {
+        self.log.back().map_or(self.log_start, |e| e.index)
+    }
+
+    fn last_term(&self) -> u64 {
+        self.log.back().map_or(self.log_start_term, |e| e.term)
+    }
+
+    pub fn term_at(&self, index: u64) -> Option<u64> {
+        if index == self.log_start {
+            Some(self.log_start_term)
+        } else if index < self.log_start || index > self.last_index() {
+            None
+        } else {
+            self.log
+                .get((index - self.log_start - 1) as usize)
+                .map(|e| e.term)
+        }
+    }
+
+    fn entry(&self, index: u64) -> Option<&Entry> {
+        index
+            .checked_sub(self.log_start + 1)
+            .and_then(|i| self.log.get(i as usize))
+    }
+
+    fn truncate_from(&mut self, index: u64) {
+        if index <= self.log_start {
+            self.log.clear();
+        } else {
+            self.log.truncate((index - self.log_start - 1) as usize);
+        }
+    }
+
+    /// Replaces the state machine with a snapshot at `index`. A log suffix
+    /// that agrees with the snapshot's last entry is kept (§7).
+    fn install(&mut self, index: u64, term: u64, kv: Vec<(String, Value)>) {
+        let keep_suffix = self.term_at(index) == Some(term);
+        if keep_suffix && index >= self.log_start {
+            let drop = (index - self.log_start) as usize;
+            self.log.drain(..drop.min(self.log.len()));
+        } else {
+            self.log.clear();
+        }
+        self.kv = kv.into_iter().collect();
+        self.log_start = index;
+        self.log_start_term = term;
+        self.applied = index;
+        self.commit = self.commit.max(index);
+        if !keep_suffix {
+            self.commit = index;
+        }
+    }
+
+    fn election_timeout(&mut self) -> u64 {
+        let t = self.opts.election_timeout_ms;
+        t + self.rng.below(t.max(1))
+    }
+
+    fn meta(&self) -> Effect {
+        persist(WalRecord::Meta {
+            term: self.term,
+            voted_for: self.voted_for,
+        })
+    }
+
+    fn apply_committed(&mut self, now: u64, fx: &mut Vec<Effect>) {
+        let upto = self.commit.min(self.last_index());
+        while self.applied < upto {
+            let Some(entry) = self.entry(self.applied + 1).cloned() else {
+                break;
+            };
+            let Entry { term, command, .. } = entry.clone();
+            #[cfg(test)]
+            self.applied_trace.push(entry);
+            self.applied += 1;
+            let waiter = self.waiting.remove(&self.applied);
+            if let Some(w) = waiter.as_ref().filter(|w| w.term != term) {
+                fx.push(reply(
+                    w.client,
+                    w.id,
+                    Reply::Unknown("another leader's entry took its place in the log".into()),
+                ));
+            }
+            let waiter = waiter.filter(|w| w.term == term);
+            let Command::Op(op) = &command else {
+                continue;
+            };
+            let kv = &self.kv;
+            let outcome = apply_op(op, |k| kv.get(k).cloned());
+            let answer = match outcome {
+                Ok((writes, result)) => {
+                    for (k, v) in writes {
+                        self.kv.insert(k, v);
+                    }
+                    Reply::Ok(result)
+                }
+                // Every replica refuses it alike: it did not happen.
+                Err(refusal) => Reply::NotDone(refusal),
+            };
+            if let Some(w) = waiter {
+                fx.push(reply(w.client, w.id, answer));
+            }
+        }
+        if self.role == Role::Leader {
+            self.serve_reads(now, fx);
+        }
+        // Keep `log_keep` applied entries for lagging followers; fold older ones away.
+        let keep = self.opts.log_keep.max(1);
+        if self.applied > self.log_start + 2 * keep {
+            let new_start = self.applied - keep;
+            let drop = (new_start - self.log_start) as usize;
+            self.log_start_term = self.log[drop - 1].term;
+            self.log.drain(..drop);
+            self.log_start = new_start;
+        }
+    }
+
+    /// Gives up on the reads this node took as leader (its writes are
+    /// answered when their index is applied, or at their deadline).
+    fn abandon_reads(&mut self, fx: &mut Vec<Effect>) {
+        for r in std::mem::take(&mut self.reads) {
+            // A read has no effect: one not answered did not happen.
+            fx.push(reply(
+                r.client,
+                r.request.id,
+                Reply::NotDone(Refusal::NotLeader { leader: None }),
+            ));
+        }
+    }
+
+    fn become_follower(&mut self, term: u64, leader: Option<NodeId>, fx: &mut Vec<Effect>) {
+        if self.role == Role::Leader {
+            self.abandon_reads(fx);
+        }
+        self.role = Role::Follower;
+        self.leader = leader;
+        if term > self.term {
+            self.term = term;
+            self.voted_for = None;
+            fx.push(self.meta());
+        }
+    }
+
+    fn start_election(&mut self, now: u64, pre: bool, fx: &mut Vec<Effect>) {
+        self.leader = None;
+        self.election_deadline_ms = now + self.election_timeout();
+        self.votes = vec![self.id];
+        if pre {
+            self.role = Role::PreCandidate;
+        } else {
+            self.role = Role::Candidate;
+            self.term += 1;
+            self.voted_for = Some(self.id);
+            fx.push(self.meta());
+        }
+        if self.votes.len() >= self.majority() {
+            self.won(now, pre, fx);
+            return;
+        }
+        let msg = Msg::Vote {
+            term: if pre { self.term + 1 } else { self.term },
+            last_index: self.last_index(),
+            last_term: self.last_term(),
+            pre,
+        };
+        for p in self.peers().collect::<Vec<_>>() {
+            fx.push(send(p, msg.clone()));
+        }
+    }
+
+    fn won(&mut self, now: u64, pre: bool, fx: &mut Vec<Effect>) {
+        if pre {
+            self.start_election(now, false, fx);
+        } else {
+            self.become_leader(now, fx);
+        }
+    }
+
+    fn become_leader(&mut self, now: u64, fx: &mut Vec<Effect>) {
+        self.role = Role::Leader;
+        self.leader = Some(self.id);
+        self.became_leader_ms = now;
+        let peers: Vec<NodeId> = self.peers().collect();
+        let next = self.last_index() + 1;
+        self.next_index = peers.iter().map(|p| (*p, next)).collect();
+        self.match_index = peers.iter().map(|p| (*p, 0)).collect();
+        self.acked_round = peers.iter().map(|p| (*p, 0)).collect();
+        self.acked_sent_ms = peers.iter().map(|p| (*p, 0)).collect();
+        self.round = 0;
+        self.round_wanted = false;
+        self.term_start = next;
+        if self.opts.commit_rule {
+            self.append(Command::Noop, fx);
+        }
+        self.broadcast(now, fx);
+        self.advance_commit(now, fx);
+    }
+
+    fn append(&mut self, command: Command, fx: &mut Vec<Effect>) -> u64 {
+        let index = self.last_index() + 1;
+        let entry = Entry {
+            index,
+            term: self.term,
+            command,
+        };
+        self.log.push_back(entry.clone());
+        fx.push(persist(WalRecord::Append(vec![entry])));
+        index
+    }
+
+    /// One heartbeat round: every follower gets what it lacks (or nothing).
+    fn broadcast(&mut self, now: u64, fx: &mut Vec<Effect>) {
+        self.round += 1;
+        self.round_wanted = false;
+        for p in self.peers().collect::<Vec<_>>() {
+            self.send_append(p, now, fx);
+        }
+        self.next_heartbeat_ms = now + self.opts.heartbeat_ms;
+    }
+
+    fn send_append(&mut self, to: NodeId, now: u64, fx: &mut Vec<Effect>) {
+        let next = self
+            .next_index
+            .get(&to)
+            .copied()
+            .unwrap_or(self.last_index() + 1);
+        if next <= self.log_start {
+            let kv = self
+                .kv
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            fx.push(send(
+                to,
+                Msg::Snapshot {
+                    term: self.term,
+                    index: self.applied,
+                    index_term: self.term_at(self.applied).unwrap_or(0),
+                    kv,
+                    round: self.round,
+                    sent_ms: now,
+                },
+            ));
+            self.next_index.insert(to, self.applied + 1);
+            return;
+        }
+        let prev_index = next - 1;
+        let prev_term = self.term_at(prev_index).unwrap_or(0);
+        let last = self.last_index().min(prev_index + MAX_BATCH as u64);
+        let entries: Vec<Entry> = (next..=last)
+            .filter_map(|i| self.entry(i).cloned())
+            .collect();
+        self.next_index.insert(to, last + 1);
+        fx.push(send(
+            to,
+            Msg::Append {
+                term: self.term,
+                prev_index,
+                prev_term,
+                entries,
+                commit: self.commit,
+                round: self.round,
+                sent_ms: now,
+            },
+        ));
+    }
+
+    fn advance_commit(&mut self, now: u64, fx: &mut Vec<Effect>) {
+        let others = self.majority() - 1;
+        let candidate = if others == 0 {
+            self.last_index()
+        } else {
+            quorum::kth_highest(self.match_index.values().copied(), others).unwrap_or(0)
+        }
+        .min(self.last_index());
+        // §5.4.2: only an entry of this term is committed by counting replicas.
+        let countable = !self.opts.commit_rule || self.term_at(candidate) == Some(self.term);
+        if candidate > self.commit && countable {
+            self.commit = candidate;
+            self.apply_committed(now, fx);
+        }
+    }
+
+    /// Whether a majority answered round `round` (this node counts itself).
+    fn round_confirmed(&self, round: u64) -> bool {
+        let others = self.majority() - 1;
+        others == 0
+            || quorum::kth_highest(self.acked_round.values().copied(), others)
+                .is_some_and(|r| r >= round)
+    }
+
+    /// Until when a majority's acknowledgements keep this leader's lease, by its own clock.
+    fn lease_until_ms(&self) -> u64 {
+        let others = self.majority() - 1;
+        if others == 0 {
+            return u64::MAX;
+        }
+        quorum::kth_highest(self.acked_sent_ms.values().copied(), others)
+            .filter(|t| *t >= self.became_leader_ms)
+            .map_or(0, |t| t + self.opts.lease_ms)
+    }
+
+    /// Whether an entry of this term is committed: until then the leader
+    /// does not know what its predecessors committed, and a read could miss
+    /// it (§6.4, §8), whichever commit rule it follows.
+    /// Without the §5.4.2 rule a leader believes what a majority holds is
+    /// committed, so it believes it knows once its log as of the election is
+    /// counted (the belief Figure 8 refutes).
+    fn knows_commit(&self) -> bool {
+        if self.opts.commit_rule {
+            self.commit >= self.term_start
+        } else {
+            self.commit + 1 >= self.term_start
+        }
+    }
+
+    fn serve_reads(&mut self, now: u64, fx: &mut Vec<Effect>) {
+        if self.reads.is_empty() || !self.knows_commit() {
+            return;
+        }
+        let lease = self.opts.read == RaftRead::Lease && now < self.lease_until_ms();
+        let mut waiting = Vec::new();
+        for r in std::mem::take(&mut self.reads) {
+            if (lease || self.round_confirmed(r.round)) && self.applied >= r.read_index {
+                self.serve_local(r.client, &r.request, fx);
+            } else {
+                waiting.push(r);
+            }
+        }
+        self.reads = waiting;
+    }
+
+    fn serve_local(&self, client: ClientId, req: &Request, fx: &mut Vec<Effect>) {
+        let r = match apply_op(&req.op, |k| self.kv.get(k).cloned()) {
+            Ok((_, result)) => Reply::Ok(result),
+            Err(refusal) => Reply::NotDone(refusal),
+        };
+        fx.push(reply(client, req.id, r));
+    }
+
+    fn on_client(&mut self, now: u64, client: ClientId, req: Request, fx: &mut Vec<Effect>) {
+        let read_only = req.op.is_read_only();
+        let read_from = req.options.read_from.unwrap_or(self.opts.read_from);
+        if read_only && read_from != ReadFrom::Leader {
+            // This node's applied state, however stale: what the client asked for.
+            self.serve_local(client, &req, fx);
+            return;
+        }
+        if self.role != Role::Leader {
+            fx.push(reply(
+                client,
+                req.id,
+                Reply::NotDone(Refusal::NotLeader {
+                    leader: self.leader,
+                }),
+            ));
+            return;
+        }
+        if read_only {
+            self.reads.push(PendingRead {
+                client,
+                read_index: self.commit,
+                round: self.round + 1,
+                request: req,
+                deadline_ms: now + self.opts.request_timeout_ms,
+            });
+            self.round_wanted = true;
+            self.serve_reads(now, fx);
+            return;
+        }
+        let index = self.append(Command::Op(req.op), fx);
+        self.waiting.insert(
+            index,
+            Waiting {
+                term: self.term,
+                client,
+                id: req.id,
+                deadline_ms: now + self.opts.request_timeout_ms,
+            },
+        );
+        // Followers get the entry at the next `Flush`, batched with its neighbours.
+        self.advance_commit(now, fx);
+    }
+
+    fn heard_leader(&mut self, now: u64, from: NodeId, term: u64, fx: &mut Vec<Effect>) {
+        if term > self.term || self.role != Role::Follower || self.leader != Some(from) {
+            self.become_follower(term, Some(from), fx);
+        }
+        self.last_heard_leader_ms = Some(now);
+        self.election_deadline_ms = now + self.election_timeout();
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_append(
+        &mut self,
+        now: u64,
+        from: NodeId,
+        term: u64,
+        prev_index: u64,
+        prev_term: u64,
+        entries: Vec<Entry>,
+        commit: u64,
+        round: u64,
+        sent_ms: u64,
+        fx: &mut Vec<Effect>,
+    ) {
+        let resp = |me: &Self, ok: bool, index: u64| {
+            send(
+                from,
+                Msg::AppendResp {
+                    term: me.term,
+                    ok,
+                    index,
+                    round,
+                    sent_ms,
+                },
+            )
+        };
+        // Entries follow `prev_index` one by one, or the message is no leader's.
+        let contiguous = entries
+            .iter()
+            .enumerate()
+            .all(|(i, e)| Some(e.index) == prev_index.checked_add(1 + i as u64));
+        if !contiguous {
+            return;
+        }
+        if term < self.term {
+            fx.push(resp(self, false, self.last_index()));
+            return;
+        }
+        self.heard_leader(now, from, term, fx);
+        if prev_index > self.last_index() {
+            fx.push(resp(self, false, self.last_index()));
+            return;
+        }
+        // What this node compacted was committed, so it matches any leader's log.
+        let (prev_index, prev_term, entries) = if prev_index < self.log_start {
+            let skip = (self.log_start - prev_index) as usize;
+            (
+                self.log_start,
+                self.log_start_term,
+                entries.into_iter().skip(skip).collect(),
+            )
+        } else {
+            (prev_index, prev_term, entries)
+        };
+        if self.term_at(prev_index) != Some(prev_term) && prev_index <= self.applied {
+            self.discard_applied(fx);
+            fx.push(resp(self, false, 0));
+            return;
+        }
+        if self.term_at(prev_index) != Some(prev_term) {
+            // Skip back over the whole conflicting term in one round trip.
+            let conflict = self.term_at(prev_index);
+            let mut first = prev_index;
+            while first > self.log_start + 1 && self.term_at(first - 1) == conflict {
+                first -= 1;
+            }
+            fx.push(resp(self, false, first - 1));
+            return;
+        }
+        let last_new = prev_index + entries.len() as u64;
+        let mut fresh = Vec::new();
+        for e in entries {
+            if e.index <= self.last_index() {
+                if self.term_at(e.index) == Some(e.term) {
+                    continue;
+                }
+                if e.index <= self.applied {
+                    self.discard_applied(fx);
+                    fx.push(resp(self, false, 0));
+                    return;
+                }
+                self.truncate_from(e.index);
+                fx.push(persist(WalRecord::TruncateFrom(e.index)));
+            }
+            self.log.push_back(e.clone());
+            fresh.push(e);
+        }
+        if !fresh.is_empty() {
+            fx.push(persist(WalRecord::Append(fresh)));
+        }
+        let new_commit = commit.min(last_new);
+        if new_commit > self.commit {
+            self.commit = new_commit;
+            self.apply_committed(now, fx);
+        }
+        fx.push(resp(self, true, last_new));
+    }
+
+    /// A leader's log contradicts entries this node applied: only a leader
+    /// that broke §5.4.2 sends that (Figure 8). What was applied cannot be
+    /// unapplied, so the node starts over from the leader's log, and the
+    /// committed write is gone.
+    fn discard_applied(&mut self, fx: &mut Vec<Effect>) {
+        self.log.clear();
+        self.log_start = 0;
+        self.log_start_term = 0;
+        self.kv.clear();
+        self.applied = 0;
+        self.commit = 0;
+        fx.push(persist(WalRecord::TruncateFrom(1)));
+        fx.push(persist(WalRecord::Snapshot {
+            index: 0,
+            term: 0,
+            kv: Vec::new(),
+        }));
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_snapshot(
+        &mut self,
+        now: u64,
+        from: NodeId,
+        term: u64,
+        index: u64,
+        index_term: u64,
+        kv: Vec<(String, Value)>,
+        round: u64,
+        sent_ms: u64,
+        fx: &mut Vec<Effect>,
+    ) {
+        let resp = |me: &Self, ok: bool, index: u64| {
+            send(
+                from,
+                Msg::AppendResp {
+                    term: me.term,
+                    ok,
+                    index,
+                    round,
+                    sent_ms,
+                },
+            )
+        };
+        if term < self.term {
+            fx.push(resp(self, false, self.last_index()));
+            return;
+        }
+        self.heard_leader(now, from, term, fx);
+        // A snapshot behind what this node applied in agreement adds nothing.
+        if index <= self.applied && self.term_at(index) == Some(index_term) {
+            fx.push(resp(self, true, index));
+            return;
+        }
+        fx.push(persist(WalRecord::Snapshot {
+            index,
+            term: index_term,
+            kv: kv.clone(),
+        }));
+        self.install(index, index_term, kv);
+        // Which entries the snapshot holds is not known, so neither is their fate.
+        let covered: Vec<u64> = self.waiting.range(..=index).map(|(i, _)| *i).collect();
+        for i in covered {
+            if let Some(w) = self.waiting.remove(&i) {
+                fx.push(reply(
+                    w.client,
+                    w.id,
+                    Reply::Unknown(
+                        "a snapshot replaced the log before the entry was applied".into(),
+                    ),
+                ));
+            }
+        }
+        fx.push(resp(self, true, index));
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_append_resp(
+        &mut self,
+        now: u64,
+        from: NodeId,
+        term: u64,
+        ok: bool,
+        index: u64,
+        round: u64,
+        sent_ms: u64,
+        fx: &mut Vec<Effect>,
+    ) {
+        if term > self.term {
+            self.become_follower(term, None, fx);
+            self.election_deadline_ms = now + self.election_timeout();
+            return;
+        }
+        if self.role != Role::Leader || term < self.term {
+            return;
+        }
+        let r = self.acked_round.entry(from).or_insert(0);
+        *r = (*r).max(round);
+        let t = self.acked_sent_ms.entry(from).or_insert(0);
+        *t = (*t).max(sent_ms);
+        if ok {
+            let m = self.match_index.entry(from).or_insert(0);
+            *m = (*m).max(index);
+            let m = *m;
+            let next = self.next_index.entry(from).or_insert(m + 1);
+            *next = (*next).max(m + 1);
+            self.advance_commit(now, fx);
+            if self.next_index[&from] <= self.last_index() && index + 1 == self.next_index[&from] {
+                self.send_append(from, now, fx);
+            }
+        } else {
+            let next = self.next_index.entry(from).or_insert(index + 1);
+            *next = (*next).min(index + 1).max(1);
+            self.send_append(from, now, fx);
+        }
+        self.serve_reads(now, fx);
+    }
+
+    fn heard_leader_recently(&self, now: u64) -> bool {
+        self.role == Role::Leader
+            || (self.leader.is_some()
+                && self
+                    .last_heard_leader_ms
+                    .is_some_and(|t| now < t + self.opts.election_timeout_ms))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_vote(
+        &mut self,
+        now: u64,
+        from: NodeId,
+        term: u64,
+        last_index: u64,
+        last_term: u64,
+        pre: bool,
+        fx: &mut Vec<Effect>,
+    ) {
+        let answer = |me: &Self, granted: bool| {
+            send(
+                from,
+                Msg::VoteResp {
+                    term: if pre && granted { term } else { me.term },
+                    granted,
+                    pre,
+                },
+            )
+        };
+        // A node that hears its leader ignores candidates (§6 and §9.6): what
+        // keeps a partitioned node from deposing a healthy leader, and what a
+        // lease relies on.
+        let sticky = (self.opts.pre_vote || self.opts.read == RaftRead::Lease)
+            && self.heard_leader_recently(now);
+        if term < self.term || sticky {
+            fx.push(answer(self, false));
+            return;
+        }
+        let up_to_date = (last_term, last_index) >= (self.last_term(), self.last_index());
+        if pre {
+            fx.push(answer(self, up_to_date && term > self.term));
+            return;
+        }
+        if term > self.term {
+            self.become_follower(term, None, fx);
+        }
+        let granted = up_to_date && self.voted_for.is_none_or(|v| v == from);
+        if granted {
+            self.voted_for = Some(from);
+            self.election_deadline_ms = now + self.election_timeout();
+            fx.push(self.meta());
+        }
+        fx.push(answer(self, granted));
+    }
+
+    fn on_vote_resp(
+        &mut self,
+        now: u64,
+        from: NodeId,
+        term: u64,
+        granted: bool,
+        pre: bool,
+        fx: &mut Vec<Effect>,
+    ) {
+        if term > self.term && !(pre && granted) {
+            self.become_follower(term, None, fx);
+            return;
+        }
+        let wanted = if pre {
+            self.role == Role::PreCandidate && term == self.term + 1
+        } else {
+            self.role == Role::Candidate && term == self.term
+        };
+        if wanted && granted && !self.votes.contains(&from) {
+            self.votes.push(from);
+            if self.votes.len() >= self.majority() {
+                self.won(now, pre, fx);
+            }
+        }
+    }
+
+    fn on_tick(&mut self, now: u64, fx: &mut Vec<Effect>) {
+        // Writes that waited too long get an unknown outcome; they stay in the log.
+        let expired: Vec<u64> = self
+            .waiting
+            .iter()
+            .filter(|(_, w)| w.deadline_ms <= now)
+            .map(|(i, _)| *i)
+            .collect();
+        for i in expired {
+            if let Some(w) = self.waiting.remove(&i) {
+                fx.push(reply(
+                    w.client,
+                    w.id,
+                    Reply::Unknown("the entry was not committed in time".into()),
+                ));
+            }
+        }
+        let (late, reads): (Vec<_>, Vec<_>) = std::mem::take(&mut self.reads)
+            .into_iter()
+            .partition(|r| r.deadline_ms <= now);
+        self.reads = reads;
+        for r in late {
+            fx.push(reply(
+                r.client,
+                r.request.id,
+                Reply::NotDone(Refusal::NoQuorum {
+                    needed: self.majority() as u32,
+                    got: 1,
+                }),
+            ));
+        }
+        if self.role == Role::Leader {
+            let heard = self
+                .peers()
+                .filter(|p| {
+                    self.acked_sent_ms
+                        .get(p)
+                        .is_some_and(|t| now < t + self.opts.election_timeout_ms)
+                })
+                .count();
+            let leading_long_enough = now >= self.became_leader_ms + self.opts.election_timeout_ms;
+            if self.opts.check_quorum && leading_long_enough && heard + 1 < self.majority() {
+                let term = self.term;
+                self.become_follower(term, None, fx);
+                self.election_deadline_ms = now + self.election_timeout();
+                return;
+            }
+            if now >= self.next_heartbeat_ms {
+                self.broadcast(now, fx);
+            }
+        } else if now >= self.election_deadline_ms {
+            self.start_election(now, self.opts.pre_vote, fx);
+        }
+    }
+}
+
+impl Protocol for Raft {
+    type Msg = Msg;
+    type Record = WalRecord;
+
+    fn has_leader(_cfg: &ClusterConfig) -> bool {
+        true
+    }
+
+    fn read_from(cfg: &ClusterConfig) -> Option<ReadFrom> {
+        Some(cfg.raft.read_from)
+    }
+
+    fn describe(cfg: &ClusterConfig) -> String {
+        let o = &cfg.raft;
+        format!(
+            "raft (reads by {}, pre-vote {}, check-quorum {}, §5.4.2 commit rule {})",
+            match o.read {
+                RaftRead::ReadIndex => "read-index",
+                RaftRead::Lease => "lease",
+            },
+            if o.pre_vote { "on" } else { "off" },
+            if o.check_quorum { "on" } else { "off" },
+            if o.commit_rule { "on" } else { "off" },
+        )
+    }
+
+    fn from_config(
+        cfg: &ClusterConfig,
+        node: NodeId,
+        seed: u64,
+        recovered: Vec<WalRecord>,
+    ) -> Self {
+        Raft::new(
+            node,
+            cfg.nodes.len() as u32,
+            cfg.raft.clone(),
+            seed,
+            recovered,
+        )
+    }
+
+    fn step(&mut self, now_ms: u64, input: Input) -> Vec<Effect> {
+        let mut fx = Vec::new();
+        if !self.started {
+            self.started = true;
+            self.election_deadline_ms = now_ms + self.election_timeout();
+        }
+        match input {
+            Input::Tick => self.on_tick(now_ms, &mut fx),
+            Input::Flush => {
+                if self.role == Role::Leader {
+                    let last = self.last_index();
+                    if self.round_wanted {
+                        self.broadcast(now_ms, &mut fx);
+                    } else {
+                        for p in self.peers().collect::<Vec<_>>() {
+                            // New entries, in one message per follower that is keeping up.
+                            let next = self.next_index.get(&p).copied().unwrap_or(0);
+                            if next <= last {
+                                self.send_append(p, now_ms, &mut fx);
+                            }
+                        }
+                    }
+                }
+            }
+            Input::Client { client, request } => self.on_client(now_ms, client, request, &mut fx),
+            Input::Peer { from, msg } => match msg {
+                Msg::Append {
+                    term,
+                    prev_index,
+                    prev_term,
+                    entries,
+                    commit,
+                    round,
+                    sent_ms,
+                } => self.on_append(
+                    now_ms, from, term, prev_index, prev_term, entries, commit, round, sent_ms,
+                    &mut fx,
+                ),
+                Msg::AppendResp {
+                    term,
+                    ok,
+                    index,
+                    round,
+                    sent_ms,
+                } => self.on_append_resp(now_ms, from, term, ok, index, round, sent_ms, &mut fx),
+                Msg::Snapshot {
+                    term,
+                    index,
+                    index_term,
+                    kv,
+                    round,
+                    sent_ms,
+                } => self.on_snapshot(
+                    now_ms, from, term, index, index_term, kv, round, sent_ms, &mut fx,
+                ),
+                Msg::Vote {
+                    term,
+                    last_index,
+                    last_term,
+                    pre,
+                } => self.on_vote(now_ms, from, term, last_index, last_term, pre, &mut fx),
+                Msg::VoteResp { term, granted, pre } => {
+                    self.on_vote_resp(now_ms, from, term, granted, pre, &mut fx)
+                }
+            },
+        }
+        fx
+    }
+
+    fn status(&self) -> CoreStatus {
+        CoreStatus {
+            role: match self.role {
+                Role::Follower => "follower",
+                Role::PreCandidate => "pre-candidate",
+                Role::Candidate => "candidate",
+                Role::Leader => "leader",
+            }
+            .into(),
+            epoch: self.term,
+            leader: self.leader,
+            keys: self.kv.len() as u64,
+            commit_index: self.commit,
+            last_index: self.last_index(),
+        }
+    }
+
+    fn data_digest(&self) -> Option<u64> {
+        Some(crate::seeded::stable_hash(&crate::codec::encode(&self.kv)))
+    }
+
+    fn snapshot_records(&self) -> Vec<WalRecord> {
+        let kv = self
+            .kv
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let tail: Vec<Entry> = self
+            .log
+            .iter()
+            .filter(|e| e.index > self.applied)
+            .cloned()
+            .collect();
+        vec![
+            WalRecord::Meta {
+                term: self.term,
+                voted_for: self.voted_for,
+            },
+            WalRecord::Snapshot {
+                index: self.applied,
+                term: self.term_at(self.applied).unwrap_or(0),
+                kv,
+            },
+            WalRecord::Append(tail),
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Raft's safety properties (Figure 3 of the paper) checked after every
+    //! step of random runs: messages delayed, reordered and dropped, nodes
+    //! partitioned, crashed and restarted from what they persisted.
+
+    use super::*;
+    use crate::msg::{OpResult, RequestOptions};
+    use std::collections::BTreeSet;
+
+    struct Net {
+        n: u32,
+        opts: RaftOptions,
+        nodes: Vec<Option<Raft>>,
+        disks: Vec<Vec<WalRecord>>,
+        /// (deliver at, sequence, from, to, message)
+        queue: BTreeMap<(u64, u64), (NodeId, NodeId, Msg)>,
+        seq: u64,
+        now: u64,
+        rng: SeededRng,
+        blocked: BTreeSet<(NodeId, NodeId)>,
+        loss_percent: u64,
+        /// Term → the node that led it.
+        leaders: BTreeMap<u64, NodeId>,
+        /// Index → the entry committed there, as first seen on any node,
+        /// with that node's term then (the commit's term or later).
+        committed: BTreeMap<u64, (Entry, u64)>,
+        /// Values whose put was acknowledged.
+        acked: Vec<i64>,
+        /// Client request id → the value it put.
+        puts: BTreeMap<u64, i64>,
+    }
+
+    impl Net {
+        fn new(n: u32, opts: RaftOptions, seed: u64) -> Net {
+            Net {
+                n,
+                nodes: (0..n)
+                    .map(|i| {
+                        Some(Raft::new(
+                            i,
+                            n,
+                            opts.clone(),
+                            seed ^ u64::from(i),
+                            Vec::new(),
+                        ))
+                    })
+                    .collect(),
+                opts,
+                disks: vec![Vec::new(); n as usize],
+                queue: BTreeMap::new(),
+                seq: 0,
+                now: 0,
+                rng: SeededRng::new(seed),
+                blocked: BTreeSet::new(),
+                loss_percent: 5,
+                leaders: BTreeMap::new(),
+                committed: BTreeMap::new(),
+                acked: Vec::new(),
+                puts: BTreeMap::new(),
+            }
+        }
+
+        fn input(&mut self, node: NodeId, input: Input) {
+            let Some(raft) = self.nodes[node as usize].as_mut() else {
+                return;
+            };
+            let mut fx = raft.step(self.now, input);
+            fx.extend(raft.step(self.now, Input::Flush));
+            for effect in fx {
+                match effect {
+                    Effect::Persist(rec) => self.disks[node as usize].push(rec),
+                    Effect::Send { to, msg } => {
+                        if self.blocked.contains(&(node, to))
+                            || self.rng.below(100) < self.loss_percent
+                        {
+                            continue;
+                        }
+                        let at = self.now + 1 + self.rng.below(10);
+                        self.seq += 1;
+                        self.queue.insert((at, self.seq), (node, to, msg));
+                    }
+                    Effect::Reply { response, .. } => {
+                        if let (Reply::Ok(OpResult::Done), Some(v)) =
+                            (&response.reply, self.puts.get(&response.id))
+                        {
+                            self.acked.push(*v);
+                        }
+                    }
+                }
+            }
+        }
+
+        fn put(&mut self, node: NodeId, id: u64, value: i64) {
+            self.puts.insert(id, value);
+            let request = Request {
+                id,
+                op: Op::Put {
+                    key: format!("k{}", value % 3),
+                    value: Value::Int(value),
+                },
+                options: RequestOptions::default(),
+            };
+            self.input(
+                node,
+                Input::Client {
+                    client: id,
+                    request,
+                },
+            );
+        }
+
+        fn run_ms(&mut self, ms: u64) {
+            for _ in 0..ms {
+                self.now += 1;
+                while let Some((&key, _)) = self.queue.first_key_value() {
+                    if key.0 > self.now {
+                        break;
+                    }
+                    let (from, to, msg) = self.queue.remove(&key).unwrap();
+                    self.input(to, Input::Peer { from, msg });
+                }
+                if self.now % 5 == 0 {
+                    for node in 0..self.n {
+                        self.input(node, Input::Tick);
+                    }
+                }
+                self.check();
+            }
+        }
+
+        fn crash(&mut self, node: NodeId) {
+            self.nodes[node as usize] = None;
+        }
+
+        fn restart(&mut self, node: NodeId, seed: u64) {
+            let records = self.disks[node as usize].clone();
+            self.nodes[node as usize] =
+                Some(Raft::new(node, self.n, self.opts.clone(), seed, records));
+        }
+
+        fn leader(&self) -> Option<NodeId> {
+            (0..self.n).find(|i| {
+                self.nodes[*i as usize]
+                    .as_ref()
+                    .is_some_and(|r| r.role == Role::Leader)
+            })
+        }
+
+        /// Election safety, log matching, leader completeness and
+        /// state-machine safety, over every live node.
+        fn check(&mut self) {
+            for r in self.nodes.iter_mut().flatten() {
+                for e in std::mem::take(&mut r.applied_trace) {
+                    let seen = self
+                        .committed
+                        .entry(e.index)
+                        .or_insert_with(|| (e.clone(), r.term));
+                    assert_eq!(
+                        seen.0, e,
+                        "node {} applied another entry at {}",
+                        r.id, e.index
+                    );
+                }
+            }
+            let live: Vec<&Raft> = self.nodes.iter().flatten().collect();
+            for r in &live {
+                if r.role == Role::Leader {
+                    let first = *self.leaders.entry(r.term).or_insert(r.id);
+                    assert_eq!(
+                        first, r.id,
+                        "two leaders in term {} at {} ms",
+                        r.term, self.now
+                    );
+                }
+                for e in r.log.iter().filter(|e| e.index <= r.commit) {
+                    let seen = self
+                        .committed
+                        .entry(e.index)
+                        .or_insert_with(|| (e.clone(), r.term));
+                    assert_eq!(
+                        &seen.0, e,
+                        "node {} committed another entry at {}",
+                        r.id, e.index
+                    );
+                }
+            }
+            for r in live.iter().filter(|r| r.role == Role::Leader) {
+                // Leader completeness (§5.4): leaders of later terms hold it.
+                let later = self
+                    .committed
+                    .range(r.log_start + 1..)
+                    .filter(|(_, (_, seen_term))| *seen_term < r.term);
+                for (i, (e, _)) in later {
+                    assert_eq!(
+                        r.entry(*i),
+                        Some(e),
+                        "leader {} of term {} lacks committed entry {i}",
+                        r.id,
+                        r.term
+                    );
+                }
+            }
+            for (a, x) in live.iter().enumerate() {
+                for y in live.iter().skip(a + 1) {
+                    // Log matching: the same index and term mean the same prefix.
+                    let lo = x.log_start.max(y.log_start) + 1;
+                    let hi = x.last_index().min(y.last_index());
+                    let mut matched = false;
+                    for i in (lo..=hi).rev() {
+                        let (ex, ey) = (x.entry(i), y.entry(i));
+                        if matched {
+                            assert_eq!(ex, ey, "logs of {} and {} differ at {i}", x.id, y.id);
+                        } else if ex.map(|e| e.term) == ey.map(|e| e.term) {
+                            assert_eq!(ex, ey, "same index {i} and term, different entries");
+                            matched = true;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn run_random(opts: RaftOptions, n: u32, seed: u64) -> Net {
+        let mut net = Net::new(n, opts, seed);
+        let mut id = 0u64;
+        let mut down: Vec<(NodeId, u64)> = Vec::new();
+        while net.now < 6000 {
+            let r = net.rng.below(1000);
+            if r < 4 && down.len() + 1 < n as usize {
+                let victim = net
+                    .leader()
+                    .unwrap_or(net.rng.below(u64::from(n)) as NodeId);
+                if net.nodes[victim as usize].is_some() {
+                    net.crash(victim);
+                    down.push((victim, net.now + 100 + net.rng.below(800)));
+                }
+            } else if r < 8 {
+                let a = net.rng.below(u64::from(n)) as NodeId;
+                for b in 0..n {
+                    if b != a {
+                        net.blocked.insert((a, b));
+                        net.blocked.insert((b, a));
+                    }
+                }
+            } else if r < 14 {
+                net.blocked.clear();
+            }
+            let now = net.now;
+            for (node, at) in std::mem::take(&mut down) {
+                if at <= now {
+                    net.restart(node, seed ^ now);
+                } else {
+                    down.push((node, at));
+                }
+            }
+            for _ in 0..2 {
+                id += 1;
+                let target = net
+                    .leader()
+                    .unwrap_or(net.rng.below(u64::from(n)) as NodeId);
+                net.put(target, id, id as i64);
+            }
+            let pause_ms = 1 + net.rng.below(5);
+            net.run_ms(pause_ms);
+        }
+        for (node, _) in down {
+            net.restart(node, seed);
+        }
+        net.blocked.clear();
+        net.loss_percent = 0;
+        net.run_ms(3000);
+        net
+    }
+
+    fn assert_acked_writes_committed(net: &Net, seed: u64) {
+        let committed: BTreeSet<i64> = net
+            .committed
+            .values()
+            .filter_map(|(e, _)| match &e.command {
+                Command::Op(Op::Put {
+                    value: Value::Int(v),
+                    ..
+                }) => Some(*v),
+                _ => None,
+            })
+            .collect();
+        assert!(
+            !net.acked.is_empty(),
+            "seed {seed}: nothing was acknowledged"
+        );
+        for v in &net.acked {
+            assert!(
+                committed.contains(v),
+                "seed {seed}: acked put {v} was never committed"
+            );
+        }
+    }
+
+    fn variants() -> Vec<RaftOptions> {
+        let base = RaftOptions {
+            log_keep: 20,
+            ..RaftOptions::default()
+        };
+        vec![
+            base.clone(),
+            RaftOptions {
+                pre_vote: false,
+                check_quorum: false,
+                ..base.clone()
+            },
+            RaftOptions {
+                read: RaftRead::Lease,
+                ..base
+            },
+        ]
+    }
+
+    #[test]
+    fn safety_properties_hold_under_crashes_partitions_and_loss() {
+        for opts in variants() {
+            for n in [3, 5] {
+                for seed in 1..=12u64 {
+                    let net = run_random(opts.clone(), n, seed * 7919 + u64::from(n));
+                    assert_acked_writes_committed(&net, seed);
+                    assert!(
+                        net.leaders.len() > 1,
+                        "seed {seed}: the leader never changed"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn after_the_heal_every_node_applies_the_same_state() {
+        for seed in 1..=8u64 {
+            let net = run_random(RaftOptions::default(), 5, seed);
+            let states: Vec<&BTreeMap<String, Value>> =
+                net.nodes.iter().flatten().map(|r| &r.kv).collect();
+            assert_eq!(states.len(), 5);
+            assert!(
+                states.windows(2).all(|w| w[0] == w[1]),
+                "seed {seed}: replicas differ"
+            );
+        }
+    }
+
+    #[test]
+    fn a_lagging_follower_is_caught_up_by_snapshot() {
+        let opts = RaftOptions {
+            log_keep: 5,
+            ..RaftOptions::default()
+        };
+        let mut net = Net::new(3, opts, 42);
+        net.loss_percent = 0;
+        net.run_ms(2000);
+        let leader = net.leader().expect("a leader");
+        let lagging = (leader + 1) % 3;
+        net.crash(lagging);
+        for id in 1..=100 {
+            net.put(leader, id, id as i64);
+            net.run_ms(2);
+        }
+        net.run_ms(200);
+        assert!(net.nodes[leader as usize].as_ref().unwrap().log_start > 0);
+        net.restart(lagging, 7);
+        net.run_ms(1000);
+        let kv_leader = net.nodes[leader as usize].as_ref().unwrap().kv.clone();
+        let follower = net.nodes[lagging as usize].as_ref().unwrap();
+        assert_eq!(follower.kv, kv_leader);
+        assert!(net.disks[lagging as usize]
+            .iter()
+            .any(|r| matches!(r, WalRecord::Snapshot { .. })));
+    }
+}

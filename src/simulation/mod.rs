@@ -16,7 +16,7 @@ use rand_chacha::ChaCha8Rng;
 use smol_str::SmolStr;
 use splitbrain_generators::{Context, Gen, Invocation, Poll, Thread};
 use splitbrain_history::{History, Op, OpType, OpWriter, Process, Value};
-use splitbrain_store::config::{ClientRouting, ClusterConfig, Mode};
+use splitbrain_store::config::{ClientRouting, ClusterConfig};
 use splitbrain_store::msg::{NodeId, Op as StoreOp, ReadFrom, Refusal, Reply, RequestOptions};
 use splitbrain_store::route::{Attempt, Next, Outcome, Router, Routing};
 use splitbrain_store::sim::{NetOptions, Sim};
@@ -864,7 +864,8 @@ impl Run<'_> {
         let process = self.workers.iter().map(|w| w.process).max().unwrap_or(0) + 1;
         let mut options = self.options.clone();
         options.r = Some(1);
-        if matches!(self.s.cluster.mode, Mode::SingleLeader | Mode::Raft) {
+        // A replica alone: a leader mode's follower serves its own state.
+        if splitbrain_store::modes::has_leader(&self.s.cluster) {
             options.read_from = Some(ReadFrom::Any);
         }
         for key in keys {

@@ -1312,7 +1312,7 @@ mod tests {
                     let (from, to, msg) = self.queue.remove(&key).unwrap();
                     self.input(to, Input::Peer { from, msg });
                 }
-                if self.now % 5 == 0 {
+                if self.now.is_multiple_of(5) {
                     for node in 0..self.n {
                         self.input(node, Input::Tick);
                     }

@@ -33,6 +33,7 @@ pub enum Mode {
     Leaderless,
     MultiLeader,
     Raft,
+    Chain,
 }
 
 impl Mode {
@@ -43,6 +44,7 @@ impl Mode {
             Mode::Leaderless => "leaderless",
             Mode::MultiLeader => "multi-leader",
             Mode::Raft => "raft",
+            Mode::Chain => "chain",
         }
     }
 }
@@ -328,6 +330,47 @@ impl Default for RaftOptions {
     }
 }
 
+/// Where a chain serves reads.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum ChainReads {
+    /// The tail answers every read: the committed state.
+    #[default]
+    Tail,
+    /// CRAQ: any chain node answers a clean key; a dirty one asks the tail.
+    Any,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ChainOptions {
+    pub reads: ChainReads,
+    /// How often the master pings every node (and members resend what is unacknowledged).
+    pub heartbeat_ms: u64,
+    /// The master removes a chain node it has not heard from for this long.
+    pub failure_timeout_ms: u64,
+    /// A node serves clients only this long after the master's last ping;
+    /// below `failure_timeout_ms` by more than the clock drift.
+    pub lease_ms: u64,
+    /// Chain messages of another epoch are refused and nodes serve only
+    /// under the master's lease; `false` allows split brain on purpose.
+    pub epochs: bool,
+    pub request_timeout_ms: u64,
+}
+
+impl Default for ChainOptions {
+    fn default() -> Self {
+        ChainOptions {
+            reads: ChainReads::Tail,
+            heartbeat_ms: 50,
+            failure_timeout_ms: 300,
+            lease_ms: 200,
+            epochs: true,
+            request_timeout_ms: 2000,
+        }
+    }
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterConfig {
@@ -375,6 +418,8 @@ pub struct ClusterConfig {
     pub multi_leader: MultiLeaderOptions,
     #[serde(default)]
     pub raft: RaftOptions,
+    #[serde(default)]
+    pub chain: ChainOptions,
     /// Which node a client of a leaderless or multi-leader cluster sends
     /// each request to (clients of a leader mode find the leader).
     #[serde(default)]
@@ -459,7 +504,7 @@ impl ClusterConfig {
 }
 
 /// A cluster file with every option at its default, for reference.
-pub const EXAMPLE_CLUSTER_TOML: &str = r#"# single-leader | leaderless | multi-leader | raft
+pub const EXAMPLE_CLUSTER_TOML: &str = r#"# single-leader | leaderless | multi-leader | raft | chain
 mode = "single-leader"
 # each node logs to data_dir/<id>; without data_dir nothing is persisted
 data_dir = "/tmp/splitbrain-store"
@@ -527,6 +572,16 @@ request_timeout_ms = 2000
 log_keep = 2000
 # leader | followers | any
 read_from = "leader"
+
+[chain]
+# the first node is the configuration master, the others the chain
+# tail | any (CRAQ)
+reads = "tail"
+heartbeat_ms = 50
+failure_timeout_ms = 300
+lease_ms = 200
+epochs = true
+request_timeout_ms = 2000
 
 [[nodes]]
 id = "n1"

@@ -1,6 +1,6 @@
 //! The reference store: a replicated key-value store with the replication
 //! modes the textbooks describe, as sans-IO state machines (each a `protocol`
-//! listed in `modes`: `single_leader`, `leaderless`, `multi_leader`, `raft`), run through one
+//! listed in `modes`: `single_leader`, `leaderless`, `multi_leader`, `raft`, `chain`), run through one
 //! mode-agnostic `core` by a tokio driver (`node`), with a write-ahead
 //! log (`wal`), a client library (`client`) and a deterministic simulator
 //! (`sim`). It knows nothing of the harness.
@@ -15,6 +15,7 @@
 //! `clock-offset -500` · `probe n2 [TIMEOUT_MS]`.
 
 pub mod admin;
+pub mod chain;
 pub mod claims;
 pub mod client;
 pub mod codec;

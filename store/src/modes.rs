@@ -1,6 +1,7 @@
 //! The replication modes of this build, and the only place that names them:
 //! a mode is a file implementing [`crate::protocol::Protocol`] plus a row here.
 
+use crate::chain::Chain;
 use crate::config::Mode;
 use crate::core::ModeEntry;
 use crate::leaderless::Leaderless;
@@ -15,6 +16,7 @@ pub static MODES: &[ModeEntry] = &[
     ModeEntry::of::<Leaderless>(Mode::Leaderless, 1),
     ModeEntry::of::<MultiLeader>(Mode::MultiLeader, 2),
     ModeEntry::of::<Raft>(Mode::Raft, 3),
+    ModeEntry::of::<Chain>(Mode::Chain, 4),
 ];
 
 /// The row of `cfg`'s mode (every mode has one).

@@ -2,14 +2,16 @@
 //! processes) under 50 concurrent clients doing 50/50 get/put over 10,000
 //! keys, for single-leader async and sync, leaderless N=3 R=W=2 and
 //! multi-leader (LWW, version vectors, and a PN-counter whose updates are
-//! increments); and Redis (a primary with two replicas) under the same load.
+//! increments); Raft (ReadIndex and lease reads) and chain replication
+//! (tail reads and CRAQ) with 3 and 5 nodes; and Redis (a primary with two
+//! replicas) and etcd (3 members) under the same load, when installed.
 //! Then the bytes an OR-set of 10,000 elements ships per add, as a delta and
 //! as its whole state.
 //! Run: cargo bench -p splitbrain-store --bench store_throughput
 
 use splitbrain_store::admin::admin_status;
 use splitbrain_store::client::{Client, ClientOptions, Outcome};
-use splitbrain_store::msg::{Op, RequestOptions, Value};
+use splitbrain_store::msg::{Op, ReadFrom, RequestOptions, Value};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -99,16 +101,28 @@ enum Load {
     Bound,
     /// Each client to a node of its own; updates are increments.
     BoundCounter,
+    /// Writes through the leader, reads spread over every node (CRAQ).
+    LeaderReadsAnywhere,
 }
 
 async fn store_load(name: &str, dir: &Path, options: &str, load: Load) -> Figures {
+    store_load_on(3, name, dir, options, load).await
+}
+
+async fn store_load_on(nodes: usize, name: &str, dir: &Path, options: &str, load: Load) -> Figures {
+    // Logs synced once a second, unless the options say otherwise.
+    let fsync = if options.contains("fsync") {
+        ""
+    } else {
+        "fsync = \"interval:1000\"\n"
+    };
     let mut text = format!(
-        "data_dir = {:?}\nfsync = \"interval:1000\"\n{options}\n",
-        dir.join(name.replace(' ', "_"))
+        "data_dir = {:?}\n{fsync}{options}\n",
+        dir.join(name.replace([' ', ',', '+'], "_"))
     );
     let mut clients_addrs = Vec::new();
     let mut admins = Vec::new();
-    for i in 1..=3 {
+    for i in 1..=nodes {
         let (c, p, a) = (free_port(), free_port(), free_port());
         text.push_str(&format!(
             "[[nodes]]\nid = \"n{i}\"\nclient = \"127.0.0.1:{c}\"\npeer = \"127.0.0.1:{p}\"\nadmin = \"127.0.0.1:{a}\"\n"
@@ -116,10 +130,10 @@ async fn store_load(name: &str, dir: &Path, options: &str, load: Load) -> Figure
         clients_addrs.push(format!("127.0.0.1:{c}"));
         admins.push(format!("127.0.0.1:{a}"));
     }
-    let config = dir.join(format!("{}.toml", name.replace(' ', "_")));
+    let config = dir.join(format!("{}.toml", name.replace([' ', ',', '+'], "_")));
     std::fs::write(&config, text).expect("write cluster file");
     let _procs = Procs(
-        (1..=3)
+        (1..=nodes)
             .map(|i| {
                 Command::new(env!("CARGO_BIN_EXE_splitbrain-store-node"))
                     .arg("--config")
@@ -180,10 +194,18 @@ async fn store_load(name: &str, dir: &Path, options: &str, load: Load) -> Figure
                     }
                 };
                 let t = Instant::now();
-                let r = if load != Load::Leader {
-                    client.call(c % 3, op, RequestOptions::default()).await
-                } else {
-                    client.request(op, RequestOptions::default()).await
+                let r = match load {
+                    Load::Leader => client.request(op, RequestOptions::default()).await,
+                    Load::LeaderReadsAnywhere => {
+                        let options = RequestOptions {
+                            read_from: Some(ReadFrom::Any),
+                            ..RequestOptions::default()
+                        };
+                        client.request(op, options).await
+                    }
+                    Load::Bound | Load::BoundCounter => {
+                        client.call(c % nodes, op, RequestOptions::default()).await
+                    }
                 };
                 lat.push(t.elapsed().as_micros() as u64);
                 if !matches!(r, Outcome::Ok(_)) {
@@ -374,10 +396,65 @@ fn main() {
             let options = format!("mode = \"multi-leader\"\n[multi_leader]\n{conflict}");
             all.push(store_load(name, dir.path(), &options, load).await);
         }
+        let mut consensus = Vec::new();
+        for nodes in [3, 5] {
+            for (name, options, load) in [
+                ("raft read-index", "mode = \"raft\"", Load::Leader),
+                (
+                    "raft lease reads",
+                    "mode = \"raft\"\n[raft]\nread = \"lease\"",
+                    Load::Leader,
+                ),
+                // One more node: the first is the chain's master.
+                ("chain tail reads", "mode = \"chain\"", Load::Leader),
+                (
+                    "chain CRAQ reads",
+                    "mode = \"chain\"\n[chain]\nreads = \"any\"",
+                    Load::LeaderReadsAnywhere,
+                ),
+                (
+                    "single-leader sync",
+                    "[single_leader]\nreplication = \"sync\"",
+                    Load::Leader,
+                ),
+            ] {
+                let chain = options.contains("chain");
+                let n = if chain { nodes + 1 } else { nodes };
+                let label = format!("{name}, {nodes} nodes{}", if chain { " + master" } else { "" });
+                consensus.push(store_load_on(n, &label, dir.path(), options, load).await);
+            }
+        }
+        // etcd syncs its log on every commit: the store, likewise, beside it.
+        let mut synced = store_load(
+            "raft read-index, 3 nodes, fsync always",
+            dir.path(),
+            "fsync = \"always\"\nmode = \"raft\"",
+            Load::Leader,
+        )
+        .await;
         let redis = redis_load(dir.path()).await;
+        let etcd = etcd_load(dir.path()).await;
         for f in &mut all {
             f.print();
         }
+        for f in &mut consensus {
+            f.print();
+        }
+        let rate = |f: &Figures| f.ops as f64 / f.secs;
+        synced.print();
+        if let Some(mut e) = etcd {
+            e.print();
+            println!(
+                "raft read-index, 3 nodes, fsync always / etcd throughput: {:.2} (target >= 1.00); with fsync once a second: {:.2}",
+                rate(&synced) / rate(&e),
+                rate(&consensus[0]) / rate(&e)
+            );
+        }
+        println!(
+            "chain CRAQ reads, 5 / 3 chain nodes throughput: {:.2} (CRAQ reads scale with the chain); tail reads: {:.2}",
+            rate(&consensus[8]) / rate(&consensus[3]),
+            rate(&consensus[7]) / rate(&consensus[2])
+        );
         if let Some(mut r) = redis {
             r.print();
             let ratio = all[0].ops as f64 / all[0].secs / (r.ops as f64 / r.secs);
@@ -391,6 +468,184 @@ fn main() {
         );
     });
     or_set_shipping();
+}
+
+/// One HTTP/1.1 POST to etcd's gRPC-JSON gateway on a kept-alive connection;
+/// whether the answer was 200.
+async fn etcd_post(
+    reader: &mut BufReader<TcpStream>,
+    path: &str,
+    body: &str,
+) -> std::io::Result<bool> {
+    let req = format!(
+        "POST {path} HTTP/1.1\r\nHost: etcd\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    reader.get_mut().write_all(req.as_bytes()).await?;
+    let mut status = String::new();
+    reader.read_line(&mut status).await?;
+    let mut length = 0usize;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).await? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':') {
+            if name.eq_ignore_ascii_case("content-length") {
+                length = value.trim().parse().unwrap_or(0);
+            }
+        }
+    }
+    let mut rest = vec![0u8; length];
+    reader.read_exact(&mut rest).await?;
+    Ok(status.split_whitespace().nth(1) == Some("200"))
+}
+
+fn b64(bytes: &[u8]) -> String {
+    const ABC: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ABC[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// Three etcd members on loopback (Debian's `etcd-server`), the same load
+/// through one member each per client in turn: linearizable reads (etcd's
+/// default, ReadIndex) and puts.
+async fn etcd_load(dir: &Path) -> Option<Figures> {
+    if Command::new("etcd")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .is_err()
+    {
+        println!("etcd: SKIPPED: etcd not installed (apt-get install etcd-server)");
+        return None;
+    }
+    let members: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
+    let initial: Vec<String> = members
+        .iter()
+        .enumerate()
+        .map(|(i, (_, peer))| format!("e{i}=http://127.0.0.1:{peer}"))
+        .collect();
+    let mut procs = Vec::new();
+    for (i, (client, peer)) in members.iter().enumerate() {
+        let mut cmd = Command::new("etcd");
+        cmd.args(["--name", &format!("e{i}")])
+            .arg("--data-dir")
+            .arg(dir.join(format!("etcd{i}")))
+            .args([
+                "--listen-client-urls",
+                &format!("http://127.0.0.1:{client}"),
+            ])
+            .args([
+                "--advertise-client-urls",
+                &format!("http://127.0.0.1:{client}"),
+            ])
+            .args(["--listen-peer-urls", &format!("http://127.0.0.1:{peer}")])
+            .args([
+                "--initial-advertise-peer-urls",
+                &format!("http://127.0.0.1:{peer}"),
+            ])
+            .args(["--initial-cluster", &initial.join(",")])
+            .args(["--initial-cluster-state", "new"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        procs.push(cmd.spawn().ok()?);
+    }
+    let _procs = Procs(procs);
+    let addrs: Vec<String> = members
+        .iter()
+        .map(|(c, _)| format!("127.0.0.1:{c}"))
+        .collect();
+    let ready_by = Instant::now() + Duration::from_secs(20);
+    loop {
+        let ok = match TcpStream::connect(&addrs[0]).await {
+            Ok(s) => {
+                let mut r = BufReader::new(s);
+                let body = format!(
+                    "{{\"key\":\"{}\",\"value\":\"{}\"}}",
+                    b64(b"warmup"),
+                    b64(b"0")
+                );
+                matches!(etcd_post(&mut r, "/v3/kv/put", &body).await, Ok(true))
+            }
+            Err(_) => false,
+        };
+        if ok {
+            break;
+        }
+        if Instant::now() > ready_by {
+            println!("etcd: SKIPPED: the cluster did not serve a put within 20 s");
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..CLIENTS {
+        let addr = addrs[c % addrs.len()].clone();
+        tasks.push(tokio::spawn(async move {
+            let (mut lat, mut errors) = (Vec::new(), 0usize);
+            let Ok(stream) = TcpStream::connect(&addr).await else {
+                return (lat, 1);
+            };
+            let _ = stream.set_nodelay(true);
+            let mut reader = BufReader::new(stream);
+            let mut rng = 0x9E37_79B9_7F4A_7C15u64 ^ ((c as u64 + 1) * 0x1000_0001);
+            while start.elapsed() < RUN {
+                let k = b64(format!("key{}", next(&mut rng) % KEYS).as_bytes());
+                let t = Instant::now();
+                let ok = if next(&mut rng) & 1 == 0 {
+                    etcd_post(&mut reader, "/v3/kv/range", &format!("{{\"key\":\"{k}\"}}")).await
+                } else {
+                    let v = b64((next(&mut rng) as i64).to_string().as_bytes());
+                    etcd_post(
+                        &mut reader,
+                        "/v3/kv/put",
+                        &format!("{{\"key\":\"{k}\",\"value\":\"{v}\"}}"),
+                    )
+                    .await
+                };
+                lat.push(t.elapsed().as_micros() as u64);
+                if !matches!(ok, Ok(true)) {
+                    errors += 1;
+                }
+            }
+            (lat, errors)
+        }));
+    }
+    let mut figures = Figures {
+        name: "etcd, 3 members".into(),
+        ops: 0,
+        errors: 0,
+        secs: 0.0,
+        latencies_us: Vec::new(),
+    };
+    for t in tasks {
+        if let Ok((lat, errors)) = t.await {
+            figures.ops += lat.len();
+            figures.errors += errors;
+            figures.latencies_us.extend(lat);
+        }
+    }
+    figures.secs = start.elapsed().as_secs_f64();
+    Some(figures)
 }
 
 /// Bytes one add ships on an OR-set of 10,000 elements: its delta, and the

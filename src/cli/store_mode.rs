@@ -263,6 +263,9 @@ impl StoreModeArgs {
                     })?;
             }
         }
+        if let Some(why) = splitbrain_store::modes::refuse_node_count(cfg.mode, nodes) {
+            return Err(why);
+        }
         Ok(cfg)
     }
 }
@@ -328,6 +331,10 @@ mod tests {
             Flags::try_parse_from(["t", "--replication", "raft", "--read-from", "any"]).unwrap();
         let err = flags.mode.config(3).unwrap_err();
         assert!(err.contains("--store SECTION.KEY=VALUE"), "{err}");
+        let flags = Flags::try_parse_from(["t", "--replication", "chain"]).unwrap();
+        let err = flags.mode.config(1).unwrap_err();
+        assert!(err.contains("at least 2 nodes"), "{err}");
+        assert!(flags.mode.config(2).is_ok());
     }
 
     /// Regression: the flags' defaults overwrote what `--store` had set, so

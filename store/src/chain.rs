@@ -796,6 +796,12 @@ impl Protocol for Chain {
         true
     }
 
+    fn refuse_node_count(nodes: usize) -> Option<String> {
+        (nodes < 2).then(|| {
+            format!("chain replication needs at least 2 nodes (the master and a chain node), not {nodes}")
+        })
+    }
+
     fn read_from(cfg: &ClusterConfig) -> Option<ReadFrom> {
         Some(match cfg.chain.reads {
             ChainReads::Tail => ReadFrom::Leader,

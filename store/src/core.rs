@@ -149,6 +149,7 @@ pub struct ModeEntry {
     pub has_leader: fn(&ClusterConfig) -> bool,
     pub describe: fn(&ClusterConfig) -> String,
     pub read_from: fn(&ClusterConfig) -> Option<crate::msg::ReadFrom>,
+    pub refuse_node_count: fn(usize) -> Option<String>,
 }
 
 type BuildResult = Result<Box<dyn Core>, CoreError>;
@@ -162,6 +163,7 @@ impl ModeEntry {
             has_leader: P::has_leader,
             describe: P::describe,
             read_from: P::read_from,
+            refuse_node_count: P::refuse_node_count,
         }
     }
 }

@@ -29,6 +29,11 @@ pub fn has_leader(cfg: &crate::config::ClusterConfig) -> bool {
     entry(cfg.mode).is_some_and(|m| (m.has_leader)(cfg))
 }
 
+/// Why a cluster of `mode` cannot have `nodes` nodes, if it cannot.
+pub fn refuse_node_count(mode: Mode, nodes: usize) -> Option<String> {
+    entry(mode).and_then(|m| (m.refuse_node_count)(nodes))
+}
+
 /// Where `cfg`'s cluster serves reads, if its mode says.
 pub fn read_from(cfg: &crate::config::ClusterConfig) -> Option<crate::msg::ReadFrom> {
     entry(cfg.mode).and_then(|m| (m.read_from)(cfg))

@@ -99,6 +99,11 @@ pub trait Protocol: Send + Sized + 'static {
         false
     }
 
+    /// Why a cluster of this mode cannot have `nodes` nodes, if it cannot.
+    fn refuse_node_count(_nodes: usize) -> Option<String> {
+        None
+    }
+
     /// Where this cluster serves reads, for a mode with a leader: a client
     /// sends its reads there (followers, any node) rather than to the leader.
     fn read_from(_cfg: &ClusterConfig) -> Option<crate::msg::ReadFrom> {

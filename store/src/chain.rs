@@ -378,7 +378,6 @@ impl Chain {
             }
         };
         let seq = self.seq + 1;
-        self.apply(seq, writes.clone(), fx);
         self.waiting.insert(
             seq,
             Waiting {
@@ -388,21 +387,7 @@ impl Chain {
                 deadline_ms: now + self.opts.request_timeout_ms,
             },
         );
-        if self.is_tail() {
-            self.commit(seq, fx);
-        } else {
-            self.pending.insert(seq, writes.clone());
-            if let Some(next) = self.neighbour(1) {
-                fx.push(send(
-                    next,
-                    Msg::Update {
-                        epoch: self.epoch,
-                        seq,
-                        writes,
-                    },
-                ));
-            }
-        }
+        self.take_update(seq, writes, fx);
     }
 
     fn apply(&mut self, seq: u64, writes: Writes, fx: &mut Vec<Effect>) {

@@ -143,7 +143,7 @@ struct TestArgs {
     /// (default: register; set for redis; list-append for postgres).
     #[arg(long)]
     workload: Option<String>,
-    /// none, or faults separated by commas: partition, kill, pause, clock, loss.
+    /// none, or faults separated by commas: partition, kill, pause, clock, loss, membership.
     #[arg(long, default_value = "none")]
     nemesis: String,
     /// Seconds between a fault's start and stop, and between faults.

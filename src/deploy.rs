@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use splitbrain_nemesis::shape::{Grudge, Node};
-use splitbrain_nemesis::{Ability, Target};
+use splitbrain_nemesis::{Ability, Members, Target};
 use splitbrain_workloads::WorkloadOptions;
 
 use crate::controller::Cluster;
@@ -201,6 +201,16 @@ impl Target for DeploymentTarget {
         if ability == Ability::Primaries {
             return self.db.lacks(ability);
         }
+        if ability == Ability::Membership {
+            return self.db.lacks(ability).or_else(|| {
+                (!self.db.changes_membership()).then(|| {
+                    format!(
+                        "{} has no membership changes the harness can drive",
+                        self.db.describe()
+                    )
+                })
+            });
+        }
         self.via(ability).err()
     }
     async fn primaries(&mut self) -> Vec<Node> {
@@ -300,5 +310,39 @@ impl Target for DeploymentTarget {
             Ok(_) => self.env.lock().await.stop_loss().await,
             Err(_) => Ok(()),
         }
+    }
+    async fn members(&mut self) -> Result<Members, String> {
+        self.db.members(&self.addrs()).await
+    }
+    async fn remove_member(&mut self, node: &Node) -> Result<Members, String> {
+        if let Some(why) = self.lacks(Ability::Membership) {
+            return Err(why);
+        }
+        let after = self.db.remove_member(&self.addrs(), node).await?;
+        if self.db.restarts_to_rejoin() {
+            // It stops by itself once removed (etcd does); make sure.
+            let _ = self.env.lock().await.kill(std::slice::from_ref(node)).await;
+            self.down.insert(node.clone());
+        }
+        Ok(after)
+    }
+    async fn add_member(&mut self, node: &Node) -> Result<Members, String> {
+        if let Some(why) = self.lacks(Ability::Membership) {
+            return Err(why);
+        }
+        let addrs = self.addrs();
+        let joined = self.db.add_member(&addrs, node).await?;
+        if self.db.restarts_to_rejoin() {
+            {
+                let env = self.env.lock().await;
+                for (path, contents) in &self.db.rejoin_files(node, &addrs, &joined) {
+                    env.put_file(node, path, contents)
+                        .await
+                        .map_err(|e| format!("{node}: cannot write {path}: {e}"))?;
+                }
+            }
+            self.restart(std::slice::from_ref(node)).await?;
+        }
+        self.db.finish_join(&addrs, node).await
     }
 }

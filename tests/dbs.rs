@@ -1,5 +1,6 @@
 //! Third-party databases in Docker, end to end through `splitbrain test`:
-//! etcd (register, with partitions and kills) is valid; PostgreSQL's
+//! etcd (register, with partitions and kills, and through membership
+//! changes by its cluster API) is valid; PostgreSQL's
 //! repeatable read shows write skew (G2-item) while serializable is valid;
 //! Redis with Sentinel runs the set workload through partitions and pauses of
 //! its nodes. Every run leaves no container or network behind. Skipped with a
@@ -97,6 +98,56 @@ fn etcd_register_with_partitions_and_kills_is_valid() {
     assert!(
         nemesis_ops(&r.dir, "start-partition") + nemesis_ops(&r.dir, "kill") > 0,
         "no fault was applied"
+    );
+    assert_eq!(leftovers(), 0, "containers or networks left behind");
+}
+
+/// Members removed through etcd's cluster API and added back as learners
+/// (restarted from an empty data directory, promoted once in sync) while
+/// the register workload runs.
+#[test]
+fn etcd_register_through_membership_changes_is_valid() {
+    need_docker!("etcd_register_through_membership_changes_is_valid");
+    let store = tempfile::tempdir().unwrap();
+    let r = run(
+        store.path(),
+        &[
+            "--db",
+            "etcd",
+            "--nodes",
+            "3",
+            "--workload",
+            "register",
+            "--nemesis",
+            "membership",
+            "--nemesis-interval",
+            "5",
+            "--time-limit",
+            "25",
+            "--rate",
+            "200",
+            "--seed",
+            "1",
+        ],
+    );
+    assert_eq!(r.results["verdict"], "valid", "{:#}", r.results);
+    assert_eq!(checker(&r.results, "linearizable")["verdict"], "valid");
+    let history = std::fs::read_to_string(r.dir.join("history.jsonl")).unwrap();
+    let changes: Vec<&str> = history
+        .lines()
+        .filter(|l| l.contains("\"process\":\"nemesis\"") && l.contains("\"type\":\"info\""))
+        .filter(|l| l.contains("\"f\":\"remove-member\"") || l.contains("\"f\":\"add-members\""))
+        .collect();
+    assert!(
+        changes.iter().any(|l| l.contains("\"before\"")
+            && l.contains("\"after\"")
+            && l.contains("remove-member")),
+        "no member was removed: {changes:?}"
+    );
+    let last = changes.last().expect("membership ops");
+    assert!(
+        last.contains(r#""after":{"members":["n1","n2","n3"],"joining":[]}"#),
+        "the final phase did not restore every member: {last}"
     );
     assert_eq!(leftovers(), 0, "containers or networks left behind");
 }

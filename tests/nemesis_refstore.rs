@@ -117,6 +117,63 @@ fn failover(env: &str) {
     }
 }
 
+/// Membership through the store's admin port on local processes: Raft
+/// removes the leader and adds it back as a learner that becomes a voter;
+/// a single-leader cluster refuses the fault up front.
+#[test]
+fn raft_removes_and_adds_back_members_through_its_admin_port() {
+    use splitbrain_nemesis::Ability;
+    let single: ClusterConfig = toml::from_str("nodes = []").unwrap();
+    let single = common::refstore_cluster(single, "local", 3)
+        .executor()
+        .unwrap()
+        .lacks(Ability::Membership);
+    assert!(single
+        .unwrap()
+        .contains("single-leader mode has no membership changes"));
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let base: ClusterConfig = toml::from_str("mode = \"raft\"\nnodes = []").unwrap();
+    let mut cluster = common::refstore_cluster(base, "local", 3);
+    let mut exec = cluster.executor().expect("the store takes faults");
+    assert_eq!(exec.lacks(Ability::Membership), None);
+    rt.block_on(cluster.setup(dir.path())).expect("cluster up");
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        rt.block_on(async {
+            let all: Vec<String> = exec.nodes();
+            let before = exec.members().await.expect("members");
+            assert_eq!(before.members, all);
+            let leader = exec.primaries().await[0].clone();
+            let after = exec.remove_member(&leader).await.expect("removal");
+            assert!(!after.members.contains(&leader), "{after:?}");
+            assert_eq!(after.members.len(), 2);
+            // The rest elect a leader of their own; the removed one leads nothing.
+            let deadline = Instant::now() + Duration::from_secs(15);
+            loop {
+                let leaders = exec.primaries().await;
+                if leaders.len() == 1 && leaders[0] != leader {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "leaders: {leaders:?}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            // A second removal would leave one member: the nemesis refuses
+            // that, the store would not; here the node comes back instead.
+            let back = exec.add_member(&leader).await.expect("added back");
+            assert_eq!(back.members, all);
+            assert!(back.joining.is_empty());
+        })
+    }));
+    rt.block_on(cluster.teardown(false)).expect("teardown");
+    if let Err(p) = outcome {
+        std::panic::resume_unwind(p);
+    }
+}
+
 #[test]
 fn majority_partition_of_async_single_leader_fails_over_local() {
     failover("local");

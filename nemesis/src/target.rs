@@ -25,16 +25,28 @@ pub enum Ability {
     Loss,
     /// Say which nodes lead now.
     Primaries,
+    /// Remove nodes from the configuration and add them back, through the
+    /// database's own admin interface.
+    Membership,
+}
+
+/// A configuration as the database reports it: the nodes that take part
+/// (in order, where it has one) and those still catching up to.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Members {
+    pub members: Vec<Node>,
+    pub joining: Vec<Node>,
 }
 
 impl Ability {
-    pub const ALL: [Ability; 6] = [
+    pub const ALL: [Ability; 7] = [
         Ability::Partition,
         Ability::Kill,
         Ability::Pause,
         Ability::Clock,
         Ability::Loss,
         Ability::Primaries,
+        Ability::Membership,
     ];
 
     pub fn name(self) -> &'static str {
@@ -45,6 +57,7 @@ impl Ability {
             Ability::Clock => "clock",
             Ability::Loss => "loss",
             Ability::Primaries => "primaries",
+            Ability::Membership => "membership",
         }
     }
 }
@@ -102,6 +115,18 @@ pub trait Target: Send {
     async fn stop_loss(&mut self) -> Result<(), String> {
         Err(missing(Ability::Loss))
     }
+    /// The configuration now, as the node that decides it reports it.
+    async fn members(&mut self) -> Result<Members, String> {
+        Err(missing(Ability::Membership))
+    }
+    /// Take `node` out of the configuration; the configuration after.
+    async fn remove_member(&mut self, _node: &Node) -> Result<Members, String> {
+        Err(missing(Ability::Membership))
+    }
+    /// Bring `node` back in, once it has caught up; the configuration after.
+    async fn add_member(&mut self, _node: &Node) -> Result<Members, String> {
+        Err(missing(Ability::Membership))
+    }
 }
 
 /// A boxed target is a target, so environments can hand one out.
@@ -142,5 +167,14 @@ impl Target for Box<dyn Target> {
     }
     async fn stop_loss(&mut self) -> Result<(), String> {
         (**self).stop_loss().await
+    }
+    async fn members(&mut self) -> Result<Members, String> {
+        (**self).members().await
+    }
+    async fn remove_member(&mut self, node: &Node) -> Result<Members, String> {
+        (**self).remove_member(node).await
+    }
+    async fn add_member(&mut self, node: &Node) -> Result<Members, String> {
+        (**self).add_member(node).await
     }
 }

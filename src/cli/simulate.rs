@@ -380,6 +380,8 @@ fn test_flags(claim: &Claim) -> Result<Option<Vec<String>>, String> {
                 SimFault::KillLeader => ("kill", None, Some("primaries")),
                 SimFault::Clock | SimFault::ClockLeader => ("clock", None, None),
                 SimFault::Loss => ("loss", None, None),
+                SimFault::Membership => ("membership", None, Some("one")),
+                SimFault::MembershipLeader => ("membership", None, Some("primaries")),
             };
             for (list, item) in [
                 (&mut kinds, Some(kind)),

@@ -25,7 +25,7 @@ use serde_json::json;
 use splitbrain_generators::Invocation;
 use splitbrain_history::Value;
 use splitbrain_nemesis::shape::Node;
-use splitbrain_nemesis::Ability;
+use splitbrain_nemesis::{Ability, Members};
 use splitbrain_workloads::WorkloadKind;
 use tokio::net::TcpStream;
 
@@ -178,6 +178,24 @@ struct TxnResponse {
 struct StatusResponse {
     header: Option<ResponseHeader>,
     leader: Option<Int<u64>>,
+}
+
+/// A member as `/v3/cluster/member/*` lists it.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct Member {
+    #[serde(rename = "ID")]
+    id: Int<u64>,
+    #[serde(rename = "peerURLs", alias = "peer_urls")]
+    peer_urls: Vec<String>,
+    #[serde(rename = "isLearner", alias = "is_learner")]
+    is_learner: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct MemberListResponse {
+    members: Vec<Member>,
 }
 
 /// The body of an error answer.
@@ -370,6 +388,96 @@ impl Gateway {
     }
 }
 
+/// A member's peer URL, by which the cluster knows it.
+fn peer_url(ip: &Ipv4Addr) -> String {
+    format!("http://{ip}:2380")
+}
+
+/// Where a joining member reads the cluster it joins (in its working directory).
+const REJOIN_FILE: &str = "rejoin.cluster";
+
+impl Etcd {
+    fn node_of(&self, addrs: &Addresses, m: &Member) -> Option<Node> {
+        addrs
+            .ips
+            .iter()
+            .find(|(_, ip)| m.peer_urls.contains(&peer_url(ip)))
+            .map(|(n, _)| n.clone())
+    }
+
+    fn members_of(&self, addrs: &Addresses, list: &[Member]) -> Members {
+        let mut m = Members::default();
+        for node in &self.nodes {
+            if let Some(member) = list
+                .iter()
+                .find(|x| self.node_of(addrs, x).as_ref() == Some(node))
+            {
+                if member.is_learner {
+                    m.joining.push(node.clone());
+                } else {
+                    m.members.push(node.clone());
+                }
+            }
+        }
+        m
+    }
+
+    /// A cluster API request, to the leader first, then to every member in
+    /// turn while the request certainly was not carried out (or, for a
+    /// `read`, whatever went wrong). `last` is asked last: a member just
+    /// removed may still answer from its own stale view.
+    async fn cluster_call<T: DeserializeOwned>(
+        &self,
+        addrs: &Addresses,
+        path: &str,
+        body: serde_json::Value,
+        read: bool,
+        last: Option<&Node>,
+    ) -> Result<T, String> {
+        let mut order: Vec<Node> = self.primaries(addrs).await;
+        let rest: Vec<Node> = self
+            .nodes
+            .iter()
+            .filter(|n| !order.contains(n))
+            .cloned()
+            .collect();
+        order.extend(rest);
+        if let Some(last) = last {
+            order.retain(|n| n != last);
+            order.push(last.clone());
+        }
+        let mut problems = Vec::new();
+        for n in order {
+            let Some(ip) = addrs.ips.get(&n) else {
+                continue;
+            };
+            match Gateway::new(Some(endpoint(ip)), Duration::from_secs(10))
+                .call(path, body.clone())
+                .await
+            {
+                Ok(answer) => return Ok(answer),
+                Err(e) if read || e.definitely_not_done() => problems.push(format!("{n}: {e}")),
+                Err(e) => return Err(format!("{path} on {n}: {e}")),
+            }
+        }
+        Err(format!(
+            "{path}: no member carried it out ({})",
+            problems.join("; ")
+        ))
+    }
+
+    async fn member_list(
+        &self,
+        addrs: &Addresses,
+        last: Option<&Node>,
+    ) -> Result<Vec<Member>, String> {
+        let r: MemberListResponse = self
+            .cluster_call(addrs, "/v3/cluster/member/list", json!({}), true, last)
+            .await?;
+        Ok(r.members)
+    }
+}
+
 /// Debian's etcd; no libfaketime: it cannot fool a Go program.
 pub const IMAGE: NodeImage = NodeImage {
     recipe: "etcd",
@@ -392,9 +500,139 @@ impl Db for Etcd {
     }
 
     fn lacks(&self, ability: Ability) -> Option<String> {
-        (ability == Ability::Clock).then(|| {
-            "etcd is a Go program: it reads the clock through the vDSO, not libc, so libfaketime cannot skew it".to_string()
-        })
+        match ability {
+            Ability::Clock => Some("etcd is a Go program: it reads the clock through the vDSO, not libc, so libfaketime cannot skew it".to_string()),
+            Ability::Membership if self.nodes.len() < 3 => Some(format!(
+                "a membership change needs at least 3 members to leave 2; this cluster has {}",
+                self.nodes.len()
+            )),
+            _ => None,
+        }
+    }
+
+    fn changes_membership(&self) -> bool {
+        true
+    }
+
+    async fn members(&self, addrs: &Addresses) -> Result<Members, String> {
+        Ok(self.members_of(addrs, &self.member_list(addrs, None).await?))
+    }
+
+    async fn remove_member(&self, addrs: &Addresses, node: &Node) -> Result<Members, String> {
+        let list = self.member_list(addrs, None).await?;
+        if let Some(m) = list
+            .iter()
+            .find(|m| self.node_of(addrs, m).as_ref() == Some(node))
+        {
+            // etcd refuses a removal while a member it would count on has
+            // not been connected for long (a member just promoted): wait.
+            let deadline = Instant::now() + Duration::from_secs(30);
+            let removed: Result<IgnoredAny, String> = loop {
+                let r = self
+                    .cluster_call(
+                        addrs,
+                        "/v3/cluster/member/remove",
+                        json!({"ID": m.id.0.to_string()}),
+                        false,
+                        None,
+                    )
+                    .await;
+                match r {
+                    Err(e) if e.contains("unhealthy cluster") && Instant::now() < deadline => {
+                        tokio::time::sleep(Duration::from_secs(1)).await
+                    }
+                    r => break r,
+                }
+            };
+            // A removed leader may close the connection before it answers:
+            // the configuration says what happened.
+            if let Err(e) = removed {
+                let after = self.members_of(addrs, &self.member_list(addrs, Some(node)).await?);
+                if after.members.contains(node) || after.joining.contains(node) {
+                    return Err(e);
+                }
+                return Ok(after);
+            }
+        }
+        Ok(self.members_of(addrs, &self.member_list(addrs, Some(node)).await?))
+    }
+
+    async fn add_member(&self, addrs: &Addresses, node: &Node) -> Result<Members, String> {
+        let ip = addrs
+            .ips
+            .get(node)
+            .ok_or_else(|| format!("{node} has no address"))?;
+        let list = self.member_list(addrs, None).await?;
+        if !list
+            .iter()
+            .any(|m| self.node_of(addrs, m).as_ref() == Some(node))
+        {
+            // As a learner (etcd 3.4): it catches up before it counts in any quorum.
+            let _: IgnoredAny = self
+                .cluster_call(
+                    addrs,
+                    "/v3/cluster/member/add",
+                    json!({"peerURLs": [peer_url(ip)], "isLearner": true}),
+                    false,
+                    None,
+                )
+                .await?;
+        }
+        self.members(addrs).await
+    }
+
+    async fn finish_join(&self, addrs: &Addresses, node: &Node) -> Result<Members, String> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let list = self.member_list(addrs, None).await?;
+            let Some(m) = list
+                .iter()
+                .find(|m| self.node_of(addrs, m).as_ref() == Some(node))
+            else {
+                return Err(format!("{node} is not a member after it was added"));
+            };
+            if !m.is_learner {
+                return Ok(self.members_of(addrs, &list));
+            }
+            let promoted: Result<IgnoredAny, String> = self
+                .cluster_call(
+                    addrs,
+                    "/v3/cluster/member/promote",
+                    json!({"ID": m.id.0.to_string()}),
+                    false,
+                    None,
+                )
+                .await;
+            match promoted {
+                Ok(_) => continue,
+                Err(e) if Instant::now() > deadline => {
+                    return Err(format!(
+                        "{node} was not promoted from learner within 60 s: {e}"
+                    ))
+                }
+                // Not yet in sync with the leader.
+                Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+            }
+        }
+    }
+
+    fn restarts_to_rejoin(&self) -> bool {
+        true
+    }
+
+    fn rejoin_files(
+        &self,
+        node: &Node,
+        addrs: &Addresses,
+        members: &Members,
+    ) -> Vec<(String, Vec<u8>)> {
+        let cluster: Vec<String> = self
+            .nodes
+            .iter()
+            .filter(|n| *n == node || members.members.contains(n) || members.joining.contains(n))
+            .filter_map(|n| addrs.ips.get(n).map(|ip| format!("{n}={}", peer_url(ip))))
+            .collect();
+        vec![(REJOIN_FILE.to_string(), cluster.join(",").into_bytes())]
     }
 
     fn ports(&self) -> Vec<u16> {
@@ -411,11 +649,16 @@ impl Db for Etcd {
                 .collect();
             // The data directory lives in the container, so a restart after a
             // kill resumes as the same member (and ignores the initial-* flags).
+            // A member removed and added back finds REJOIN_FILE: it starts
+            // from an empty data directory, joining the cluster it names.
             format!(
-            "mkdir -p /var/lib/etcd-sb && exec etcd --name {node} --data-dir /var/lib/etcd-sb/{node} \
+            "mkdir -p /var/lib/etcd-sb && cluster={} && state=new && \
+             if [ -f {REJOIN_FILE} ]; then cluster=$(cat {REJOIN_FILE}) && state=existing && \
+             rm -rf /var/lib/etcd-sb/{node} {REJOIN_FILE}; fi && \
+             exec etcd --name {node} --data-dir /var/lib/etcd-sb/{node} \
              --listen-client-urls http://0.0.0.0:2379 --advertise-client-urls http://{ip}:2379 \
              --listen-peer-urls http://0.0.0.0:2380 --initial-advertise-peer-urls http://{ip}:2380 \
-             --initial-cluster {} --initial-cluster-state new --initial-cluster-token splitbrain",
+             --initial-cluster \"$cluster\" --initial-cluster-state $state --initial-cluster-token splitbrain",
             cluster.join(",")
         )
         })

@@ -17,7 +17,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use splitbrain_history::Value;
 use splitbrain_nemesis::shape::{Grudge, Node};
-use splitbrain_nemesis::Ability;
+use splitbrain_nemesis::{Ability, Members};
 use splitbrain_store::config::ClusterConfig;
 use splitbrain_workloads::{WorkloadKind, WorkloadOptions};
 
@@ -103,6 +103,44 @@ pub trait Db: Send + Sync + 'static {
         _delta_ms: i64,
     ) -> Result<(), String> {
         Err("this database cannot move its clock itself".into())
+    }
+    /// Whether the harness can change this database's membership (the
+    /// methods below); a fault needing it is refused up front otherwise.
+    fn changes_membership(&self) -> bool {
+        false
+    }
+    /// The configuration now, through the database's own admin interface.
+    async fn members(&self, _addrs: &Addresses) -> Result<Members, String> {
+        Err("this database has no membership changes".into())
+    }
+    /// Takes `node` out of the configuration; the configuration after.
+    async fn remove_member(&self, _addrs: &Addresses, _node: &Node) -> Result<Members, String> {
+        Err("this database has no membership changes".into())
+    }
+    /// Puts `node` back into the configuration, perhaps still joining.
+    async fn add_member(&self, _addrs: &Addresses, _node: &Node) -> Result<Members, String> {
+        Err("this database has no membership changes".into())
+    }
+    /// Waits until `node`, added back (and started again if it had to be),
+    /// is a full member; the configuration then.
+    async fn finish_join(&self, addrs: &Addresses, _node: &Node) -> Result<Members, String> {
+        self.members(addrs).await
+    }
+    /// Whether a removed node stops and must start again to rejoin (etcd's
+    /// members do); otherwise it runs on through its removal.
+    fn restarts_to_rejoin(&self) -> bool {
+        false
+    }
+    /// The files `node` needs to start again as a member of the
+    /// configuration `members` (etcd: a marker telling it to start from an
+    /// empty data directory, joining the existing cluster).
+    fn rejoin_files(
+        &self,
+        _node: &Node,
+        _addrs: &Addresses,
+        _members: &Members,
+    ) -> Vec<(String, Vec<u8>)> {
+        Vec::new()
     }
 }
 
@@ -242,6 +280,21 @@ mod tests {
                 .contains("isolation")
         );
         assert!(docker_cluster(&t("etcd", WorkloadKind::ListAppend, None, 3)).is_ok());
+        // Membership is the database's: etcd changes it, Redis and Postgres are refused.
+        let membership = |t: DbOptions| {
+            docker_cluster(&t)
+                .unwrap()
+                .executor()
+                .unwrap()
+                .lacks(Ability::Membership)
+        };
+        assert_eq!(membership(t("etcd", WorkloadKind::Register, None, 3)), None);
+        assert!(membership(t("etcd", WorkloadKind::Register, None, 1))
+            .unwrap()
+            .contains("at least 3"));
+        assert!(membership(t("redis", WorkloadKind::Set, None, 3))
+            .unwrap()
+            .contains("no membership changes"));
         assert!(docker_cluster(&t("redis", WorkloadKind::Set, None, 3)).is_ok());
         assert!(docker_cluster(&t(
             "postgres",

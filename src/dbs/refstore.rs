@@ -12,7 +12,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use splitbrain_nemesis::shape::{Grudge, Node};
 use splitbrain_nemesis::Ability;
-use splitbrain_store::admin::{admin_call, NodeStatus};
+use splitbrain_nemesis::Members;
+use splitbrain_store::admin::{admin_call, admin_members, AdminError, MembersView, NodeStatus};
 use splitbrain_store::config::{ClusterConfig, NodeAddrs};
 use splitbrain_workloads::{WorkloadKind, WorkloadOptions};
 
@@ -137,6 +138,43 @@ impl RefstoreDb {
 }
 
 impl RefstoreDb {
+    /// A membership command, sent to the node that decides configurations
+    /// (the leader, or the chain's master), following redirects and trying
+    /// again while another change is in progress.
+    async fn membership(&self, addrs: &Addresses, command: &str) -> Result<Members, String> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let mut ask: Option<Node> = self.primaries(addrs).await.into_iter().next();
+        let mut next_guess = 0usize;
+        let mut last_problem = String::from("no node answered");
+        while tokio::time::Instant::now() < deadline {
+            let node = ask.take().unwrap_or_else(|| {
+                next_guess += 1;
+                self.nodes[(next_guess - 1) % self.nodes.len()].clone()
+            });
+            let addr = addrs.socket(&node, ADMIN);
+            match admin_members(&addr, &self.secret, command).await {
+                Ok(view) => return Ok(members_of(view)),
+                Err(AdminError::NotLeader(Some(leader))) if self.nodes.contains(&leader) => {
+                    ask = Some(leader);
+                    continue;
+                }
+                Err(AdminError::Unknown(why)) => {
+                    return Err(format!(
+                        "{command} on {node}: the outcome is unknown: {why}"
+                    ))
+                }
+                Err(AdminError::Refused(why)) if !why.contains("try again") => {
+                    return Err(format!("{node} refused '{command}': {why}"))
+                }
+                Err(e) => last_problem = format!("{node}: {e}"),
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        Err(format!(
+            "{command}: no node carried it out within 30 s ({last_problem})"
+        ))
+    }
+
     /// One admin command; an error unless the node answers `ok`.
     async fn admin(&self, addrs: &Addresses, node: &str, command: &str) -> Result<String, String> {
         let addr = addrs.socket(node, ADMIN);
@@ -148,6 +186,13 @@ impl RefstoreDb {
         } else {
             Err(format!("{node} refused '{command}': {reply}"))
         }
+    }
+}
+
+fn members_of(view: MembersView) -> Members {
+    Members {
+        members: view.members,
+        joining: view.joining,
     }
 }
 
@@ -248,10 +293,33 @@ impl Db for RefstoreDb {
     }
 
     fn lacks(&self, ability: Ability) -> Option<String> {
+        if ability == Ability::Membership && !splitbrain_store::modes::has_membership(&self.base) {
+            return Some(format!(
+                "the {} mode has no membership changes (raft and chain have)",
+                self.base.mode.name()
+            ));
+        }
         // In a container the node's clock is libfaketime's to move, which the store is not run under.
         (ability == Ability::Clock && self.env == "docker").then(|| {
             "clock faults of the reference store go through its admin port; run it with --env local or --env netns for those".to_string()
         })
+    }
+
+    fn changes_membership(&self) -> bool {
+        splitbrain_store::modes::has_membership(&self.base)
+    }
+
+    async fn members(&self, addrs: &Addresses) -> Result<Members, String> {
+        self.membership(addrs, "members").await
+    }
+
+    async fn remove_member(&self, addrs: &Addresses, node: &Node) -> Result<Members, String> {
+        self.membership(addrs, &format!("member-remove {node}"))
+            .await
+    }
+
+    async fn add_member(&self, addrs: &Addresses, node: &Node) -> Result<Members, String> {
+        self.membership(addrs, &format!("member-add {node}")).await
     }
 
     fn does_itself(&self, ability: Ability) -> bool {

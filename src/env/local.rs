@@ -14,7 +14,10 @@ use splitbrain_nemesis::{Ability, Target};
 
 use super::run_lock::{self, RunLock};
 use super::supervisor::{proc_state, ProcessSpec, Supervisor};
-use super::{Addresses, EnvError, EnvOptions, Environment, NodeCommand, NodeImage};
+use super::{
+    Addresses, EnvError, EnvOptions, Environment, NodeCommand, NodeImage,
+    MEMBERSHIP_IS_THE_DATABASES,
+};
 
 /// Free loopback ports below the kernel's ephemeral range. A port from that
 /// range can be taken, while its node is killed, as the local end of some
@@ -267,6 +270,7 @@ impl Target for LocalEnv {
             Ability::Loss => Some("local nodes share the loopback interface; use --env netns or docker for packet loss".into()),
             Ability::Clock => Some("local nodes share this machine's clock".into()),
             Ability::Primaries => Some("processes alone do not know who leads; the database does".into()),
+            Ability::Membership => Some(MEMBERSHIP_IS_THE_DATABASES.into()),
             Ability::Kill | Ability::Pause => None,
         }
     }

@@ -19,6 +19,10 @@ use async_trait::async_trait;
 use splitbrain_nemesis::shape::Node;
 use splitbrain_nemesis::Target;
 
+/// Why no environment changes a cluster's membership: only the database can.
+pub const MEMBERSHIP_IS_THE_DATABASES: &str =
+    "membership changes go through the database's own admin interface, not the environment";
+
 /// Where every node listens: its address and, in the order the database
 /// asked for them, its ports (on loopback each node has ports of its own).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

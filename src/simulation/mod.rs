@@ -17,6 +17,7 @@ use smol_str::SmolStr;
 use splitbrain_generators::{Context, Gen, Invocation, Poll, Thread};
 use splitbrain_history::{History, Op, OpType, OpWriter, Process, Value};
 use splitbrain_store::config::{ClientRouting, ClusterConfig};
+use splitbrain_store::core::{AdminOp, AdminReply, Membership};
 use splitbrain_store::msg::{NodeId, Op as StoreOp, ReadFrom, Refusal, Reply, RequestOptions};
 use splitbrain_store::route::{Attempt, Next, Outcome, Router, Routing};
 use splitbrain_store::sim::{NetOptions, Sim};
@@ -49,10 +50,15 @@ pub enum SimFault {
     ClockLeader,
     /// Drop messages between nodes.
     Loss,
+    /// Remove a random member from the configuration through the admin
+    /// interface (modes with membership changes); added back at the heal.
+    Membership,
+    /// Remove the leader (the chain's head) from the configuration.
+    MembershipLeader,
 }
 
 impl SimFault {
-    pub const ALL: [(&'static str, SimFault); 9] = [
+    pub const ALL: [(&'static str, SimFault); 11] = [
         ("partition", SimFault::Partition),
         ("partition-leader", SimFault::PartitionLeader),
         ("partition-majority", SimFault::PartitionMajority),
@@ -62,6 +68,8 @@ impl SimFault {
         ("clock", SimFault::Clock),
         ("clock-leader", SimFault::ClockLeader),
         ("loss", SimFault::Loss),
+        ("membership", SimFault::Membership),
+        ("membership-leader", SimFault::MembershipLeader),
     ];
 
     pub fn name(self) -> &'static str {
@@ -261,6 +269,8 @@ struct Run<'a> {
     latencies_ms: Vec<u64>,
     /// Nodes the current fault step crashed, and whether a step is on.
     crashed: Vec<NodeId>,
+    /// Nodes the current fault step removed from the configuration.
+    removed: Vec<NodeId>,
     /// The node `kill-past-the-heal` crashed, down until the run ends.
     kept_down: Option<NodeId>,
     fault_on: bool,
@@ -273,6 +283,21 @@ const RETRY_PAUSE_MS: u64 = 20;
 
 fn kw(s: &str) -> Value {
     Value::Keyword(s.into())
+}
+
+/// A configuration as a nemesis completion records it.
+fn members_value(m: &Membership) -> Value {
+    let names = |ids: &[NodeId]| {
+        Value::List(
+            ids.iter()
+                .map(|n| Value::Str(node_name(*n as usize).as_str().into()))
+                .collect(),
+        )
+    };
+    Value::map(vec![
+        (kw("members"), names(&m.members)),
+        (kw("joining"), names(&m.joining)),
+    ])
 }
 
 fn node_name(node: usize) -> SmolStr {
@@ -320,6 +345,7 @@ pub fn run(scenario: &Scenario, seed: u64) -> Result<SimRun, SimError> {
         stats: SimStats::default(),
         latencies_ms: Vec::with_capacity(scenario.ops as usize),
         crashed: Vec::new(),
+        removed: Vec::new(),
         kept_down: None,
         fault_on: false,
         next_fault_change_ms: scenario.warmup_ms,
@@ -787,6 +813,43 @@ impl Run<'_> {
                     ),
                 );
             }
+            SimFault::Membership | SimFault::MembershipLeader => {
+                let Some(AdminReply::Members(before)) = self.admin(AdminOp::Members) else {
+                    return;
+                };
+                if before.members.len() <= 2 {
+                    return;
+                }
+                let node =
+                    if fault == SimFault::MembershipLeader && before.members.contains(&leader) {
+                        leader
+                    } else {
+                        before.members[self.rng.gen_range(0..before.members.len())]
+                    };
+                if let Some(AdminReply::Members(after)) = self.admin(AdminOp::Remove(node)) {
+                    self.removed.push(node);
+                    let aim = if fault == SimFault::Membership {
+                        "one"
+                    } else {
+                        "primaries"
+                    };
+                    self.nemesis(
+                        "remove-member",
+                        kw(aim),
+                        done(
+                            "membership",
+                            vec![
+                                (
+                                    kw("node"),
+                                    Value::Str(node_name(node as usize).as_str().into()),
+                                ),
+                                (kw("before"), members_value(&before)),
+                                (kw("after"), members_value(&after)),
+                            ],
+                        ),
+                    );
+                }
+            }
             SimFault::Loss => {
                 self.sim.set_loss(self.s.loss);
                 self.nemesis(
@@ -796,6 +859,27 @@ impl Run<'_> {
                 );
             }
         }
+    }
+
+    /// An admin request to the node that decides configurations, following
+    /// redirects and trying again while a change is in progress.
+    fn admin(&mut self, op: AdminOp) -> Option<AdminReply> {
+        let n = self.sim.node_count() as NodeId;
+        let mut node = self.sim.leader().unwrap_or(0);
+        for _ in 0..20 {
+            match self.sim.admin_call(node, op, 5_000) {
+                Some(AdminReply::NotLeader { leader: Some(l) }) if l < n && l != node => node = l,
+                Some(AdminReply::NotLeader { .. }) => {
+                    node = (node + 1) % n;
+                    self.sim.run_for(50);
+                }
+                Some(AdminReply::Refused(why)) if why.contains("try again") => {
+                    self.sim.run_for(100)
+                }
+                other => return other,
+            }
+        }
+        None
     }
 
     /// The nemesis ops of a kill of `node`, aimed at `target`.
@@ -829,6 +913,30 @@ impl Run<'_> {
         self.nemesis("reset-clock", Value::Nil, stop("clock"));
         self.sim.set_loss(self.s.net.loss);
         self.nemesis("stop-loss", Value::Nil, stop("loss"));
+        if !self.removed.is_empty() {
+            let nodes: Vec<NodeId> = std::mem::take(&mut self.removed);
+            let mut after = None;
+            for node in &nodes {
+                after = self.admin(AdminOp::Add(*node));
+            }
+            let mut details = vec![
+                (kw("fault"), kw("membership")),
+                (kw("phase"), kw("stop")),
+                (
+                    kw("nodes"),
+                    Value::List(
+                        nodes
+                            .iter()
+                            .map(|n| Value::Str(node_name(*n as usize).as_str().into()))
+                            .collect(),
+                    ),
+                ),
+            ];
+            if let Some(AdminReply::Members(m)) = &after {
+                details.push((kw("after"), members_value(m)));
+            }
+            self.nemesis("add-members", kw("all"), Value::map(details));
+        }
     }
 
     /// Runs quietly until every replica holds the same data, or the settle

@@ -4,7 +4,7 @@
 //! (see [`admin_call`]).
 
 use crate::config::ClusterConfig;
-use crate::core::CoreStatus;
+use crate::core::{AdminReply, CoreStatus, Membership};
 use crate::msg::NodeId;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -39,6 +39,10 @@ pub enum AdminError {
     NoReply,
     #[error("the node answered: {0}")]
     Refused(String),
+    #[error("not the node that decides configurations (ask {})", .0.as_deref().unwrap_or("another node"))]
+    NotLeader(Option<String>),
+    #[error("the outcome is unknown: {0}")]
+    Unknown(String),
     #[error("malformed status reply {reply:?}: {reason}")]
     Malformed { reply: String, reason: String },
 }
@@ -92,6 +96,92 @@ impl NodeStatus {
             .ok_or_else(|| malformed("expected `ok ` and a JSON object".into()))?;
         serde_json::from_str(json).map_err(|e| malformed(e.to_string()))
     }
+}
+
+/// A configuration as the admin port reports it, nodes named as in the cluster file.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MembersView {
+    pub members: Vec<String>,
+    pub joining: Vec<String>,
+}
+
+impl MembersView {
+    pub fn new(cfg: &ClusterConfig, m: &Membership) -> Self {
+        let names = |ids: &[NodeId]| ids.iter().map(|n| node_name(cfg, *n)).collect();
+        MembersView {
+            members: names(&m.members),
+            joining: names(&m.joining),
+        }
+    }
+
+    /// The admin port's answer to `members`, `member-remove` and
+    /// `member-add`: `ok {json}`, `error not-leader NODE`, `error unknown
+    /// WHY` or `error WHY` (refused).
+    pub fn admin_reply(cfg: &ClusterConfig, reply: &AdminReply) -> String {
+        match reply {
+            AdminReply::Members(m) => format!(
+                "ok {}",
+                serde_json::to_string(&MembersView::new(cfg, m)).unwrap_or_default()
+            ),
+            AdminReply::NotLeader { leader } => format!(
+                "error not-leader {}",
+                leader.map_or_else(|| "none".to_string(), |l| node_name(cfg, l))
+            ),
+            AdminReply::Unknown(why) => format!("error unknown {why}"),
+            AdminReply::Refused(why) => format!("error {why}"),
+        }
+    }
+
+    pub fn parse_admin_reply(reply: &str) -> Result<MembersView, AdminError> {
+        let reply = reply.trim_end();
+        if reply.is_empty() {
+            return Err(AdminError::NoReply);
+        }
+        if let Some(why) = reply.strip_prefix("error ") {
+            if let Some(who) = why.strip_prefix("not-leader ") {
+                let who = who.trim();
+                return Err(AdminError::NotLeader(
+                    (who != "none").then(|| who.to_string()),
+                ));
+            }
+            if let Some(why) = why.strip_prefix("unknown ") {
+                return Err(AdminError::Unknown(why.to_string()));
+            }
+            return Err(AdminError::Refused(why.to_string()));
+        }
+        let json = reply
+            .strip_prefix("ok ")
+            .ok_or_else(|| AdminError::Malformed {
+                reply: reply.to_string(),
+                reason: "expected `ok ` and a JSON object".into(),
+            })?;
+        serde_json::from_str(json).map_err(|e| AdminError::Malformed {
+            reply: reply.to_string(),
+            reason: e.to_string(),
+        })
+    }
+}
+
+fn node_name(cfg: &ClusterConfig, n: NodeId) -> String {
+    cfg.nodes
+        .get(n as usize)
+        .map_or_else(|| n.to_string(), |a| a.id.clone())
+}
+
+/// Sends a membership command (`members`, `member-remove NODE`,
+/// `member-add NODE`) to `addr` and parses the answer.
+pub async fn admin_members(
+    addr: &str,
+    secret: &str,
+    command: &str,
+) -> Result<MembersView, AdminError> {
+    let reply = admin_call(addr, secret, command)
+        .await
+        .map_err(|source| AdminError::Io {
+            addr: addr.to_string(),
+            source,
+        })?;
+    MembersView::parse_admin_reply(&reply)
 }
 
 /// Sends one admin command to `addr` and returns the reply line (empty if

@@ -18,10 +18,15 @@
 //! takes chain messages of its own epoch only. `epochs = false` turns both
 //! off: nodes the master replaced but could not tell keep serving, a stale
 //! tail beside the real one (split brain).
+//!
+//! The master is also the chain's admin interface: `Remove` takes a node out
+//! at once (a new epoch) and keeps it out whatever it answers; `Add` lets it
+//! back, as the joining tail, and is answered once it holds its
+//! predecessor's state.
 
 use crate::config::{ChainOptions, ChainReads, ClusterConfig};
 use crate::msg::{apply_op, NodeId, Op, ReadFrom, Refusal, Reply, Request, Response, Value};
-use crate::protocol::{self, ClientId, CoreStatus, Protocol};
+use crate::protocol::{self, AdminOp, AdminReply, ClientId, CoreStatus, Membership, Protocol};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -89,11 +94,13 @@ pub enum Msg {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum WalRecord {
     /// `joining` (the master's): appended nodes not yet known to hold their
-    /// predecessor's state, which must not be all that is left.
+    /// predecessor's state, which must not be all that is left; `removed`
+    /// (the master's): nodes an admin took out, kept out until added back.
     Config {
         epoch: u64,
         chain: Vec<NodeId>,
         joining: Vec<NodeId>,
+        removed: Vec<NodeId>,
     },
     Apply {
         seq: u64,
@@ -164,6 +171,9 @@ pub struct Chain {
     // Master state.
     last_pong_ms: BTreeMap<NodeId, u64>,
     joining: Vec<NodeId>,
+    removed: Vec<NodeId>,
+    /// `Add` requests answered once their node has joined: (admin, node, deadline).
+    admin_waits: Vec<(ClientId, NodeId, u64)>,
     started_ms: Option<u64>,
 }
 
@@ -205,6 +215,8 @@ impl Chain {
             next_tick_ms: 0,
             last_pong_ms: BTreeMap::new(),
             joining: Vec::new(),
+            removed: Vec::new(),
+            admin_waits: Vec::new(),
             started_ms: None,
         };
         for rec in recovered {
@@ -213,10 +225,12 @@ impl Chain {
                     epoch,
                     chain,
                     joining,
+                    removed,
                 } => {
                     node.epoch = epoch;
                     node.chain = chain;
                     node.joining = joining;
+                    node.removed = removed;
                 }
                 WalRecord::Apply { seq, writes } => {
                     node.kv.extend(writes);
@@ -590,6 +604,7 @@ impl Chain {
             epoch,
             chain: self.chain.clone(),
             joining: Vec::new(),
+            removed: Vec::new(),
         }));
         if self.role() == Role::Out {
             for (_, w) in std::mem::take(&mut self.waiting) {
@@ -667,6 +682,7 @@ impl Chain {
         if changed {
             self.new_epoch(fx);
         }
+        self.answer_admins(now, fx);
         let ping = Msg::Ping {
             epoch: self.epoch,
             chain: self.chain.clone(),
@@ -686,12 +702,109 @@ impl Chain {
             epoch: self.epoch,
             chain: self.chain.clone(),
             joining: self.joining.clone(),
+            removed: self.removed.clone(),
         }));
+    }
+
+    fn membership(&self) -> Membership {
+        Membership {
+            members: self.chain.clone(),
+            joining: self.joining.clone(),
+        }
+    }
+
+    fn on_admin_op(&mut self, now: u64, admin: ClientId, op: AdminOp, fx: &mut Vec<Effect>) {
+        let answer = |reply: AdminReply| Effect::AdminReply { admin, reply };
+        if self.id != MASTER {
+            fx.push(answer(AdminReply::NotLeader {
+                leader: Some(MASTER),
+            }));
+            return;
+        }
+        let node = match op {
+            AdminOp::Members => {
+                fx.push(answer(AdminReply::Members(self.membership())));
+                return;
+            }
+            AdminOp::Remove(n) | AdminOp::Add(n) => n,
+        };
+        if node == MASTER || node >= self.n {
+            fx.push(answer(AdminReply::Refused(format!(
+                "node {node} is not a chain node (node {MASTER} is the master)"
+            ))));
+            return;
+        }
+        if let AdminOp::Add(_) = op {
+            if self.removed.contains(&node) {
+                self.removed.retain(|r| *r != node);
+                self.persist_config(fx);
+            }
+            if self.chain.contains(&node) && !self.joining.contains(&node) {
+                fx.push(answer(AdminReply::Members(self.membership())));
+            } else {
+                let deadline = now + 10 * self.opts.failure_timeout_ms.max(1_000);
+                self.admin_waits.push((admin, node, deadline));
+            }
+            return;
+        }
+        if self.chain.contains(&node) {
+            // The same rule as for a silent node: the head after the change
+            // must hold the committed writes, and one node is always left.
+            let rest: Vec<NodeId> = self.chain.iter().copied().filter(|c| *c != node).collect();
+            match rest.first() {
+                None => {
+                    fx.push(answer(AdminReply::Refused(
+                        "the last chain node cannot be removed".into(),
+                    )));
+                    return;
+                }
+                Some(h) if self.joining.contains(h) => {
+                    fx.push(answer(AdminReply::Refused(
+                        "the next head is still catching up; try again".into(),
+                    )));
+                    return;
+                }
+                Some(_) => {}
+            }
+            self.chain = rest;
+            self.joining.retain(|j| *j != node);
+            if !self.removed.contains(&node) {
+                self.removed.push(node);
+            }
+            self.new_epoch(fx);
+        } else if !self.removed.contains(&node) {
+            self.removed.push(node);
+            self.persist_config(fx);
+        }
+        fx.push(answer(AdminReply::Members(self.membership())));
+    }
+
+    /// Answers the `Add` requests whose node has joined, and the late ones.
+    fn answer_admins(&mut self, now: u64, fx: &mut Vec<Effect>) {
+        if self.admin_waits.is_empty() {
+            return;
+        }
+        let m = self.membership();
+        for (admin, node, deadline) in std::mem::take(&mut self.admin_waits) {
+            let reply = if m.members.contains(&node) && !m.joining.contains(&node) {
+                AdminReply::Members(m.clone())
+            } else if deadline <= now {
+                AdminReply::Unknown("the node has not joined the chain yet".into())
+            } else {
+                self.admin_waits.push((admin, node, deadline));
+                continue;
+            };
+            fx.push(Effect::AdminReply { admin, reply });
+        }
     }
 
     fn on_pong(&mut self, now: u64, from: NodeId, epoch: u64, synced: bool, fx: &mut Vec<Effect>) {
         self.last_pong_ms.insert(from, now);
-        if !self.chain.contains(&from) && from != MASTER && from < self.n {
+        if !self.chain.contains(&from)
+            && !self.removed.contains(&from)
+            && from != MASTER
+            && from < self.n
+        {
             // Back: it joins at the tail, from the old tail's state.
             self.chain.push(from);
             self.joining.push(from);
@@ -699,6 +812,7 @@ impl Chain {
         } else if synced && epoch == self.epoch && self.joining.contains(&from) {
             self.joining.retain(|j| *j != from);
             self.persist_config(fx);
+            self.answer_admins(now, fx);
         }
     }
 
@@ -775,6 +889,16 @@ impl Protocol for Chain {
         recovered: Vec<WalRecord>,
     ) -> Self {
         Chain::new(node, cfg.nodes.len() as u32, cfg.chain.clone(), recovered)
+    }
+
+    fn has_membership(_cfg: &ClusterConfig) -> bool {
+        true
+    }
+
+    fn on_admin(&mut self, now_ms: u64, admin: ClientId, op: AdminOp) -> Vec<Effect> {
+        let mut fx = Vec::new();
+        self.on_admin_op(now_ms, admin, op, &mut fx);
+        fx
     }
 
     fn has_leader(_cfg: &ClusterConfig) -> bool {
@@ -884,6 +1008,7 @@ impl Protocol for Chain {
                 epoch: self.epoch,
                 chain: self.chain.clone(),
                 joining: self.joining.clone(),
+                removed: self.removed.clone(),
             },
             WalRecord::Install {
                 seq: self.seq,

@@ -8,6 +8,7 @@ use crate::config::{ClusterConfig, Mode};
 use crate::modes::MODES;
 use crate::msg::NodeId;
 use crate::protocol::{self, Protocol};
+pub use crate::protocol::{AdminOp, AdminReply, Membership};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
 
@@ -114,6 +115,8 @@ pub trait Core: Send {
     fn snapshot_records(&self) -> Vec<WalRecord>;
     /// See [`Protocol::data_digest`].
     fn data_digest(&self) -> Option<u64>;
+    /// See [`Protocol::on_admin`].
+    fn admin(&mut self, now_ms: u64, admin: ClientId, op: AdminOp) -> Vec<Effect>;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -150,6 +153,7 @@ pub struct ModeEntry {
     pub describe: fn(&ClusterConfig) -> String,
     pub read_from: fn(&ClusterConfig) -> Option<crate::msg::ReadFrom>,
     pub refuse_node_count: fn(usize) -> Option<String>,
+    pub has_membership: fn(&ClusterConfig) -> bool,
 }
 
 type BuildResult = Result<Box<dyn Core>, CoreError>;
@@ -164,6 +168,7 @@ impl ModeEntry {
             describe: P::describe,
             read_from: P::read_from,
             refuse_node_count: P::refuse_node_count,
+            has_membership: P::has_membership,
         }
     }
 }
@@ -231,6 +236,23 @@ impl<P: Protocol> Adapter<P> {
         bytes.extend_from_slice(&encode(rec));
         WalRecord(bytes)
     }
+
+    fn encode(&self, effects: Vec<protocol::Effect<P::Msg, P::Record>>) -> Vec<Effect> {
+        effects
+            .into_iter()
+            .map(|e| match e {
+                protocol::Effect::Send { to, msg } => Effect::Send {
+                    to,
+                    msg: PeerMsg::Protocol(Bytes(encode(&msg))),
+                },
+                protocol::Effect::Persist(rec) => Effect::Persist(self.record(&rec)),
+                protocol::Effect::Reply { client, response } => Effect::Reply { client, response },
+                protocol::Effect::AdminReply { admin, reply } => {
+                    Effect::AdminReply { admin, reply }
+                }
+            })
+            .collect()
+    }
 }
 
 impl<P: Protocol> Core for Adapter<P> {
@@ -250,18 +272,13 @@ impl<P: Protocol> Core for Adapter<P> {
             Input::Tick => protocol::Input::Tick,
             Input::Flush => protocol::Input::Flush,
         };
-        self.proto
-            .step(now_ms, input)
-            .into_iter()
-            .map(|e| match e {
-                protocol::Effect::Send { to, msg } => Effect::Send {
-                    to,
-                    msg: PeerMsg::Protocol(Bytes(encode(&msg))),
-                },
-                protocol::Effect::Persist(rec) => Effect::Persist(self.record(&rec)),
-                protocol::Effect::Reply { client, response } => Effect::Reply { client, response },
-            })
-            .collect()
+        let effects = self.proto.step(now_ms, input);
+        self.encode(effects)
+    }
+
+    fn admin(&mut self, now_ms: u64, admin: ClientId, op: AdminOp) -> Vec<Effect> {
+        let effects = self.proto.on_admin(now_ms, admin, op);
+        self.encode(effects)
     }
 
     fn status(&self) -> CoreStatus {

@@ -34,6 +34,11 @@ pub fn refuse_node_count(mode: Mode, nodes: usize) -> Option<String> {
     entry(mode).and_then(|m| (m.refuse_node_count)(nodes))
 }
 
+/// Whether `cfg`'s mode changes its membership through the admin port.
+pub fn has_membership(cfg: &crate::config::ClusterConfig) -> bool {
+    entry(cfg.mode).is_some_and(|m| (m.has_membership)(cfg))
+}
+
 /// Where `cfg`'s cluster serves reads, if its mode says.
 pub fn read_from(cfg: &crate::config::ClusterConfig) -> Option<crate::msg::ReadFrom> {
     entry(cfg.mode).and_then(|m| (m.read_from)(cfg))

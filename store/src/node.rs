@@ -3,12 +3,15 @@
 //! making persisted records durable (per the fsync policy) before it sends or
 //! replies anything.
 
+use crate::admin::MembersView;
 use crate::admin::NodeStatus;
 use crate::codec::{
     decode, decode_id_prefix, encode, put_frame, read_frame_within, CodecError, FrameBudget,
 };
 use crate::config::{ClusterConfig, ConfigError};
-use crate::core::{build_core, ClientId, CoreError, CoreStatus, Effect, Input, PeerMsg};
+use crate::core::{
+    build_core, AdminOp, AdminReply, ClientId, CoreError, CoreStatus, Effect, Input, PeerMsg,
+};
 use crate::msg::{NodeId, Reply, Request, Response};
 use crate::wal::{Wal, WalError};
 use std::collections::{BTreeSet, HashMap};
@@ -59,7 +62,14 @@ enum Event {
         to: NodeId,
         reply_to: oneshot::Sender<()>,
     },
+    Admin {
+        op: AdminOp,
+        reply_to: oneshot::Sender<AdminReply>,
+    },
 }
+
+/// How long an admin request may take (adding a node waits for it to catch up).
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Fault hooks shared by the listeners and the loop.
 struct Faults {
@@ -149,6 +159,7 @@ pub async fn run_node_with(cfg: ClusterConfig, id: &str) -> Result<(), NodeError
     let mut waiting: HashMap<ClientId, (u64, mpsc::UnboundedSender<Response>)> = HashMap::new();
     let mut next_client: ClientId = 1;
     let mut probes: HashMap<u64, oneshot::Sender<()>> = HashMap::new();
+    let mut admins: HashMap<ClientId, oneshot::Sender<AdminReply>> = HashMap::new();
     let mut next_probe: u64 = 1;
     let mut ticker = tokio::time::interval(Duration::from_millis(cfg.tick_ms.max(1)));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -221,6 +232,14 @@ pub async fn run_node_with(cfg: ClusterConfig, id: &str) -> Result<(), NodeError
                     let _ = reply_to.send(core.status());
                     continue;
                 }
+                Some(Event::Admin { op, reply_to }) => {
+                    let admin = next_client;
+                    next_client += 1;
+                    admins.retain(|_, r| !r.is_closed());
+                    admins.insert(admin, reply_to);
+                    effects.extend(core.admin(now, admin, op));
+                    continue;
+                }
             };
             effects.extend(core.step(now, input));
         }
@@ -262,6 +281,11 @@ pub async fn run_node_with(cfg: ClusterConfig, id: &str) -> Result<(), NodeError
                     if let Some((orig, reply_to)) = waiting.remove(&client) {
                         response.id = orig;
                         let _ = reply_to.send(response);
+                    }
+                }
+                Effect::AdminReply { admin, reply } => {
+                    if let Some(reply_to) = admins.remove(&admin) {
+                        let _ = reply_to.send(reply);
                     }
                 }
                 // Persisted above.
@@ -614,6 +638,23 @@ async fn accept_admin(
     }
 }
 
+/// A membership request to the core, answered as [`MembersView::admin_reply`] says.
+async fn admin_membership(
+    tx: &mpsc::UnboundedSender<Event>,
+    cfg: &ClusterConfig,
+    op: AdminOp,
+) -> String {
+    let (rtx, rrx) = oneshot::channel();
+    if tx.send(Event::Admin { op, reply_to: rtx }).is_err() {
+        return "error node stopped".into();
+    }
+    match tokio::time::timeout(ADMIN_TIMEOUT, rrx).await {
+        Ok(Ok(reply)) => MembersView::admin_reply(cfg, &reply),
+        Ok(Err(_)) => "error node stopped".into(),
+        Err(_) => "error unknown no answer in time; the change may still take effect".into(),
+    }
+}
+
 async fn admin_command(
     line: &str,
     tx: &mpsc::UnboundedSender<Event>,
@@ -684,6 +725,15 @@ async fn admin_command(
                 _ => "ok unreachable".into(),
             }
         }
+        ["members"] => admin_membership(tx, cfg, AdminOp::Members).await,
+        ["member-remove", name] => match cfg.index_of(name) {
+            Ok(id) => admin_membership(tx, cfg, AdminOp::Remove(id)).await,
+            Err(e) => format!("error {e}"),
+        },
+        ["member-add", name] => match cfg.index_of(name) {
+            Ok(id) => admin_membership(tx, cfg, AdminOp::Add(id)).await,
+            Err(e) => format!("error {e}"),
+        },
         ["unblock-all"] => {
             if let Ok(mut b) = faults.blocked.lock() {
                 b.clear();

@@ -45,6 +45,43 @@ pub enum Effect<M, R> {
         client: ClientId,
         response: Response,
     },
+    /// The answer to an admin request (see [`Protocol::on_admin`]).
+    AdminReply {
+        admin: ClientId,
+        reply: AdminReply,
+    },
+}
+
+/// A request to the database's own admin interface: membership.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AdminOp {
+    /// The configuration as this node knows it.
+    Members,
+    /// Take a node out of the configuration.
+    Remove(NodeId),
+    /// Bring a node (one of the cluster file's) back in, after it has caught up.
+    Add(NodeId),
+}
+
+/// A configuration: the nodes that take part (Raft's voters; a chain, head
+/// first) and those still catching up before they do (Raft's learners; a
+/// chain's joining tail).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Membership {
+    pub members: Vec<NodeId>,
+    pub joining: Vec<NodeId>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AdminReply {
+    /// Done (or nothing to do): the configuration now in force.
+    Members(Membership),
+    /// Ask the node that decides configurations.
+    NotLeader { leader: Option<NodeId> },
+    /// Not done, and it will not be.
+    Refused(String),
+    /// It may yet take effect.
+    Unknown(String),
 }
 
 /// What a core reports about itself; the driver adds who and where it is
@@ -108,6 +145,25 @@ pub trait Protocol: Send + Sized + 'static {
     /// sends its reads there (followers, any node) rather than to the leader.
     fn read_from(_cfg: &ClusterConfig) -> Option<crate::msg::ReadFrom> {
         None
+    }
+
+    /// Whether this mode changes its membership through [`Protocol::on_admin`].
+    fn has_membership(_cfg: &ClusterConfig) -> bool {
+        false
+    }
+
+    /// An admin request; answered by an [`Effect::AdminReply`] for `admin`,
+    /// in this step or a later one.
+    fn on_admin(
+        &mut self,
+        _now_ms: u64,
+        admin: ClientId,
+        _op: AdminOp,
+    ) -> Vec<Effect<Self::Msg, Self::Record>> {
+        vec![Effect::AdminReply {
+            admin,
+            reply: AdminReply::Refused("this replication mode has no membership changes".into()),
+        }]
     }
 
     /// The mode and its options in a few words, for a test's record.

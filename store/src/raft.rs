@@ -13,10 +13,20 @@
 //! skew breaks), `pre_vote` (§9.6) and `check_quorum` (a leader that has not
 //! heard from a majority for an election timeout steps down). Lagging
 //! followers behind the compacted log get a snapshot of the state machine.
+//!
+//! Membership changes one server at a time (Ongaro's thesis §4.1, §4.2.1):
+//! a configuration is a log entry, in force from the moment a node holds it;
+//! a leader appends one only when the last has committed and it has
+//! committed an entry of its own term (the fix to the single-server change
+//! bug, raft-dev 2015). A new node joins as a learner that replicates
+//! without voting, and becomes a voter once it is close to the leader's log.
+//! A removed leader steps down when its removal commits (§4.2.2); nodes
+//! refuse votes to candidates outside their configuration, so a removed node
+//! that never heard of its removal cannot depose a leader (§4.2.3).
 
 use crate::config::{ClusterConfig, RaftOptions, RaftRead};
 use crate::msg::{apply_op, NodeId, Op, ReadFrom, Refusal, Reply, Request, Response, Value};
-use crate::protocol::{self, ClientId, CoreStatus, Protocol};
+use crate::protocol::{self, AdminOp, AdminReply, ClientId, CoreStatus, Membership, Protocol};
 use crate::quorum;
 use crate::seeded::SeededRng;
 use serde::{Deserialize, Serialize};
@@ -25,11 +35,16 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 /// Entries a leader ships in one message.
 const MAX_BATCH: usize = 256;
 
+/// A learner this close to the leader's last index is promoted to voter.
+const PROMOTE_WITHIN_ENTRIES: u64 = MAX_BATCH as u64;
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
     /// What a new leader appends to commit its predecessors' entries (§5.4.2, §8).
     Noop,
     Op(Op),
+    /// The configuration from this entry on: voters (`members`) and learners (`joining`).
+    Config(Membership),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,6 +81,8 @@ pub enum Msg {
         index: u64,
         index_term: u64,
         kv: Vec<(String, Value)>,
+        /// The configuration as of `index`.
+        config: Membership,
         round: u64,
         sent_ms: u64,
     },
@@ -96,6 +113,7 @@ pub enum WalRecord {
         index: u64,
         term: u64,
         kv: Vec<(String, Value)>,
+        config: Membership,
     },
 }
 
@@ -114,6 +132,15 @@ struct Waiting {
     term: u64,
     client: ClientId,
     id: u64,
+    deadline_ms: u64,
+}
+
+/// An admin request the leader answers once a committed configuration has
+/// `node` as a voter (`voter`) or without it.
+struct AdminWait {
+    admin: ClientId,
+    node: NodeId,
+    voter: bool,
     deadline_ms: u64,
 }
 
@@ -149,6 +176,12 @@ pub struct Raft {
     commit: u64,
     applied: u64,
     kv: BTreeMap<String, Value>,
+    /// The configuration as of `log_start`, and the one in force (the last
+    /// in the log), from the entry at `config_index` (`log_start` or below:
+    /// from `base_config`).
+    base_config: Membership,
+    config: Membership,
+    config_index: u64,
 
     // Leader state.
     next_index: HashMap<NodeId, u64>,
@@ -167,6 +200,7 @@ pub struct Raft {
     became_leader_ms: u64,
     waiting: BTreeMap<u64, Waiting>,
     reads: Vec<PendingRead>,
+    admin_waits: Vec<AdminWait>,
     /// Every entry applied, in order, for the tests' state-machine safety check.
     #[cfg(test)]
     applied_trace: Vec<Entry>,
@@ -198,6 +232,10 @@ impl Raft {
         seed: u64,
         recovered: Vec<WalRecord>,
     ) -> Self {
+        let everyone = Membership {
+            members: (0..n).collect(),
+            joining: Vec::new(),
+        };
         let mut node = Raft {
             id,
             n,
@@ -217,6 +255,9 @@ impl Raft {
             commit: 0,
             applied: 0,
             kv: BTreeMap::new(),
+            base_config: everyone.clone(),
+            config: everyone,
+            config_index: 0,
             next_index: HashMap::new(),
             match_index: HashMap::new(),
             acked_round: HashMap::new(),
@@ -228,12 +269,14 @@ impl Raft {
             became_leader_ms: 0,
             waiting: BTreeMap::new(),
             reads: Vec::new(),
+            admin_waits: Vec::new(),
             #[cfg(test)]
             applied_trace: Vec::new(),
         };
         for rec in recovered {
             node.replay(rec);
         }
+        node.refresh_config();
         node
     }
 
@@ -249,11 +292,16 @@ impl Raft {
                         continue;
                     }
                     self.truncate_from(e.index);
-                    self.log.push_back(e);
+                    self.push_entry(e);
                 }
             }
             WalRecord::TruncateFrom(i) => self.truncate_from(i),
-            WalRecord::Snapshot { index, term, kv } => self.install(index, term, kv),
+            WalRecord::Snapshot {
+                index,
+                term,
+                kv,
+                config,
+            } => self.install(index, term, kv, config),
         }
     }
 
@@ -278,12 +326,65 @@ impl Raft {
         &self.kv
     }
 
+    /// Every other node of the cluster file, member or not.
     fn peers(&self) -> impl Iterator<Item = NodeId> + '_ {
         (0..self.n).filter(move |p| *p != self.id)
     }
 
+    /// The nodes a leader replicates to: voters and learners but itself.
+    fn replicas(&self) -> Vec<NodeId> {
+        self.config
+            .members
+            .iter()
+            .chain(&self.config.joining)
+            .copied()
+            .filter(|p| *p != self.id)
+            .collect()
+    }
+
+    fn is_voter(&self, node: NodeId) -> bool {
+        self.config.members.contains(&node)
+    }
+
     fn majority(&self) -> usize {
-        quorum::majority(self.n as usize)
+        quorum::majority(self.config.members.len())
+    }
+
+    /// The value a majority of voters reach: the majority-th highest of
+    /// `of(voter)`, this node counting as `own` when it votes.
+    fn voters_reach(&self, own: u64, of: impl Fn(NodeId) -> u64) -> u64 {
+        let values = self
+            .config
+            .members
+            .iter()
+            .map(|v| if *v == self.id { own } else { of(*v) });
+        quorum::kth_highest(values, self.majority()).unwrap_or(0)
+    }
+
+    /// The configuration in force at `index` (the last at or before it).
+    fn config_at(&self, index: u64) -> Membership {
+        if index >= self.config_index {
+            return self.config.clone();
+        }
+        self.log
+            .iter()
+            .rev()
+            .filter(|e| e.index <= index)
+            .find_map(|e| match &e.command {
+                Command::Config(c) => Some(c.clone()),
+                _ => None,
+            })
+            .unwrap_or_else(|| self.base_config.clone())
+    }
+
+    /// Finds the configuration in force after the log changed.
+    fn refresh_config(&mut self) {
+        let last = self.log.iter().rev().find_map(|e| match &e.command {
+            Command::Config(c) => Some((e.index, c.clone())),
+            _ => None,
+        });
+        (self.config_index, self.config) =
+            last.unwrap_or_else(|| (self.log_start, self.base_config.clone()));
     }
 
     pub fn last_index(&self) -> u64 {
@@ -318,11 +419,22 @@ impl Raft {
         } else {
             self.log.truncate((index - self.log_start - 1) as usize);
         }
+        if self.config_index >= index {
+            self.refresh_config();
+        }
+    }
+
+    fn push_entry(&mut self, e: Entry) {
+        if let Command::Config(c) = &e.command {
+            self.config = c.clone();
+            self.config_index = e.index;
+        }
+        self.log.push_back(e);
     }
 
     /// Replaces the state machine with a snapshot at `index`. A log suffix
     /// that agrees with the snapshot's last entry is kept (§7).
-    fn install(&mut self, index: u64, term: u64, kv: Vec<(String, Value)>) {
+    fn install(&mut self, index: u64, term: u64, kv: Vec<(String, Value)>, config: Membership) {
         let keep_suffix = self.term_at(index) == Some(term);
         if keep_suffix && index >= self.log_start {
             let drop = (index - self.log_start) as usize;
@@ -338,6 +450,8 @@ impl Raft {
         if !keep_suffix {
             self.commit = index;
         }
+        self.base_config = config;
+        self.refresh_config();
     }
 
     fn election_timeout(&mut self) -> u64 {
@@ -399,7 +513,11 @@ impl Raft {
             let new_start = self.applied - keep;
             let drop = (new_start - self.log_start) as usize;
             self.log_start_term = self.log[drop - 1].term;
-            self.log.drain(..drop);
+            for e in self.log.drain(..drop) {
+                if let Command::Config(c) = e.command {
+                    self.base_config = c;
+                }
+            }
             self.log_start = new_start;
         }
     }
@@ -420,6 +538,14 @@ impl Raft {
     fn become_follower(&mut self, term: u64, leader: Option<NodeId>, fx: &mut Vec<Effect>) {
         if self.role == Role::Leader {
             self.abandon_reads(fx);
+            for w in std::mem::take(&mut self.admin_waits) {
+                fx.push(Effect::AdminReply {
+                    admin: w.admin,
+                    reply: AdminReply::Unknown(
+                        "leadership changed before the configuration committed".into(),
+                    ),
+                });
+            }
         }
         self.role = Role::Follower;
         self.leader = leader;
@@ -452,8 +578,10 @@ impl Raft {
             last_term: self.last_term(),
             pre,
         };
-        for p in self.peers().collect::<Vec<_>>() {
-            fx.push(send(p, msg.clone()));
+        for p in self.config.members.clone() {
+            if p != self.id {
+                fx.push(send(p, msg.clone()));
+            }
         }
     }
 
@@ -492,7 +620,7 @@ impl Raft {
             term: self.term,
             command,
         };
-        self.log.push_back(entry.clone());
+        self.push_entry(entry.clone());
         fx.push(persist(WalRecord::Append(vec![entry])));
         index
     }
@@ -501,7 +629,7 @@ impl Raft {
     fn broadcast(&mut self, now: u64, fx: &mut Vec<Effect>) {
         self.round += 1;
         self.round_wanted = false;
-        for p in self.peers().collect::<Vec<_>>() {
+        for p in self.replicas() {
             self.send_append(p, now, fx);
         }
         self.next_heartbeat_ms = now + self.opts.heartbeat_ms;
@@ -526,6 +654,7 @@ impl Raft {
                     index: self.applied,
                     index_term: self.term_at(self.applied).unwrap_or(0),
                     kv,
+                    config: self.config_at(self.applied),
                     round: self.round,
                     sent_ms: now,
                 },
@@ -555,38 +684,170 @@ impl Raft {
     }
 
     fn advance_commit(&mut self, now: u64, fx: &mut Vec<Effect>) {
-        let others = self.majority() - 1;
-        let candidate = if others == 0 {
-            self.last_index()
-        } else {
-            quorum::kth_highest(self.match_index.values().copied(), others).unwrap_or(0)
-        }
-        .min(self.last_index());
+        let matched = |p: NodeId| self.match_index.get(&p).copied().unwrap_or(0);
+        let candidate = self
+            .voters_reach(self.last_index(), matched)
+            .min(self.last_index());
         // §5.4.2: only an entry of this term is committed by counting replicas.
         let countable = !self.opts.commit_rule || self.term_at(candidate) == Some(self.term);
         if candidate > self.commit && countable {
             self.commit = candidate;
             self.apply_committed(now, fx);
+            self.after_commit(now, fx);
         }
+    }
+
+    /// Answers the admin requests the committed configuration settles; a
+    /// leader whose removal committed steps down (thesis §4.2.2).
+    fn after_commit(&mut self, now: u64, fx: &mut Vec<Effect>) {
+        if self.role != Role::Leader {
+            return;
+        }
+        if !self.admin_waits.is_empty() {
+            let committed = self.config_at(self.commit);
+            let (done, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.admin_waits)
+                .into_iter()
+                .partition(|w| {
+                    let voter = committed.members.contains(&w.node);
+                    let learner = committed.joining.contains(&w.node);
+                    if w.voter {
+                        voter
+                    } else {
+                        !voter && !learner
+                    }
+                });
+            self.admin_waits = waiting;
+            for w in done {
+                fx.push(Effect::AdminReply {
+                    admin: w.admin,
+                    reply: AdminReply::Members(committed.clone()),
+                });
+            }
+        }
+        if self.commit >= self.config_index && !self.is_voter(self.id) {
+            let term = self.term;
+            self.become_follower(term, None, fx);
+            self.election_deadline_ms = now + self.election_timeout();
+            return;
+        }
+        self.maybe_promote(fx);
+    }
+
+    /// Whether this leader may append a configuration now: the last one has
+    /// committed, and so has an entry of its own term (every entry from
+    /// `term_start` on is this leader's).
+    fn may_reconfigure(&self) -> bool {
+        self.role == Role::Leader
+            && self.config_index <= self.commit
+            && self.commit >= self.term_start
+    }
+
+    /// Promotes a learner that has caught up, one at a time.
+    fn maybe_promote(&mut self, fx: &mut Vec<Effect>) {
+        if !self.may_reconfigure() {
+            return;
+        }
+        let last = self.last_index();
+        let ready = self.config.joining.iter().copied().find(|l| {
+            self.match_index.get(l).copied().unwrap_or(0) + PROMOTE_WITHIN_ENTRIES >= last
+        });
+        if let Some(l) = ready {
+            let mut next = self.config.clone();
+            next.joining.retain(|j| *j != l);
+            next.members.push(l);
+            next.members.sort_unstable();
+            self.append(Command::Config(next), fx);
+        }
+    }
+
+    fn on_admin_op(&mut self, now: u64, admin: ClientId, op: AdminOp, fx: &mut Vec<Effect>) {
+        let answer = |reply: AdminReply| Effect::AdminReply { admin, reply };
+        if self.role != Role::Leader {
+            fx.push(answer(AdminReply::NotLeader {
+                leader: self.leader,
+            }));
+            return;
+        }
+        let (node, voter) = match op {
+            AdminOp::Members => {
+                fx.push(answer(AdminReply::Members(self.config.clone())));
+                return;
+            }
+            AdminOp::Remove(n) => (n, false),
+            AdminOp::Add(n) => (n, true),
+        };
+        if node >= self.n {
+            fx.push(answer(AdminReply::Refused(format!(
+                "node {node} is not in the cluster file"
+            ))));
+            return;
+        }
+        let is_voter = self.is_voter(node);
+        let is_learner = self.config.joining.contains(&node);
+        let settled = if voter {
+            is_voter
+        } else {
+            !is_voter && !is_learner
+        };
+        let committed = self.config_index <= self.commit;
+        if settled && committed {
+            fx.push(answer(AdminReply::Members(self.config.clone())));
+            return;
+        }
+        let wait = AdminWait {
+            admin,
+            node,
+            voter,
+            deadline_ms: now + self.opts.request_timeout_ms.max(1) * 10,
+        };
+        // Already on its way (a learner being caught up, or the entry appended).
+        if settled || (voter && is_learner) {
+            self.admin_waits.push(wait);
+            self.maybe_promote(fx);
+            return;
+        }
+        if !self.may_reconfigure() {
+            fx.push(answer(AdminReply::Refused(
+                "a configuration change is in progress; try again".into(),
+            )));
+            return;
+        }
+        let mut next = self.config.clone();
+        if voter {
+            next.joining.push(node);
+            next.joining.sort_unstable();
+            let last = self.last_index();
+            self.next_index.insert(node, last + 1);
+            self.match_index.insert(node, 0);
+        } else {
+            next.members.retain(|m| *m != node);
+            next.joining.retain(|m| *m != node);
+            if next.members.is_empty() {
+                fx.push(answer(AdminReply::Refused(
+                    "the last voter cannot be removed".into(),
+                )));
+                return;
+            }
+        }
+        self.append(Command::Config(next), fx);
+        self.admin_waits.push(wait);
+        self.advance_commit(now, fx);
     }
 
     /// Whether a majority answered round `round` (this node counts itself).
     fn round_confirmed(&self, round: u64) -> bool {
-        let others = self.majority() - 1;
-        others == 0
-            || quorum::kth_highest(self.acked_round.values().copied(), others)
-                .is_some_and(|r| r >= round)
+        let acked = |p: NodeId| self.acked_round.get(&p).copied().unwrap_or(0);
+        self.voters_reach(u64::MAX, acked) >= round
     }
 
     /// Until when a majority's acknowledgements keep this leader's lease, by its own clock.
     fn lease_until_ms(&self) -> u64 {
-        let others = self.majority() - 1;
-        if others == 0 {
-            return u64::MAX;
+        let acked = |p: NodeId| self.acked_sent_ms.get(&p).copied().unwrap_or(0);
+        match self.voters_reach(u64::MAX, acked) {
+            u64::MAX => u64::MAX,
+            t if t >= self.became_leader_ms => t + self.opts.lease_ms,
+            _ => 0,
         }
-        quorum::kth_highest(self.acked_sent_ms.values().copied(), others)
-            .filter(|t| *t >= self.became_leader_ms)
-            .map_or(0, |t| t + self.opts.lease_ms)
     }
 
     /// Whether an entry of this term is committed: until then the leader
@@ -636,12 +897,13 @@ impl Raft {
             return;
         }
         if self.role != Role::Leader {
+            // A leader not heard from for an election timeout may be gone
+            // (or this node removed): no hint beats a stale one.
+            let leader = self.leader.filter(|_| self.heard_leader_recently(now));
             fx.push(reply(
                 client,
                 req.id,
-                Reply::NotDone(Refusal::NotLeader {
-                    leader: self.leader,
-                }),
+                Reply::NotDone(Refusal::NotLeader { leader }),
             ));
             return;
         }
@@ -763,7 +1025,7 @@ impl Raft {
                 self.truncate_from(e.index);
                 fx.push(persist(WalRecord::TruncateFrom(e.index)));
             }
-            self.log.push_back(e.clone());
+            self.push_entry(e.clone());
             fresh.push(e);
         }
         if !fresh.is_empty() {
@@ -789,10 +1051,16 @@ impl Raft {
         self.applied = 0;
         self.commit = 0;
         fx.push(persist(WalRecord::TruncateFrom(1)));
+        self.base_config = Membership {
+            members: (0..self.n).collect(),
+            joining: Vec::new(),
+        };
+        self.refresh_config();
         fx.push(persist(WalRecord::Snapshot {
             index: 0,
             term: 0,
             kv: Vec::new(),
+            config: self.base_config.clone(),
         }));
     }
 
@@ -805,6 +1073,7 @@ impl Raft {
         index: u64,
         index_term: u64,
         kv: Vec<(String, Value)>,
+        config: Membership,
         round: u64,
         sent_ms: u64,
         fx: &mut Vec<Effect>,
@@ -835,8 +1104,9 @@ impl Raft {
             index,
             term: index_term,
             kv: kv.clone(),
+            config: config.clone(),
         }));
-        self.install(index, index_term, kv);
+        self.install(index, index_term, kv, config);
         // Which entries the snapshot holds is not known, so neither is their fate.
         let covered: Vec<u64> = self.waiting.range(..=index).map(|(i, _)| *i).collect();
         for i in covered {
@@ -884,6 +1154,12 @@ impl Raft {
             let next = self.next_index.entry(from).or_insert(m + 1);
             *next = (*next).max(m + 1);
             self.advance_commit(now, fx);
+            if self.config.joining.contains(&from) {
+                self.maybe_promote(fx);
+            }
+            if self.role != Role::Leader {
+                return;
+            }
             if self.next_index[&from] <= self.last_index() && index + 1 == self.next_index[&from] {
                 self.send_append(from, now, fx);
             }
@@ -929,7 +1205,7 @@ impl Raft {
         // lease relies on.
         let sticky = (self.opts.pre_vote || self.opts.read == RaftRead::Lease)
             && self.heard_leader_recently(now);
-        if term < self.term || sticky {
+        if term < self.term || sticky || !self.is_voter(from) {
             fx.push(answer(self, false));
             return;
         }
@@ -968,7 +1244,7 @@ impl Raft {
         } else {
             self.role == Role::Candidate && term == self.term
         };
-        if wanted && granted && !self.votes.contains(&from) {
+        if wanted && granted && self.is_voter(from) && !self.votes.contains(&from) {
             self.votes.push(from);
             if self.votes.len() >= self.majority() {
                 self.won(now, pre, fx);
@@ -1007,17 +1283,31 @@ impl Raft {
                 }),
             ));
         }
+        let (late, waits): (Vec<_>, Vec<_>) = std::mem::take(&mut self.admin_waits)
+            .into_iter()
+            .partition(|w| w.deadline_ms <= now);
+        self.admin_waits = waits;
+        for w in late {
+            fx.push(Effect::AdminReply {
+                admin: w.admin,
+                reply: AdminReply::Unknown("the configuration did not commit in time".into()),
+            });
+        }
         if self.role == Role::Leader {
             let heard = self
-                .peers()
+                .config
+                .members
+                .iter()
                 .filter(|p| {
-                    self.acked_sent_ms
-                        .get(p)
-                        .is_some_and(|t| now < t + self.opts.election_timeout_ms)
+                    **p == self.id
+                        || self
+                            .acked_sent_ms
+                            .get(p)
+                            .is_some_and(|t| now < t + self.opts.election_timeout_ms)
                 })
                 .count();
             let leading_long_enough = now >= self.became_leader_ms + self.opts.election_timeout_ms;
-            if self.opts.check_quorum && leading_long_enough && heard + 1 < self.majority() {
+            if self.opts.check_quorum && leading_long_enough && heard < self.majority() {
                 let term = self.term;
                 self.become_follower(term, None, fx);
                 self.election_deadline_ms = now + self.election_timeout();
@@ -1026,8 +1316,14 @@ impl Raft {
             if now >= self.next_heartbeat_ms {
                 self.broadcast(now, fx);
             }
+            self.maybe_promote(fx);
         } else if now >= self.election_deadline_ms {
-            self.start_election(now, self.opts.pre_vote, fx);
+            if self.is_voter(self.id) {
+                self.start_election(now, self.opts.pre_vote, fx);
+            } else {
+                // A learner or a removed node waits to hear from a leader.
+                self.election_deadline_ms = now + self.election_timeout();
+            }
         }
     }
 }
@@ -1038,6 +1334,16 @@ impl Protocol for Raft {
 
     fn has_leader(_cfg: &ClusterConfig) -> bool {
         true
+    }
+
+    fn has_membership(_cfg: &ClusterConfig) -> bool {
+        true
+    }
+
+    fn on_admin(&mut self, now_ms: u64, admin: ClientId, op: AdminOp) -> Vec<Effect> {
+        let mut fx = Vec::new();
+        self.on_admin_op(now_ms, admin, op, &mut fx);
+        fx
     }
 
     fn read_from(cfg: &ClusterConfig) -> Option<ReadFrom> {
@@ -1087,7 +1393,7 @@ impl Protocol for Raft {
                     if self.round_wanted {
                         self.broadcast(now_ms, &mut fx);
                     } else {
-                        for p in self.peers().collect::<Vec<_>>() {
+                        for p in self.replicas() {
                             // New entries, in one message per follower that is keeping up.
                             let next = self.next_index.get(&p).copied().unwrap_or(0);
                             if next <= last {
@@ -1123,10 +1429,11 @@ impl Protocol for Raft {
                     index,
                     index_term,
                     kv,
+                    config,
                     round,
                     sent_ms,
                 } => self.on_snapshot(
-                    now_ms, from, term, index, index_term, kv, round, sent_ms, &mut fx,
+                    now_ms, from, term, index, index_term, kv, config, round, sent_ms, &mut fx,
                 ),
                 Msg::Vote {
                     term,
@@ -1184,6 +1491,7 @@ impl Protocol for Raft {
                 index: self.applied,
                 term: self.term_at(self.applied).unwrap_or(0),
                 kv,
+                config: self.config_at(self.applied),
             },
             WalRecord::Append(tail),
         ]
@@ -1221,6 +1529,8 @@ mod tests {
         acked: Vec<i64>,
         /// Client request id → the value it put.
         puts: BTreeMap<u64, i64>,
+        /// What admin requests were answered, oldest first.
+        admin_replies: Vec<AdminReply>,
     }
 
     impl Net {
@@ -1250,7 +1560,17 @@ mod tests {
                 committed: BTreeMap::new(),
                 acked: Vec::new(),
                 puts: BTreeMap::new(),
+                admin_replies: Vec::new(),
             }
+        }
+
+        fn admin(&mut self, node: NodeId, op: AdminOp) {
+            let Some(raft) = self.nodes[node as usize].as_mut() else {
+                return;
+            };
+            let mut fx = raft.on_admin(self.now, 0, op);
+            fx.extend(raft.step(self.now, Input::Flush));
+            self.perform(node, fx);
         }
 
         fn input(&mut self, node: NodeId, input: Input) {
@@ -1259,6 +1579,10 @@ mod tests {
             };
             let mut fx = raft.step(self.now, input);
             fx.extend(raft.step(self.now, Input::Flush));
+            self.perform(node, fx);
+        }
+
+        fn perform(&mut self, node: NodeId, fx: Vec<Effect>) {
             for effect in fx {
                 match effect {
                     Effect::Persist(rec) => self.disks[node as usize].push(rec),
@@ -1279,6 +1603,7 @@ mod tests {
                             self.acked.push(*v);
                         }
                     }
+                    Effect::AdminReply { reply, .. } => self.admin_replies.push(reply),
                 }
             }
         }
@@ -1414,7 +1739,14 @@ mod tests {
     }
 
     fn run_random(opts: RaftOptions, n: u32, seed: u64) -> Net {
+        run_random_with(opts, n, seed, false)
+    }
+
+    /// A random run; with `membership`, the leader is also asked to remove
+    /// nodes (at most a minority at once) and to add them back.
+    fn run_random_with(opts: RaftOptions, n: u32, seed: u64, membership: bool) -> Net {
         let mut net = Net::new(n, opts, seed);
+        let mut removed: Vec<NodeId> = Vec::new();
         let mut id = 0u64;
         let mut down: Vec<(NodeId, u64)> = Vec::new();
         while net.now < 6000 {
@@ -1437,6 +1769,21 @@ mod tests {
                 }
             } else if r < 14 {
                 net.blocked.clear();
+            } else if r < 22 && membership {
+                if let Some(leader) = net.leader() {
+                    let back = !removed.is_empty()
+                        && (net.rng.below(2) == 0 || removed.len() * 2 + 1 >= n as usize);
+                    if back {
+                        let node = removed.remove(net.rng.below(removed.len() as u64) as usize);
+                        net.admin(leader, AdminOp::Add(node));
+                    } else {
+                        let node = net.rng.below(u64::from(n)) as NodeId;
+                        if !removed.contains(&node) {
+                            removed.push(node);
+                            net.admin(leader, AdminOp::Remove(node));
+                        }
+                    }
+                }
             }
             let now = net.now;
             for (node, at) in std::mem::take(&mut down) {
@@ -1461,7 +1808,27 @@ mod tests {
         }
         net.blocked.clear();
         net.loss_percent = 0;
-        net.run_ms(3000);
+        net.run_ms(1000);
+        if membership {
+            // Everyone back, one at a time, each asked until it is a voter.
+            for node in 0..n {
+                for _ in 0..20 {
+                    let Some(leader) = net.leader() else {
+                        net.run_ms(200);
+                        continue;
+                    };
+                    if net.nodes[leader as usize]
+                        .as_ref()
+                        .is_some_and(|r| r.is_voter(node) && r.config_index <= r.commit)
+                    {
+                        break;
+                    }
+                    net.admin(leader, AdminOp::Add(node));
+                    net.run_ms(200);
+                }
+            }
+        }
+        net.run_ms(2000);
         net
     }
 
@@ -1522,6 +1889,143 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn safety_properties_hold_through_membership_changes() {
+        let mut changes = 0;
+        for opts in variants() {
+            for n in [3, 5] {
+                for seed in 1..=8u64 {
+                    let net = run_random_with(opts.clone(), n, seed * 104_729 + u64::from(n), true);
+                    assert_acked_writes_committed(&net, seed);
+                    let leader = net.leader().expect("a leader after the heal");
+                    let r = net.nodes[leader as usize].as_ref().unwrap();
+                    assert_eq!(
+                        r.config.members,
+                        (0..n).collect::<Vec<_>>(),
+                        "seed {seed}: not every node is a voter again (last answers {:?})",
+                        net.admin_replies.iter().rev().take(3).collect::<Vec<_>>()
+                    );
+                    changes += net
+                        .admin_replies
+                        .iter()
+                        .filter(|a| matches!(a, AdminReply::Members(_)))
+                        .count();
+                }
+            }
+        }
+        assert!(changes > 100, "only {changes} changes were carried out");
+    }
+
+    #[test]
+    fn a_removed_node_neither_votes_nor_is_replicated_to_and_a_learner_catches_up() {
+        let mut net = Net::new(3, RaftOptions::default(), 7);
+        net.loss_percent = 0;
+        net.run_ms(2000);
+        let leader = net.leader().expect("a leader");
+        let gone = (leader + 1) % 3;
+        net.admin(leader, AdminOp::Remove(gone));
+        net.run_ms(200);
+        assert!(
+            matches!(net.admin_replies.last(), Some(AdminReply::Members(m)) if !m.members.contains(&gone))
+        );
+        for id in 1..=50 {
+            net.put(leader, id, id as i64);
+        }
+        net.run_ms(500);
+        let behind = net.nodes[gone as usize].as_ref().unwrap().last_index();
+        let ahead = net.nodes[leader as usize].as_ref().unwrap().last_index();
+        assert!(
+            behind + 50 <= ahead,
+            "the removed node was still replicated to"
+        );
+        // The remaining two commit alone; the removed one cannot depose the leader.
+        net.run_ms(3000);
+        assert_eq!(net.leader(), Some(leader));
+        net.admin(leader, AdminOp::Add(gone));
+        net.run_ms(1000);
+        assert!(
+            matches!(net.admin_replies.last(), Some(AdminReply::Members(m)) if m.members.contains(&gone)),
+            "{:?}",
+            net.admin_replies
+        );
+        let r = net.nodes[gone as usize].as_ref().unwrap();
+        assert_eq!(r.kv(), net.nodes[leader as usize].as_ref().unwrap().kv());
+        assert!(r.is_voter(gone));
+    }
+
+    #[test]
+    fn after_a_removal_the_remaining_majority_elects_a_new_leader() {
+        let mut net = Net::new(5, RaftOptions::default(), 3);
+        net.loss_percent = 0;
+        net.run_ms(2000);
+        let leader = net.leader().expect("a leader");
+        let gone = (leader + 1) % 5;
+        net.admin(leader, AdminOp::Remove(gone));
+        net.run_ms(300);
+        net.crash(leader);
+        net.run_ms(3000);
+        let next = net.leader();
+        assert!(
+            next.is_some_and(|l| l != leader),
+            "no new leader: {:?}",
+            net.nodes
+                .iter()
+                .flatten()
+                .map(|x| (
+                    x.id,
+                    x.term,
+                    x.role,
+                    x.config.clone(),
+                    x.commit,
+                    x.last_index()
+                ))
+                .collect::<Vec<_>>()
+        );
+    }
+
+    /// One change at a time: two uncommitted single-server changes could
+    /// leave two configurations with disjoint majorities.
+    #[test]
+    fn a_second_change_waits_until_the_first_has_committed() {
+        let mut net = Net::new(5, RaftOptions::default(), 5);
+        net.loss_percent = 0;
+        net.run_ms(2000);
+        let leader = net.leader().expect("a leader");
+        for p in 0..5 {
+            if p != leader {
+                net.blocked.insert((leader, p));
+                net.blocked.insert((p, leader));
+            }
+        }
+        let a = (leader + 1) % 5;
+        let b = (leader + 2) % 5;
+        net.admin(leader, AdminOp::Remove(a));
+        net.admin(leader, AdminOp::Remove(b));
+        assert!(
+            matches!(net.admin_replies.last(), Some(AdminReply::Refused(why)) if why.contains("in progress")),
+            "{:?}",
+            net.admin_replies
+        );
+        let r = net.nodes[leader as usize].as_ref().unwrap();
+        assert!(!r.is_voter(a) && r.is_voter(b));
+        assert!(r.config_index > r.commit);
+    }
+
+    #[test]
+    fn a_leader_that_removes_itself_steps_down_once_the_removal_commits() {
+        let mut net = Net::new(3, RaftOptions::default(), 11);
+        net.loss_percent = 0;
+        net.run_ms(2000);
+        let leader = net.leader().expect("a leader");
+        net.admin(leader, AdminOp::Remove(leader));
+        net.run_ms(2000);
+        let next = net.leader().expect("a new leader");
+        assert_ne!(next, leader);
+        let r = net.nodes[next as usize].as_ref().unwrap();
+        assert!(!r.config.members.contains(&leader));
+        assert_eq!(r.config.members.len(), 2);
     }
 
     #[test]

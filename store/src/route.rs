@@ -85,6 +85,10 @@ pub struct Router {
     nodes: usize,
     routing: Routing,
     leader_hint: usize,
+    /// The node the last attempt could not reach, until one reaches it: a
+    /// hint naming it (a removed node's stale idea of the leader) is not
+    /// followed back to it.
+    unreachable: Option<usize>,
     /// Requests routed so far, for spreading reads and for the rotation.
     requests: u64,
 }
@@ -98,6 +102,7 @@ impl Router {
             nodes,
             routing,
             leader_hint: first_node,
+            unreachable: None,
             requests: 0,
         }
     }
@@ -161,9 +166,16 @@ impl Router {
             },
             Routing::Leader => match attempt {
                 Attempt::Replied(Reply::NotDone(Refusal::NotLeader { leader })) => {
+                    if self.unreachable == Some(node) {
+                        self.unreachable = None;
+                    }
                     let refusal = Outcome::NotDone(Refusal::NotLeader { leader });
                     match leader {
-                        Some(l) if (l as usize) < n && l as usize != node => {
+                        Some(l)
+                            if (l as usize) < n
+                                && l as usize != node
+                                && self.unreachable != Some(l as usize) =>
+                        {
                             self.leader_hint = l as usize;
                             Next::Resend(l as usize)
                         }
@@ -178,6 +190,9 @@ impl Router {
                     refusal: Outcome::NotDone(Refusal::NoLease),
                 },
                 Attempt::Replied(reply) => {
+                    if self.unreachable == Some(node) {
+                        self.unreachable = None;
+                    }
                     if !op.is_read_only()
                         || options.read_from.unwrap_or_default() == ReadFrom::Leader
                     {
@@ -185,12 +200,45 @@ impl Router {
                     }
                     Next::Done(reply.into())
                 }
-                Attempt::NotSent(e) => Next::RetryAfterPause {
-                    node: (node + 1) % n,
-                    refusal: Outcome::NotDone(Refusal::Unreachable(e)),
-                },
+                Attempt::NotSent(e) => {
+                    self.unreachable = Some(node);
+                    Next::RetryAfterPause {
+                        node: (node + 1) % n,
+                        refusal: Outcome::NotDone(Refusal::Unreachable(e)),
+                    }
+                }
                 Attempt::Lost(e) => Next::Done(Outcome::Unknown(e)),
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::msg::Value;
+
+    /// Regression: a removed Raft node kept naming the killed leader, and a
+    /// client bounced between the two until its deadline.
+    #[test]
+    fn a_hint_naming_the_node_just_unreachable_is_not_followed_back() {
+        let mut r = Router::new(5, Routing::Leader, 2);
+        let op = Op::Put {
+            key: "k".into(),
+            value: Value::Int(1),
+        };
+        let o = RequestOptions::default();
+        assert_eq!(r.first(&op, &o).ok(), Some(2));
+        let next = r.next(2, 1, &op, &o, Attempt::NotSent("refused".into()));
+        assert!(matches!(next, Next::RetryAfterPause { node: 3, .. }));
+        let stale = Attempt::Replied(Reply::NotDone(Refusal::NotLeader { leader: Some(2) }));
+        let next = r.next(3, 2, &op, &o, stale);
+        assert!(
+            matches!(next, Next::RetryAfterPause { node: 4, .. }),
+            "{next:?}"
+        );
+        // A hint to another node is followed as before.
+        let fresh = Attempt::Replied(Reply::NotDone(Refusal::NotLeader { leader: Some(0) }));
+        assert!(matches!(r.next(4, 3, &op, &o, fresh), Next::Resend(0)));
     }
 }

@@ -8,7 +8,9 @@
 
 use crate::admin::NodeStatus;
 use crate::config::{ClusterConfig, Fsync};
-use crate::core::{build_core, ClientId, Core, Effect, Input, PeerMsg, SeededRng, WalRecord};
+use crate::core::{
+    build_core, AdminOp, AdminReply, ClientId, Core, Effect, Input, PeerMsg, SeededRng, WalRecord,
+};
 use crate::msg::{NodeId, Op, Refusal, Reply, Request, RequestOptions, Response};
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
@@ -48,6 +50,11 @@ enum Event {
     Tick {
         node: NodeId,
     },
+    Admin {
+        node: NodeId,
+        admin: ClientId,
+        op: AdminOp,
+    },
 }
 
 /// What a simulated client saw for one request.
@@ -79,6 +86,9 @@ pub struct Sim {
     outstanding: BTreeMap<ClientId, NodeId>,
     completed: BTreeMap<ClientId, Completed>,
     next_client: ClientId,
+    /// Admin requests without an answer, and the answers.
+    admin_outstanding: BTreeSet<ClientId>,
+    admin_done: BTreeMap<ClientId, AdminReply>,
 }
 
 /// A simulated node's core. Its log holds only what its own mode wrote, so a
@@ -123,6 +133,8 @@ impl Sim {
             outstanding: BTreeMap::new(),
             completed: BTreeMap::new(),
             next_client: 1,
+            admin_outstanding: BTreeSet::new(),
+            admin_done: BTreeMap::new(),
         };
         for node in 0..n as NodeId {
             let jitter = sim.rng.below(sim.net.tick_ms.max(1));
@@ -330,6 +342,26 @@ impl Sim {
         self.completed.get(&client).cloned()
     }
 
+    /// Sends an admin request to `node` and runs until it is answered or
+    /// `timeout_ms` passes (`None`: no answer, its outcome unknown).
+    pub fn admin_call(&mut self, node: NodeId, op: AdminOp, timeout_ms: u64) -> Option<AdminReply> {
+        if !self.is_up(node) {
+            return Some(AdminReply::NotLeader { leader: None });
+        }
+        let admin = self.next_client;
+        self.next_client += 1;
+        self.admin_outstanding.insert(admin);
+        let delay = self.delay();
+        self.schedule(self.now_ms + delay, Event::Admin { node, admin, op });
+        let deadline = self.now_ms + timeout_ms;
+        while self.now_ms < deadline && !self.admin_done.contains_key(&admin) {
+            let next = (self.now_ms + 1).min(deadline);
+            self.run_until(next);
+        }
+        self.admin_outstanding.remove(&admin);
+        self.admin_done.remove(&admin)
+    }
+
     fn delay(&mut self) -> u64 {
         let span = self.net.delay_max_ms.saturating_sub(self.net.delay_min_ms) + 1;
         self.net.delay_min_ms + self.rng.below(span)
@@ -372,6 +404,14 @@ impl Sim {
                         self.complete(client, Reply::Unknown("connection closed".into()));
                     }
                 }
+                Event::Admin { node, admin, op } => {
+                    let now = self.node_clock(node);
+                    if let Some(core) = self.nodes[node as usize].as_mut() {
+                        let mut effects = core.admin(now, admin, op);
+                        effects.extend(core.step(now, Input::Flush));
+                        self.perform(node, effects);
+                    }
+                }
             }
         }
         self.now_ms = self.now_ms.max(until_ms);
@@ -384,6 +424,10 @@ impl Sim {
         };
         let mut effects = core.step(now, input);
         effects.extend(core.step(now, Input::Flush));
+        self.perform(node, effects);
+    }
+
+    fn perform(&mut self, node: NodeId, effects: Vec<Effect>) {
         for effect in effects {
             match effect {
                 Effect::Send { to, msg } => {
@@ -408,6 +452,11 @@ impl Sim {
                 Effect::Reply { client, response } => {
                     if self.outstanding.contains_key(&client) {
                         self.complete(client, response.reply);
+                    }
+                }
+                Effect::AdminReply { admin, reply } => {
+                    if self.admin_outstanding.contains(&admin) {
+                        self.admin_done.insert(admin, reply);
                     }
                 }
             }

@@ -2,8 +2,10 @@
 //! writes survive crashes and partitions of any node, the replicas agree
 //! after the heal, and without epoch checks a replaced tail keeps serving.
 
+use splitbrain_store::chain::MASTER;
 use splitbrain_store::config::{ChainReads, ClusterConfig, Mode};
 use splitbrain_store::core::SeededRng;
+use splitbrain_store::core::{AdminOp, AdminReply};
 use splitbrain_store::msg::{NodeId, Op, OpResult, ReadFrom, Reply, RequestOptions, Value};
 use splitbrain_store::sim::{NetOptions, Sim};
 use std::collections::BTreeMap;
@@ -61,6 +63,16 @@ fn faulty_run(
     cfg: ClusterConfig,
     seed: u64,
 ) -> (BTreeMap<String, Vec<i64>>, BTreeMap<String, Vec<i64>>) {
+    faulty_run_with(cfg, seed, false)
+}
+
+/// As [`faulty_run`]; with `membership`, the master is also asked to remove
+/// chain nodes and to add them back, and at the end adds every one back.
+fn faulty_run_with(
+    cfg: ClusterConfig,
+    seed: u64,
+    membership: bool,
+) -> (BTreeMap<String, Vec<i64>>, BTreeMap<String, Vec<i64>>) {
     let net = NetOptions {
         loss: 0.01,
         delay_min_ms: 1,
@@ -75,6 +87,7 @@ fn faulty_run(
     let mut down: Vec<(NodeId, u64)> = Vec::new();
     let start = sim.now_ms();
     let mut elem = 0;
+    let mut changes = 0;
     while sim.now_ms() < start + 5000 {
         let now = sim.now_ms();
         match rng.below(400) {
@@ -85,6 +98,17 @@ fn faulty_run(
             }
             1 => sim.isolate(rng.below(n as u64) as NodeId),
             2 | 3 => sim.heal(),
+            4 | 5 if membership => {
+                let node = 1 + rng.below(n as u64 - 1) as NodeId;
+                let op = if rng.below(2) == 0 {
+                    AdminOp::Remove(node)
+                } else {
+                    AdminOp::Add(node)
+                };
+                if let Some(AdminReply::Members(_)) = sim.admin_call(MASTER, op, 2000) {
+                    changes += 1;
+                }
+            }
             _ => {}
         }
         for (node, at) in std::mem::take(&mut down) {
@@ -112,7 +136,21 @@ fn faulty_run(
         sim.restart(node);
     }
     sim.heal();
-    sim.run_for(3000);
+    sim.run_for(1000);
+    if membership {
+        assert!(
+            changes > 2,
+            "seed {seed}: only {changes} membership changes"
+        );
+        for node in 1..n as NodeId {
+            let reply = sim.admin_call(MASTER, AdminOp::Add(node), 10_000);
+            assert!(
+                matches!(&reply, Some(AdminReply::Members(m)) if m.members.contains(&node)),
+                "seed {seed}: n{node} was not added back: {reply:?}"
+            );
+        }
+    }
+    sim.run_for(2000);
     let mut acked: BTreeMap<String, Vec<i64>> = BTreeMap::new();
     for (client, key, e) in submitted {
         if let Some(c) = sim.completion(client) {
@@ -155,6 +193,24 @@ fn acknowledged_writes_survive_crashes_and_partitions_of_any_node() {
                     sorted.len(),
                     have.len(),
                     "seed {seed}: {key} has duplicates"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn acknowledged_writes_survive_membership_changes() {
+    for reads in [ChainReads::Tail, ChainReads::Any] {
+        for seed in 1..=10 {
+            let (acked, present) = faulty_run_with(chain(4, reads, true), seed, true);
+            let count: usize = acked.values().map(Vec::len).sum();
+            assert!(count > 100, "seed {seed}: only {count} writes acknowledged");
+            for (key, elems) in &acked {
+                let lost: Vec<&i64> = elems.iter().filter(|e| !present[key].contains(e)).collect();
+                assert!(
+                    lost.is_empty(),
+                    "seed {seed} {reads:?}: {key} lost {lost:?}"
                 );
             }
         }

@@ -14,6 +14,7 @@
 mod clock;
 mod kill;
 mod loss;
+mod membership;
 mod partition;
 mod pause;
 
@@ -37,6 +38,7 @@ pub static PACKAGES: &[&dyn FaultPackage] = &[
     &pause::Pause,
     &clock::Clock,
     &loss::Loss,
+    &membership::Membership,
 ];
 
 /// One kind of fault.

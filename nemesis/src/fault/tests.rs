@@ -6,13 +6,15 @@ use splitbrain_history::{OpType, Value};
 
 use super::*;
 use crate::shape::{Grudge, Node};
-use crate::target::{Ability, Target};
+use crate::target::{Ability, Members, Target};
 
 #[derive(Default)]
 struct Recorder {
     log: Vec<String>,
     no_clock: bool,
     nodes: usize,
+    /// The configuration, for a target with membership changes.
+    members: Option<Vec<Node>>,
 }
 
 #[async_trait]
@@ -65,6 +67,28 @@ impl Target for Recorder {
     async fn stop_loss(&mut self) -> Result<(), String> {
         self.log.push("stop-loss".into());
         Ok(())
+    }
+    async fn members(&mut self) -> Result<Members, String> {
+        let members = self.members.clone().ok_or("no membership")?;
+        Ok(Members {
+            members,
+            joining: Vec::new(),
+        })
+    }
+    async fn remove_member(&mut self, node: &Node) -> Result<Members, String> {
+        self.log.push(format!("remove {node}"));
+        if let Some(m) = self.members.as_mut() {
+            m.retain(|x| x != node);
+        }
+        self.members().await
+    }
+    async fn add_member(&mut self, node: &Node) -> Result<Members, String> {
+        self.log.push(format!("add {node}"));
+        if let Some(m) = self.members.as_mut() {
+            m.push(node.clone());
+            m.sort();
+        }
+        self.members().await
     }
 }
 
@@ -179,6 +203,38 @@ fn runner_records_what_it_did_and_heals_exactly_that() {
 }
 
 #[test]
+fn membership_records_the_configuration_before_and_after_and_adds_back() {
+    let mut r = Runner::new(
+        Recorder {
+            members: Some(vec!["n1".into(), "n2".into(), "n3".into()]),
+            ..five()
+        },
+        4,
+    );
+    let out = block_on(r.invoke("remove-member", &kw("primaries")));
+    assert_eq!(out.kind, OpType::Info, "{out:?}");
+    assert_eq!(field(&out.value, "fault"), Some(&kw("membership")));
+    assert_eq!(field(&out.value, "node"), Some(&Value::Str("n3".into())));
+    let after = field(&out.value, "after").unwrap();
+    assert_eq!(
+        field(after, "members"),
+        Some(&Value::list(vec!["n1".into(), "n2".into()]))
+    );
+    let before = field(&out.value, "before").unwrap();
+    assert_eq!(
+        field(before, "members"),
+        Some(&Value::list(vec!["n1".into(), "n2".into(), "n3".into()]))
+    );
+    // Two members left: another removal would leave one; refused, nothing done.
+    let refused = block_on(r.invoke("remove-member", &kw("one")));
+    assert_eq!(refused.kind, OpType::Fail);
+    assert!(refused.error.unwrap().contains("fewer than 2"));
+    assert!(block_on(r.heal_all()).is_empty());
+    assert_eq!(r.exec.log, vec!["remove n3", "add n3"]);
+    assert_eq!(r.exec.members.as_ref().map(Vec::len), Some(3));
+}
+
+#[test]
 fn stop_loss_leaves_the_partition() {
     let mut r = Runner::new(five(), 2);
     block_on(r.invoke("start-partition", &kw("one")));
@@ -208,7 +264,7 @@ fn a_target_with_no_nodes_fails_the_op_instead_of_panicking() {
 #[test]
 fn schedule_alternates_start_and_stop() {
     let o = NemesisOptions {
-        faults: parse_faults("partition,kill,pause,clock,loss").unwrap(),
+        faults: parse_faults("partition,kill,pause,clock,loss,membership").unwrap(),
         interval_s: 1.0,
         seed: 3,
         ..Default::default()
@@ -237,6 +293,6 @@ fn schedule_alternates_start_and_stop() {
         }
     }
     let kinds: BTreeSet<&str> = fs.iter().map(|(_, f)| f.as_str()).collect();
-    assert!(kinds.len() >= 8, "every fault comes up: {kinds:?}");
+    assert!(kinds.len() >= 10, "every fault comes up: {kinds:?}");
     assert!(final_generator(&o.faults).is_some());
 }

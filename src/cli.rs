@@ -1080,6 +1080,16 @@ fn test(args: TestArgs) -> Result<u8, Failure> {
                 }
             );
         }
+        const FAULT_LINES: usize = 12;
+        for f in report.results.faults.iter().take(FAULT_LINES) {
+            say!("  fault at {:.1} s: {}: {}", f.at_s, f.package, f.what);
+        }
+        if report.results.faults.len() > FAULT_LINES {
+            say!(
+                "  ... and {} more faults (results.json)",
+                report.results.faults.len() - FAULT_LINES
+            );
+        }
         if let Some(p) = &report.results.problem {
             say!("  problem: {p}");
         }

@@ -21,7 +21,7 @@ use splitbrain_workloads::{build, CheckerUse, WorkloadKind, WorkloadOptions};
 use crate::error::RunError;
 use crate::interpreter::{self, ClientFactory, Completion, InterpreterOptions, NemesisRunner};
 use crate::registry;
-use crate::run_store::{self, RunResults, HISTORY_FILE, RESULTS_FILE, TEST_FILE};
+use crate::run_store::{self, AppliedFault, RunResults, HISTORY_FILE, RESULTS_FILE, TEST_FILE};
 
 /// A cluster under test in some environment.
 #[async_trait]
@@ -396,5 +396,41 @@ pub fn check_all_with(
         checkers: reports,
         problem: None,
         duration_s,
+        faults: applied_faults(history),
     }
+}
+
+/// The faults splitbrain's nemesis applied, from the completions that
+/// opened them (those name their package and phase).
+pub fn applied_faults(history: &History) -> Vec<AppliedFault> {
+    let kw = |k: &str| Value::Keyword(k.into());
+    history
+        .ops
+        .iter()
+        .filter(|op| !op.is_client() && !op.is_invoke() && !op.is_fail())
+        .filter_map(|op| {
+            let v = &op.value;
+            let package = v.map_get(&kw("fault"))?.as_str()?.to_string();
+            if v.map_get(&kw("phase"))?.as_str()? != "start" {
+                return None;
+            }
+            let what = match v.map_get(&kw("summary")).and_then(Value::as_str) {
+                Some(s) => s.to_string(),
+                None => match v {
+                    Value::Map(m) => m
+                        .iter()
+                        .filter(|(k, _)| *k != kw("fault") && *k != kw("phase"))
+                        .map(|(k, v)| format!("{} {}", k.as_str().unwrap_or_default(), v))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    other => other.to_string(),
+                },
+            };
+            Some(AppliedFault {
+                package,
+                at_s: op.time.unwrap_or(0) as f64 / 1e9,
+                what,
+            })
+        })
+        .collect()
 }

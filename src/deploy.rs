@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use splitbrain_nemesis::shape::{Grudge, Node};
-use splitbrain_nemesis::{Ability, Members, Target};
+use splitbrain_nemesis::{Ability, Change, Members, Placement, Rebalanced, Target};
 use splitbrain_workloads::WorkloadOptions;
 
 use crate::controller::Cluster;
@@ -201,6 +201,16 @@ impl Target for DeploymentTarget {
         if ability == Ability::Primaries {
             return self.db.lacks(ability);
         }
+        if ability == Ability::Rebalance {
+            return self.db.lacks(ability).or_else(|| {
+                (!self.db.rebalances()).then(|| {
+                    format!(
+                        "{} has no partitions the harness can move (the reference store with --sharding has)",
+                        self.db.describe()
+                    )
+                })
+            });
+        }
         if ability == Ability::Membership {
             return self.db.lacks(ability).or_else(|| {
                 (!self.db.changes_membership()).then(|| {
@@ -313,6 +323,18 @@ impl Target for DeploymentTarget {
     }
     async fn members(&mut self) -> Result<Members, String> {
         self.db.members(&self.addrs()).await
+    }
+    async fn placement(&mut self) -> Result<Placement, String> {
+        if let Some(why) = self.lacks(Ability::Rebalance) {
+            return Err(why);
+        }
+        self.db.placement(&self.addrs()).await
+    }
+    async fn rebalance(&mut self, change: Change) -> Result<Rebalanced, String> {
+        if let Some(why) = self.lacks(Ability::Rebalance) {
+            return Err(why);
+        }
+        self.db.rebalance(&self.addrs(), change).await
     }
     async fn remove_member(&mut self, node: &Node) -> Result<Members, String> {
         if let Some(why) = self.lacks(Ability::Membership) {

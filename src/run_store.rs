@@ -97,6 +97,19 @@ pub struct RunResults {
     /// From the first op to the last, in seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_s: Option<f64>,
+    /// Each fault that took effect: when, and what it did.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub faults: Vec<AppliedFault>,
+}
+
+/// A fault the nemesis applied, as its completion records it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AppliedFault {
+    pub package: String,
+    pub at_s: f64,
+    /// In words: the package's own summary where it gives one (a
+    /// rebalance names what moved where), else what the completion holds.
+    pub what: String,
 }
 
 impl RunResults {
@@ -198,6 +211,7 @@ mod tests {
             checkers: Vec::new(),
             problem: None,
             duration_s: Some(1.5),
+            faults: Vec::new(),
         };
         write_json(&b.join(RESULTS_FILE), &results).unwrap();
         let runs = list_runs(store.path()).unwrap();

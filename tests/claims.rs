@@ -160,3 +160,64 @@ fn an_op_whose_retry_is_in_flight_at_its_deadline_is_info_not_fail() {
         );
     }
 }
+
+/// Regression: a one-group transaction refused by a stale map was planned
+/// again part by part; when a move had spread its keys over two groups the
+/// parts committed one by one, and Elle found G1c (seed 17 of this row).
+#[test]
+fn a_one_group_transaction_that_a_move_spreads_over_groups_commits_by_two_phase_commit() {
+    use splitbrain::simulation::{check, run};
+    let claim =
+        splitbrain_store::claims::find("sharded-two-phase-commit-is-strict-serializable").unwrap();
+    let s = splitbrain::simulation::claims::scenario(claim).unwrap();
+    let r = run(&s, 17).unwrap();
+    let results = check(&s, &r);
+    assert_eq!(
+        results.verdict,
+        splitbrain_history::Verdict::Valid,
+        "{:?}",
+        results.anomaly_types()
+    );
+}
+
+/// Regression: a committed transaction whose keys a move had spread over two
+/// groups sent its writes to one of them, was refused, reread the map from
+/// its own core in the same step and tried again at once: the simulated
+/// clock never moved on (single-leader groups, hash sharding, seed 3).
+#[test]
+fn a_commit_refused_by_a_stale_map_waits_and_goes_to_every_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_splitbrain"))
+        .args([
+            "sim",
+            "--replication",
+            "single-leader",
+            "--sharding",
+            "hash",
+            "--shards",
+            "3",
+        ])
+        .args(["--workload", "list-append", "--nodes", "5", "--seed", "3"])
+        .args([
+            "--faults",
+            "rebalance,kill,partition,rebalance+kill",
+            "--out",
+        ])
+        .arg(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the simulation did not end within 120 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert_eq!(status.code(), Some(0), "{status:?}");
+}

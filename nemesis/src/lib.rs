@@ -10,4 +10,4 @@ pub mod target;
 
 pub use fault::{Fault, FaultPackage, NemesisOptions, Runner, PACKAGES};
 pub use shape::{grudge, targets, Grudge, PartitionShape, ShapeError, TargetSpec};
-pub use target::{Ability, Members, Target};
+pub use target::{Ability, Change, Members, PlacedPartition, Placement, Rebalanced, Target};

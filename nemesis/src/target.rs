@@ -28,6 +28,49 @@ pub enum Ability {
     /// Remove nodes from the configuration and add them back, through the
     /// database's own admin interface.
     Membership,
+    /// Move, split and merge a sharded database's partitions.
+    Rebalance,
+}
+
+/// A sharded database's partitions as it reports them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Placement {
+    /// The map's epoch: raised by every change.
+    pub epoch: u64,
+    pub groups: u32,
+    pub partitions: Vec<PlacedPartition>,
+    /// Whether partitions can be split and merged (ranges, rings), not only moved.
+    pub splits: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlacedPartition {
+    pub id: u32,
+    pub group: u32,
+    pub epoch: u64,
+    /// Its keys in words ("[\"3\", \"5\")", "hash 2 of 8").
+    pub span: String,
+    /// The partition it merges into, if it can.
+    pub merges_into: Option<u32>,
+}
+
+/// A change to a sharded database's partitions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    Move { partition: u32, to: u32 },
+    Split { partition: u32 },
+    Merge { partition: u32 },
+}
+
+/// What a change did, as the database reports it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Rebalanced {
+    pub summary: String,
+    pub partitions: Vec<u32>,
+    pub map_epoch: u64,
+    pub keys_copied: u64,
+    /// How long the partitions were served by nobody.
+    pub frozen_ms: u64,
 }
 
 /// A configuration as the database reports it: the nodes that take part
@@ -39,7 +82,7 @@ pub struct Members {
 }
 
 impl Ability {
-    pub const ALL: [Ability; 7] = [
+    pub const ALL: [Ability; 8] = [
         Ability::Partition,
         Ability::Kill,
         Ability::Pause,
@@ -47,6 +90,7 @@ impl Ability {
         Ability::Loss,
         Ability::Primaries,
         Ability::Membership,
+        Ability::Rebalance,
     ];
 
     pub fn name(self) -> &'static str {
@@ -58,6 +102,7 @@ impl Ability {
             Ability::Loss => "loss",
             Ability::Primaries => "primaries",
             Ability::Membership => "membership",
+            Ability::Rebalance => "rebalance",
         }
     }
 }
@@ -127,6 +172,14 @@ pub trait Target: Send {
     async fn add_member(&mut self, _node: &Node) -> Result<Members, String> {
         Err(missing(Ability::Membership))
     }
+    /// The partitions and where they are.
+    async fn placement(&mut self) -> Result<Placement, String> {
+        Err(missing(Ability::Rebalance))
+    }
+    /// Carries out `change`, once it has taken effect.
+    async fn rebalance(&mut self, _change: Change) -> Result<Rebalanced, String> {
+        Err(missing(Ability::Rebalance))
+    }
 }
 
 /// A boxed target is a target, so environments can hand one out.
@@ -176,5 +229,11 @@ impl Target for Box<dyn Target> {
     }
     async fn add_member(&mut self, node: &Node) -> Result<Members, String> {
         (**self).add_member(node).await
+    }
+    async fn placement(&mut self) -> Result<Placement, String> {
+        (**self).placement().await
+    }
+    async fn rebalance(&mut self, change: Change) -> Result<Rebalanced, String> {
+        (**self).rebalance(change).await
     }
 }

@@ -354,6 +354,18 @@ fn test_flags(claim: &Claim) -> Result<Option<Vec<String>>, String> {
             ("mode", toml::Value::String(m)) => {
                 flags.extend(["--replication".into(), m.clone()]);
             }
+            ("sharding", toml::Value::Table(t)) => {
+                // The section exists once --sharding names the scheme.
+                let scheme = t.get("scheme").and_then(|v| v.as_str()).unwrap_or("hash");
+                flags.extend(["--sharding".into(), scheme.to_string()]);
+                for (k, v) in t.iter().filter(|(k, _)| *k != "scheme") {
+                    let v = match v {
+                        toml::Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    };
+                    flags.extend(["--store".into(), format!("sharding.{k}={v}")]);
+                }
+            }
             (section, toml::Value::Table(t)) => {
                 for (k, v) in t {
                     let v = match v {
@@ -382,6 +394,7 @@ fn test_flags(claim: &Claim) -> Result<Option<Vec<String>>, String> {
                 SimFault::Loss => ("loss", None, None),
                 SimFault::Membership => ("membership", None, Some("one")),
                 SimFault::MembershipLeader => ("membership", None, Some("primaries")),
+                SimFault::Rebalance => ("rebalance", None, None),
             };
             for (list, item) in [
                 (&mut kinds, Some(kind)),

@@ -3,7 +3,8 @@
 
 use clap::Args;
 use splitbrain_store::config::{
-    ClusterConfig, Conflict, Fsync, Mode, MultiLeaderConflict, Replication, Topology,
+    ClusterConfig, Conflict, CrossShard, Fsync, Handoff, Mode, MultiLeaderConflict, Replication,
+    Scheme, ShardingOptions, Topology,
 };
 use splitbrain_store::crdt::CrdtType;
 use splitbrain_store::msg::ReadFrom;
@@ -54,6 +55,24 @@ pub struct StoreModeArgs {
     /// always, never or interval:MS [default: always].
     #[arg(long)]
     pub fsync: Option<String>,
+    /// Partition the keys over replica groups of the --replication mode:
+    /// none, hash, range, consistent-hash, directory or geo.
+    #[arg(long, default_value = "none")]
+    pub sharding: String,
+    /// Sharded: the number of replica groups [default: 2].
+    #[arg(long)]
+    pub shards: Option<u32>,
+    /// Sharded: nodes per group [default: 3, or the node count if fewer].
+    #[arg(long)]
+    pub replicas_per_shard: Option<u32>,
+    /// Sharded: how a transaction over several groups commits: two-phase
+    /// or none (each group's part on its own) [default: two-phase].
+    #[arg(long)]
+    pub cross_shard: Option<String>,
+    /// Sharded: how a moved partition changes hands: epoch (the old owner
+    /// is fenced first) or none [default: epoch].
+    #[arg(long)]
+    pub handoff: Option<String>,
 }
 
 impl StoreModeArgs {
@@ -73,6 +92,11 @@ impl StoreModeArgs {
             && self.topology.is_none()
             && self.crdt.is_none()
             && self.fsync.is_none()
+            && self.sharding == "none"
+            && self.shards.is_none()
+            && self.replicas_per_shard.is_none()
+            && self.cross_shard.is_none()
+            && self.handoff.is_none()
     }
 
     /// [`StoreModeArgs::config`], with the CRDT type a multi-leader CRDT
@@ -90,6 +114,16 @@ impl StoreModeArgs {
                 .store_options
                 .iter()
                 .any(|kv| kv.starts_with("multi_leader.crdt="));
+        if let Some(s) = cfg.sharding.as_mut() {
+            // The bank's accounts are `account-N`: ranges start at accounts,
+            // so that transfers cross groups.
+            if workload == W::Bank
+                && s.boundaries.is_empty()
+                && matches!(s.scheme, Scheme::Range | Scheme::Directory)
+            {
+                s.boundaries = (1..10).map(|i| format!("account-{i}")).collect();
+            }
+        }
         if cfg.mode == Mode::MultiLeader
             && cfg.multi_leader.conflict == MultiLeaderConflict::Crdt
             && !told
@@ -109,8 +143,52 @@ impl StoreModeArgs {
         // Every setting at its default; the nodes are filled in when the cluster starts.
         let mut cfg: ClusterConfig = toml::from_str("nodes = []")
             .map_err(|e| format!("the default cluster settings: {e}"))?;
+        let sharded = self.sharding != "none";
+        if sharded {
+            let scheme: Scheme = self
+                .sharding
+                .parse()
+                .map_err(|e: String| format!("--sharding {e}"))?;
+            cfg.sharding = Some(ShardingOptions {
+                scheme,
+                replicas: 3.min(nodes as u32),
+                ..ShardingOptions::default()
+            });
+        } else if self.shards.is_some()
+            || self.replicas_per_shard.is_some()
+            || self.cross_shard.is_some()
+            || self.handoff.is_some()
+        {
+            return Err(
+                "--shards, --replicas-per-shard, --cross-shard and --handoff need --sharding"
+                    .into(),
+            );
+        }
         for kv in &self.store_options {
             cfg = set_store_option(&cfg, kv)?;
+        }
+        if let Some(s) = cfg.sharding.as_mut() {
+            s.groups = self.shards.unwrap_or(s.groups);
+            s.replicas = self.replicas_per_shard.unwrap_or(s.replicas);
+            if let Some(c) = &self.cross_shard {
+                s.cross_shard = match c.as_str() {
+                    "two-phase" => CrossShard::TwoPhase,
+                    "none" => CrossShard::None,
+                    other => {
+                        return Err(format!("--cross-shard {other}: expected two-phase or none"))
+                    }
+                };
+            }
+            if let Some(h) = &self.handoff {
+                s.handoff = match h.as_str() {
+                    "epoch" => Handoff::Epoch,
+                    "none" => Handoff::None,
+                    other => return Err(format!("--handoff {other}: expected epoch or none")),
+                };
+            }
+            if let Some(why) = splitbrain_store::shard::map::refuse(s, nodes) {
+                return Err(format!("--sharding {}: {why}", s.scheme.name()));
+            }
         }
         if let Some(f) = &self.fsync {
             cfg.fsync = Fsync::try_from(f.clone())?;
@@ -263,8 +341,27 @@ impl StoreModeArgs {
                     })?;
             }
         }
-        if let Some(why) = splitbrain_store::modes::refuse_node_count(cfg.mode, nodes) {
-            return Err(why);
+        match &cfg.sharding {
+            Some(s) => {
+                if cfg.mode == Mode::MultiLeader {
+                    return Err("--sharding over multi-leader: its replicas cannot fence a partition's old owner (no compare-and-set); shard single-leader, leaderless, raft or chain groups".into());
+                }
+                if let Some(why) =
+                    splitbrain_store::modes::refuse_node_count(cfg.mode, s.replicas as usize)
+                {
+                    return Err(format!("--replicas-per-shard {}: {why}", s.replicas));
+                }
+                if cfg.mode == Mode::Leaderless && cfg.leaderless.n > s.replicas {
+                    cfg.leaderless.n = s.replicas;
+                    cfg.leaderless.r = cfg.leaderless.r.min(s.replicas);
+                    cfg.leaderless.w = cfg.leaderless.w.min(s.replicas);
+                }
+            }
+            None => {
+                if let Some(why) = splitbrain_store::modes::refuse_node_count(cfg.mode, nodes) {
+                    return Err(why);
+                }
+            }
         }
         Ok(cfg)
     }

@@ -17,7 +17,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use splitbrain_history::Value;
 use splitbrain_nemesis::shape::{Grudge, Node};
-use splitbrain_nemesis::{Ability, Members};
+use splitbrain_nemesis::{Ability, Change, Members, Placement, Rebalanced};
 use splitbrain_store::config::ClusterConfig;
 use splitbrain_workloads::{WorkloadKind, WorkloadOptions};
 
@@ -125,6 +125,19 @@ pub trait Db: Send + Sync + 'static {
     /// is a full member; the configuration then.
     async fn finish_join(&self, addrs: &Addresses, _node: &Node) -> Result<Members, String> {
         self.members(addrs).await
+    }
+    /// Whether the harness can move this database's partitions (the two
+    /// methods below); a fault needing it is refused up front otherwise.
+    fn rebalances(&self) -> bool {
+        false
+    }
+    /// The partitions and where they are, through the database's own interface.
+    async fn placement(&self, _addrs: &Addresses) -> Result<Placement, String> {
+        Err("this database has no partitions the harness can move".into())
+    }
+    /// Carries out a move, split or merge; what it did.
+    async fn rebalance(&self, _addrs: &Addresses, _change: Change) -> Result<Rebalanced, String> {
+        Err("this database has no partitions the harness can move".into())
     }
     /// Whether a removed node stops and must start again to rejoin (etcd's
     /// members do); otherwise it runs on through its removal.

@@ -12,7 +12,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use splitbrain_nemesis::shape::{Grudge, Node};
 use splitbrain_nemesis::Ability;
-use splitbrain_nemesis::Members;
+use splitbrain_nemesis::{Change, Members, PlacedPartition, Placement, Rebalanced};
 use splitbrain_store::admin::{admin_call, admin_members, AdminError, MembersView, NodeStatus};
 use splitbrain_store::config::{ClusterConfig, NodeAddrs};
 use splitbrain_workloads::{WorkloadKind, WorkloadOptions};
@@ -175,6 +175,31 @@ impl RefstoreDb {
         ))
     }
 
+    /// A sharded store's admin command (`partitions`, `rebalance ...`),
+    /// sent to the first node that answers: any node carries it out.
+    async fn shard_admin(&self, addrs: &Addresses, command: &str) -> Result<String, String> {
+        let mut last = String::from("no node answered");
+        for node in &self.nodes {
+            let addr = addrs.socket(node, ADMIN);
+            match admin_call(&addr, &self.secret, command).await {
+                Ok(reply) => match reply.strip_prefix("ok ") {
+                    Some(json) => return Ok(json.to_string()),
+                    None if reply.starts_with("error unknown") => {
+                        return Err(format!(
+                            "{command} on {node}: the outcome is unknown: {reply}"
+                        ))
+                    }
+                    None if reply.starts_with("error node stopped") => {
+                        last = format!("{node}: {reply}")
+                    }
+                    None => return Err(format!("{node} refused '{command}': {reply}")),
+                },
+                Err(e) => last = format!("{node}: {e}"),
+            }
+        }
+        Err(format!("{command}: {last}"))
+    }
+
     /// One admin command; an error unless the node answers `ok`.
     async fn admin(&self, addrs: &Addresses, node: &str, command: &str) -> Result<String, String> {
         let addr = addrs.socket(node, ADMIN);
@@ -186,6 +211,41 @@ impl RefstoreDb {
         } else {
             Err(format!("{node} refused '{command}': {reply}"))
         }
+    }
+}
+
+/// The store's map as the nemesis sees it.
+pub fn placement_of(map: &splitbrain_store::shard::ShardMap, groups: u32) -> Placement {
+    use splitbrain_store::shard::Span;
+    let partitions = map
+        .partitions
+        .iter()
+        .map(|p| PlacedPartition {
+            id: p.id,
+            group: p.group,
+            epoch: p.epoch,
+            span: match &p.span {
+                Span::Hash { index, of } => format!("hash {index} of {of}"),
+                Span::Ring { token } => format!("ring token {token:016x}"),
+                Span::Range { lo, hi } => match hi {
+                    Some(hi) => format!("[{lo:?}, {hi:?})"),
+                    None => format!("[{lo:?}, end)"),
+                },
+                Span::Region { region, index, of } => {
+                    format!("region {region}, hash {index} of {of}")
+                }
+            },
+            merges_into: map.merge_partner(p.id).ok(),
+        })
+        .collect();
+    Placement {
+        epoch: map.epoch,
+        groups,
+        partitions,
+        splits: !matches!(
+            map.scheme,
+            splitbrain_store::config::Scheme::Hash | splitbrain_store::config::Scheme::Geo
+        ),
     }
 }
 
@@ -260,7 +320,19 @@ impl Db for RefstoreDb {
         let leader = statuses
             .iter()
             .any(|(_, s)| s.as_ref().is_some_and(NodeStatus::is_leader));
-        if splitbrain_store::modes::has_leader(&self.base) && !leader {
+        if !splitbrain_store::modes::has_leader(&self.base) {
+            return Ok(());
+        }
+        if let Some(s) = &self.base.sharding {
+            let led: std::collections::BTreeSet<u32> = statuses
+                .iter()
+                .filter_map(|(_, st)| st.as_ref())
+                .flat_map(NodeStatus::groups_led)
+                .collect();
+            if let Some(g) = (0..s.groups).find(|g| !led.contains(g)) {
+                return Err(format!("group {g} has no leader yet"));
+            }
+        } else if !leader {
             return Err("no leader yet".into());
         }
         Ok(())
@@ -307,6 +379,48 @@ impl Db for RefstoreDb {
 
     fn changes_membership(&self) -> bool {
         splitbrain_store::modes::has_membership(&self.base)
+    }
+
+    fn rebalances(&self) -> bool {
+        self.base.sharding.is_some()
+    }
+
+    async fn placement(&self, addrs: &Addresses) -> Result<Placement, String> {
+        // `settle` finishes a change a killed node left half done, then answers the map.
+        let json = self.shard_admin(addrs, "settle").await?;
+        let map: splitbrain_store::shard::ShardMap = serde_json::from_str(&json)
+            .map_err(|e| format!("the partition map does not parse: {e}"))?;
+        Ok(placement_of(
+            &map,
+            self.base.sharding.as_ref().map_or(0, |s| s.groups),
+        ))
+    }
+
+    async fn rebalance(&self, addrs: &Addresses, change: Change) -> Result<Rebalanced, String> {
+        let command = match change {
+            Change::Move { partition, to } => format!("rebalance move {partition} {to}"),
+            Change::Split { partition } => format!("rebalance split {partition}"),
+            Change::Merge { partition } => format!("rebalance merge {partition}"),
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        let json = loop {
+            match self.shard_admin(addrs, &command).await {
+                Ok(json) => break json,
+                Err(e) if e.contains("try again") && tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        let done: splitbrain_store::protocol::RebalanceDone = serde_json::from_str(&json)
+            .map_err(|e| format!("the answer to {command} does not parse: {e}"))?;
+        Ok(Rebalanced {
+            summary: done.summary,
+            partitions: done.partitions,
+            map_epoch: done.map_epoch,
+            keys_copied: done.keys_copied,
+            frozen_ms: done.frozen_ms,
+        })
     }
 
     async fn members(&self, addrs: &Addresses) -> Result<Members, String> {

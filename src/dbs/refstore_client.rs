@@ -465,5 +465,7 @@ fn refusal_name(r: &Refusal) -> String {
         Refusal::TypeMismatch { .. } => "type-mismatch".into(),
         Refusal::NoQuorum { .. } => "no-quorum".into(),
         Refusal::Unreachable(_) => "unreachable".into(),
+        Refusal::WrongShard { .. } => "wrong-shard".into(),
+        Refusal::Fenced { .. } => "locked".into(),
     }
 }

@@ -271,6 +271,7 @@ impl Target for LocalEnv {
             Ability::Clock => Some("local nodes share this machine's clock".into()),
             Ability::Primaries => Some("processes alone do not know who leads; the database does".into()),
             Ability::Membership => Some(MEMBERSHIP_IS_THE_DATABASES.into()),
+            Ability::Rebalance => Some(super::REBALANCING_IS_THE_DATABASES.into()),
             Ability::Kill | Ability::Pause => None,
         }
     }

@@ -22,6 +22,8 @@ use splitbrain_nemesis::Target;
 /// Why no environment changes a cluster's membership: only the database can.
 pub const MEMBERSHIP_IS_THE_DATABASES: &str =
     "membership changes go through the database's own admin interface, not the environment";
+pub const REBALANCING_IS_THE_DATABASES: &str =
+    "moving partitions goes through the database's own admin interface, not the environment";
 
 /// Where every node listens: its address and, in the order the database
 /// asked for them, its ports (on loopback each node has ports of its own).

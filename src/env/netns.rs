@@ -548,6 +548,7 @@ impl Target for NetnsEnv {
         match ability {
             Ability::Clock => Some("nodes in namespaces share this machine's clock".into()),
             Ability::Membership => Some(super::MEMBERSHIP_IS_THE_DATABASES.into()),
+            Ability::Rebalance => Some(super::REBALANCING_IS_THE_DATABASES.into()),
             Ability::Primaries => {
                 Some("processes alone do not know who leads; the database does".into())
             }

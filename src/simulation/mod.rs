@@ -55,10 +55,13 @@ pub enum SimFault {
     Membership,
     /// Remove the leader (the chain's head) from the configuration.
     MembershipLeader,
+    /// A sharded cluster: move a random partition to another group, split
+    /// one or merge two, through a random node's admin interface.
+    Rebalance,
 }
 
 impl SimFault {
-    pub const ALL: [(&'static str, SimFault); 11] = [
+    pub const ALL: [(&'static str, SimFault); 12] = [
         ("partition", SimFault::Partition),
         ("partition-leader", SimFault::PartitionLeader),
         ("partition-majority", SimFault::PartitionMajority),
@@ -70,6 +73,7 @@ impl SimFault {
         ("loss", SimFault::Loss),
         ("membership", SimFault::Membership),
         ("membership-leader", SimFault::MembershipLeader),
+        ("rebalance", SimFault::Rebalance),
     ];
 
     pub fn name(self) -> &'static str {
@@ -850,6 +854,7 @@ impl Run<'_> {
                     );
                 }
             }
+            SimFault::Rebalance => self.rebalance(),
             SimFault::Loss => {
                 self.sim.set_loss(self.s.loss);
                 self.nemesis(
@@ -859,6 +864,79 @@ impl Run<'_> {
                 );
             }
         }
+    }
+
+    /// A sharded cluster's rebalance, as `--nemesis rebalance` draws it.
+    fn rebalance(&mut self) {
+        use splitbrain_store::protocol::Rebalance;
+        let node = self.random_node();
+        let Some(AdminReply::Partitions(map)) = self.sim.admin_call(node, AdminOp::Settle, 20_000)
+        else {
+            return;
+        };
+        let groups = self.s.cluster.sharding.as_ref().map_or(1, |s| s.groups);
+        if map.partitions.is_empty() || groups < 2 {
+            return;
+        }
+        let p = map.partitions[self.rng.gen_range(0..map.partitions.len())].clone();
+        let mut to = self.rng.gen_range(0..groups - 1);
+        if to >= p.group {
+            to += 1;
+        }
+        let mut changes = vec![match self.rng.gen_range(0..3) {
+            0 => Rebalance::Split { partition: p.id },
+            1 => Rebalance::Merge { partition: p.id },
+            _ => Rebalance::Move {
+                partition: p.id,
+                to,
+            },
+        }];
+        if let Rebalance::Merge { partition } = changes[0] {
+            match map.merge_partner(partition).ok().and_then(|q| map.get(q)) {
+                Some(q) if q.group != p.group => changes.insert(
+                    0,
+                    Rebalance::Move {
+                        partition,
+                        to: q.group,
+                    },
+                ),
+                Some(_) => {}
+                None => changes[0] = Rebalance::Move { partition, to },
+            }
+        }
+        let mut summaries = Vec::new();
+        for change in changes {
+            let node = self.random_node();
+            match self
+                .sim
+                .admin_call(node, AdminOp::Rebalance(change), 20_000)
+            {
+                Some(AdminReply::Rebalanced(done)) => summaries.push(done.summary),
+                Some(AdminReply::Refused(why))
+                    if why.contains("too few keys") || why.contains("too small") =>
+                {
+                    return;
+                }
+                other => {
+                    let why = format!("{change:?} on n{}: {other:?}", node + 1);
+                    self.nemesis_failed("rebalance", &why);
+                    return;
+                }
+            }
+        }
+        let done = Value::map(vec![
+            (kw("fault"), kw("rebalance")),
+            (kw("phase"), kw("start")),
+            (kw("summary"), Value::Str(summaries.join("; ").into())),
+        ]);
+        self.nemesis("rebalance", kw("random"), done);
+    }
+
+    fn nemesis_failed(&mut self, f: &str, why: &str) {
+        self.record(Op::new(Process::Nemesis, OpType::Invoke, f, kw("random")));
+        let mut op = Op::new(Process::Nemesis, OpType::Fail, f, kw("random"));
+        op.error = Some(Value::Str(why.into()));
+        self.record(op);
     }
 
     /// An admin request to the node that decides configurations, following
@@ -1040,6 +1118,7 @@ pub fn check(scenario: &Scenario, run: &SimRun) -> RunResults {
             checkers: Vec::new(),
             problem: Some(format!("the simulator wrote a malformed history: {e}")),
             duration_s: None,
+            faults: Vec::new(),
         },
     }
 }

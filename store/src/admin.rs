@@ -68,8 +68,18 @@ impl NodeStatus {
         }
     }
 
+    /// Whether this node leads (a sharded node: leads one of its groups).
     pub fn is_leader(&self) -> bool {
-        self.role == "leader"
+        self.role == "leader" || !self.groups_led().is_empty()
+    }
+
+    /// A sharded node: the groups it leads (its role reads `g0:leader g2:follower`).
+    pub fn groups_led(&self) -> Vec<u32> {
+        self.role
+            .split(' ')
+            .filter_map(|r| r.strip_suffix(":leader"))
+            .filter_map(|g| g.strip_prefix('g')?.parse().ok())
+            .collect()
     }
 
     /// The admin port's answer to `status`: one line, `ok {json}`.
@@ -129,6 +139,12 @@ impl MembersView {
             ),
             AdminReply::Unknown(why) => format!("error unknown {why}"),
             AdminReply::Refused(why) => format!("error {why}"),
+            AdminReply::Partitions(map) => {
+                format!("ok {}", serde_json::to_string(map).unwrap_or_default())
+            }
+            AdminReply::Rebalanced(done) => {
+                format!("ok {}", serde_json::to_string(done).unwrap_or_default())
+            }
         }
     }
 

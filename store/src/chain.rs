@@ -25,7 +25,7 @@
 //! predecessor's state.
 
 use crate::config::{ChainOptions, ChainReads, ClusterConfig};
-use crate::msg::{apply_op, NodeId, Op, ReadFrom, Refusal, Reply, Request, Response, Value};
+use crate::msg::{apply_op_kv, NodeId, Op, ReadFrom, Refusal, Reply, Request, Response, Value};
 use crate::protocol::{self, AdminOp, AdminReply, ClientId, CoreStatus, Membership, Protocol};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -326,7 +326,7 @@ impl Chain {
     }
 
     fn serve_local(&self, op: &Op) -> Reply {
-        match apply_op(op, |k| self.kv.get(k).cloned()) {
+        match apply_op_kv(op, &self.kv) {
             Ok((_, result)) => Reply::Ok(result),
             Err(refusal) => Reply::NotDone(refusal),
         }
@@ -383,7 +383,7 @@ impl Chain {
             fx.push(reply(client, req.id, self.not_head()));
             return;
         }
-        let (writes, result) = match apply_op(&req.op, |k| self.kv.get(k).cloned()) {
+        let (writes, result) = match apply_op_kv(&req.op, &self.kv) {
             Ok(done) => done,
             // Decided at the head, for every node: it did not happen.
             Err(refusal) => {
@@ -727,6 +727,12 @@ impl Chain {
                 return;
             }
             AdminOp::Remove(n) | AdminOp::Add(n) => n,
+            AdminOp::Partitions | AdminOp::Rebalance(_) | AdminOp::Settle => {
+                fx.push(answer(AdminReply::Refused(
+                    "this cluster is not sharded".into(),
+                )));
+                return;
+            }
         };
         if node == MASTER || node >= self.n {
             fx.push(answer(AdminReply::Refused(format!(

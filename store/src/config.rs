@@ -420,11 +420,136 @@ pub struct ClusterConfig {
     pub raft: RaftOptions,
     #[serde(default)]
     pub chain: ChainOptions,
+    /// Present when the keys are partitioned over replica groups of `mode`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sharding: Option<ShardingOptions>,
     /// Which node a client of a leaderless or multi-leader cluster sends
     /// each request to (clients of a leader mode find the leader).
     #[serde(default)]
     pub client_routing: ClientRouting,
     pub nodes: Vec<NodeAddrs>,
+}
+
+/// How keys map to partitions.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scheme {
+    /// A fixed number of hash partitions, each on a group.
+    #[default]
+    Hash,
+    /// Ordered key ranges, split when they grow and merged when small.
+    Range,
+    /// A ring of virtual nodes; a key belongs to the first one at or after its hash.
+    ConsistentHash,
+    /// Key ranges assigned to groups one by one by the directory (group 0),
+    /// not by their order.
+    Directory,
+    /// Keys `REGION/...` live on the groups of that region's nodes.
+    Geo,
+}
+
+impl Scheme {
+    pub fn name(self) -> &'static str {
+        match self {
+            Scheme::Hash => "hash",
+            Scheme::Range => "range",
+            Scheme::ConsistentHash => "consistent-hash",
+            Scheme::Directory => "directory",
+            Scheme::Geo => "geo",
+        }
+    }
+}
+
+impl std::str::FromStr for Scheme {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        [
+            Scheme::Hash,
+            Scheme::Range,
+            Scheme::ConsistentHash,
+            Scheme::Directory,
+            Scheme::Geo,
+        ]
+        .into_iter()
+        .find(|x| x.name() == s)
+        .ok_or_else(|| {
+            format!("{s}: expected none, hash, range, consistent-hash, directory or geo")
+        })
+    }
+}
+
+/// How a partition changes hands.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Handoff {
+    /// The old owner freezes the partition at a new epoch (in its own log)
+    /// before the copy, so it accepts no write once the new owner serves.
+    #[default]
+    Epoch,
+    /// Copy, then repoint the map; the old owner keeps serving whoever
+    /// still routes to it, and what it accepts after the copy is lost.
+    None,
+}
+
+/// How a transaction over several groups commits.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum CrossShard {
+    /// Two-phase commit: locks at every group, a decision recorded at the
+    /// first, then the writes.
+    #[default]
+    TwoPhase,
+    /// Each group's part runs on its own.
+    None,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ShardingOptions {
+    pub scheme: Scheme,
+    /// Replica groups; each is a cluster of the file's `mode`.
+    pub groups: u32,
+    /// Nodes in each group; group g is nodes g, g+1, ... (mod the node count).
+    pub replicas: u32,
+    /// Partitions (hash), virtual nodes (consistent-hash) or ranges
+    /// (range, directory) each group starts with.
+    pub partitions_per_group: u32,
+    /// Range and directory: where the initial ranges end (each a range's
+    /// first key); empty, spread over the digits.
+    pub boundaries: Vec<String>,
+    /// Geo: regions; node i is in region i mod `regions`.
+    pub regions: u32,
+    pub handoff: Handoff,
+    pub cross_shard: CrossShard,
+    /// Range: a node splits a range once a write finds it holding more keys
+    /// than this (0: only when asked).
+    pub split_after_keys: u64,
+    /// How long a node tries a client's request before answering.
+    pub request_timeout_ms: u64,
+    /// A lock left by a transaction older than this is resolved by whoever
+    /// meets it: committed from the recorded decision, or aborted.
+    pub resolve_locks_after_ms: u64,
+    /// How often a node rereads the partition map from group 0.
+    pub map_refresh_ms: u64,
+}
+
+impl Default for ShardingOptions {
+    fn default() -> Self {
+        ShardingOptions {
+            scheme: Scheme::Hash,
+            groups: 2,
+            replicas: 3,
+            partitions_per_group: 4,
+            boundaries: Vec::new(),
+            regions: 2,
+            handoff: Handoff::Epoch,
+            cross_shard: CrossShard::TwoPhase,
+            split_after_keys: 0,
+            request_timeout_ms: 3000,
+            resolve_locks_after_ms: 2000,
+            map_refresh_ms: 1000,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]

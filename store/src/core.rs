@@ -183,6 +183,9 @@ pub fn build_core(
     seed: u64,
     recovered: Vec<WalRecord>,
 ) -> Result<Box<dyn Core>, CoreError> {
+    if cfg.sharding.is_some() {
+        return crate::shard::build_sharded(cfg, node, seed, recovered);
+    }
     let entry = MODES
         .iter()
         .find(|m| m.mode == cfg.mode)

@@ -429,6 +429,9 @@ fn op_name(op: &Op) -> &'static str {
         Op::Add { .. } => "an add",
         Op::Remove { .. } => "a remove",
         Op::ReadSet { .. } => "a set read",
+        Op::Scan { .. } => "a scan",
+        Op::Lock { .. } | Op::Unlocked { .. } | Op::Unlock { .. } => "a lock",
+        Op::Fence { .. } => "a fence",
         Op::Txn { .. } => "a transaction",
     }
 }

@@ -204,6 +204,24 @@ pub enum Msg {
     MerkleItems {
         items: Items,
     },
+    /// Every key under `prefix` this node stores (a sharded store's copy of a partition).
+    Scan {
+        req: u64,
+        prefix: String,
+    },
+    ScanResp {
+        req: u64,
+        entries: Vec<(String, Vec<Versioned>)>,
+    },
+}
+
+/// A scan in progress: it asks every node, as a key's replicas may be any of them.
+struct Scan {
+    client: ClientId,
+    request_id: u64,
+    answered: BTreeSet<NodeId>,
+    merged: BTreeMap<String, Vec<Versioned>>,
+    deadline_ms: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -384,6 +402,7 @@ pub struct Leaderless {
     hints: BTreeMap<(NodeId, String), Vec<Versioned>>,
     last_heard_ms: BTreeMap<NodeId, u64>,
     pending: BTreeMap<u64, Pending>,
+    scans: BTreeMap<u64, Scan>,
     next_req: u64,
     last_ts_us: u64,
     /// Per key, the highest dot counter this node has issued.
@@ -426,6 +445,7 @@ impl Leaderless {
             hints: BTreeMap::new(),
             last_heard_ms: BTreeMap::new(),
             pending: BTreeMap::new(),
+            scans: BTreeMap::new(),
             next_req: 1,
             last_ts_us: 0,
             counters: BTreeMap::new(),
@@ -610,7 +630,77 @@ impl Leaderless {
         }
     }
 
+    fn local_entries(&self, prefix: &str) -> Vec<(String, Vec<Versioned>)> {
+        self.store
+            .range(prefix.to_string()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    fn start_scan(
+        &mut self,
+        now: u64,
+        client: ClientId,
+        req: &Request,
+        prefix: &str,
+        fx: &mut Vec<Effect>,
+    ) {
+        let id = self.next_req;
+        self.next_req += 1;
+        let mut scan = Scan {
+            client,
+            request_id: req.id,
+            answered: BTreeSet::from([self.id]),
+            merged: BTreeMap::new(),
+            deadline_ms: now + self.opts.request_timeout_ms,
+        };
+        for (k, v) in self.local_entries(prefix) {
+            merge_versions(self.opts.conflict, scan.merged.entry(k).or_default(), &v);
+        }
+        for peer in (0..self.n).filter(|p| *p != self.id) {
+            fx.push(send(
+                peer,
+                Msg::Scan {
+                    req: id,
+                    prefix: prefix.to_string(),
+                },
+            ));
+        }
+        self.scans.insert(id, scan);
+        self.finish_scan(id, fx);
+    }
+
+    /// Answers a scan once every node has: siblings resolve as for a read-modify-write.
+    fn finish_scan(&mut self, id: u64, fx: &mut Vec<Effect>) {
+        if self
+            .scans
+            .get(&id)
+            .is_none_or(|s| s.answered.len() < self.n as usize)
+        {
+            return;
+        }
+        if let Some(s) = self.scans.remove(&id) {
+            let entries = s
+                .merged
+                .iter()
+                .filter_map(|(k, vs)| resolve(vs).map(|v| (k.clone(), v)))
+                .collect();
+            fx.push(Effect::Reply {
+                client: s.client,
+                response: Response {
+                    id: s.request_id,
+                    reply: Reply::Ok(OpResult::Entries(entries)),
+                },
+            });
+        }
+    }
+
     fn on_client(&mut self, now: u64, client: ClientId, req: Request, fx: &mut Vec<Effect>) {
+        if let Op::Scan { prefix } = &req.op {
+            let prefix = prefix.clone();
+            return self.start_scan(now, client, &req, &prefix, fx);
+        }
         let n = self.opts.n.max(1) as usize;
         let r = req
             .options
@@ -987,6 +1077,26 @@ impl Leaderless {
     }
 
     fn on_tick(&mut self, now: u64, fx: &mut Vec<Effect>) {
+        let late: Vec<u64> = self
+            .scans
+            .iter()
+            .filter(|(_, s)| s.deadline_ms <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in late {
+            if let Some(s) = self.scans.remove(&id) {
+                fx.push(Effect::Reply {
+                    client: s.client,
+                    response: Response {
+                        id: s.request_id,
+                        reply: Reply::NotDone(Refusal::NoQuorum {
+                            needed: self.n,
+                            got: s.answered.len() as u32,
+                        }),
+                    },
+                });
+            }
+        }
         let expired: Vec<u64> = self
             .pending
             .iter()
@@ -1103,6 +1213,20 @@ impl Leaderless {
                 fx.push(send(from, Msg::MerkleItems { items: mine }));
             }
             Msg::MerkleItems { items } => self.merge_items(items, fx),
+            Msg::Scan { req, prefix } => {
+                let entries = self.local_entries(&prefix);
+                fx.push(send(from, Msg::ScanResp { req, entries }));
+            }
+            Msg::ScanResp { req, entries } => {
+                let conflict = self.opts.conflict;
+                if let Some(s) = self.scans.get_mut(&req) {
+                    s.answered.insert(from);
+                    for (k, v) in entries {
+                        merge_versions(conflict, s.merged.entry(k).or_default(), &v);
+                    }
+                }
+                self.finish_scan(req, fx);
+            }
         }
     }
 

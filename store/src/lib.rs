@@ -12,7 +12,9 @@
 //! Admin port (one text line per command, one reply line):
 //! `status` (answers `ok` and the JSON of an [`admin::NodeStatus`]; ask with
 //! [`admin::admin_status`]) · `block n2 n3` · `unblock n2` · `unblock-all` ·
-//! `clock-offset -500` · `probe n2 [TIMEOUT_MS]`.
+//! `clock-offset -500` · `probe n2 [TIMEOUT_MS]` · `members` ·
+//! `member-remove n2` · `member-add n2` · and, sharded: `partitions` ·
+//! `rebalance move P G` · `rebalance split P` · `rebalance merge P`.
 
 pub mod admin;
 pub mod chain;
@@ -32,6 +34,7 @@ pub mod quorum;
 pub mod raft;
 pub mod route;
 pub mod seeded;
+pub mod shard;
 pub mod sim;
 pub mod single_leader;
 pub mod wal;

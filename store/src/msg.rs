@@ -73,6 +73,33 @@ pub enum Op {
     ReadSet {
         key: String,
     },
+    /// Every key starting with `prefix`, in key order, with its value
+    /// (a sharded store's copy of a partition). Served where the mode reads
+    /// from its whole key-value map; elsewhere a type mismatch.
+    Scan {
+        prefix: String,
+    },
+    /// Takes the lock at `key` for `owner`: done when the lock is free
+    /// (absent or empty) or already `owner`'s, else refused with the holder
+    /// as the current value ([`Refusal::Fenced`]). Two-phase commit's prepare.
+    Lock {
+        key: String,
+        owner: String,
+    },
+    /// Refused unless the lock at `key` is free (absent or empty); writes nothing.
+    Unlocked {
+        key: String,
+    },
+    /// Refused unless `key` holds `expected` (`None`: absent); writes nothing.
+    Fence {
+        key: String,
+        expected: Option<Value>,
+    },
+    /// Frees the lock at `key` if `owner` holds it; else does nothing.
+    Unlock {
+        key: String,
+        owner: String,
+    },
     Txn {
         ops: Vec<Op>,
     },
@@ -90,7 +117,12 @@ impl Op {
             | Op::Incr { key, .. }
             | Op::Add { key, .. }
             | Op::Remove { key, .. }
-            | Op::ReadSet { key } => Some(key),
+            | Op::ReadSet { key }
+            | Op::Lock { key, .. }
+            | Op::Unlocked { key }
+            | Op::Fence { key, .. }
+            | Op::Unlock { key, .. } => Some(key),
+            Op::Scan { prefix } => Some(prefix),
             Op::Txn { .. } => None,
         }
     }
@@ -120,7 +152,12 @@ impl Op {
         self.micro_ops().iter().all(|op| {
             matches!(
                 op,
-                Op::Get { .. } | Op::ReadList { .. } | Op::ReadSet { .. }
+                Op::Get { .. }
+                    | Op::ReadList { .. }
+                    | Op::ReadSet { .. }
+                    | Op::Scan { .. }
+                    | Op::Unlocked { .. }
+                    | Op::Fence { .. }
             )
         })
     }
@@ -197,11 +234,26 @@ pub enum OpResult {
     Siblings(Vec<Value>),
     /// One result per micro-operation.
     Txn(Vec<OpResult>),
+    /// A scan's keys and values, in key order.
+    Entries(Vec<(String, Value)>),
 }
 
 /// Why an operation was definitely not done.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Refusal {
+    /// A sharded store: the key's partition is not served here at this
+    /// epoch (it moved, split or merged, or is moving now); `group` is its
+    /// owner as far as this node knows.
+    WrongShard {
+        partition: u32,
+        epoch: u64,
+        group: Option<u32>,
+    },
+    /// A lock, a fence or an ownership check failed at `key`, which holds `current`.
+    Fenced {
+        key: String,
+        current: Option<Value>,
+    },
     NotLeader {
         leader: Option<NodeId>,
     },
@@ -243,6 +295,10 @@ pub fn apply_micro(current: Option<&Value>, op: &Op) -> Result<(Option<Value>, O
     let key = op.key().unwrap_or_default();
     let mismatch = || Refusal::TypeMismatch {
         key: key.to_string(),
+    };
+    let fenced = |current: Option<&Value>| Refusal::Fenced {
+        key: key.to_string(),
+        current: current.cloned(),
     };
     match op {
         Op::Get { .. } => Ok((None, OpResult::Value(current.cloned()))),
@@ -304,8 +360,68 @@ pub fn apply_micro(current: Option<&Value>, op: &Op) -> Result<(Option<Value>, O
             }
             Some(_) => Err(mismatch()),
         },
-        Op::Txn { .. } => Err(mismatch()),
+        Op::Lock { owner, .. } => match current {
+            None => Ok((Some(Value::Str(owner.clone())), OpResult::Done)),
+            Some(Value::Str(s)) if s.is_empty() => {
+                Ok((Some(Value::Str(owner.clone())), OpResult::Done))
+            }
+            Some(Value::Str(s)) if s == owner => Ok((None, OpResult::Done)),
+            Some(other) => Err(fenced(Some(other))),
+        },
+        Op::Unlocked { .. } => match current {
+            None => Ok((None, OpResult::Done)),
+            Some(Value::Str(s)) if s.is_empty() => Ok((None, OpResult::Done)),
+            other => Err(fenced(other)),
+        },
+        Op::Fence { expected, .. } => {
+            if current == expected.as_ref() {
+                Ok((None, OpResult::Done))
+            } else {
+                Err(fenced(current))
+            }
+        }
+        Op::Unlock { owner, .. } => match current {
+            Some(Value::Str(s)) if s == owner => {
+                Ok((Some(Value::Str(String::new())), OpResult::Done))
+            }
+            _ => Ok((None, OpResult::Done)),
+        },
+        Op::Scan { .. } | Op::Txn { .. } => Err(mismatch()),
     }
+}
+
+/// [`apply_op`] over a whole key-value map, which also serves scans.
+pub fn apply_op_kv(
+    op: &Op,
+    kv: &std::collections::BTreeMap<String, Value>,
+) -> Result<(Vec<(String, Value)>, OpResult), Refusal> {
+    if !op.micro_ops().iter().any(|m| matches!(m, Op::Scan { .. })) {
+        return apply_op(op, |k| kv.get(k).cloned());
+    }
+    // Scans read; a transaction that scans writes nothing, so it sees no writes of its own.
+    if !op.is_read_only() {
+        return Err(Refusal::TypeMismatch {
+            key: op.keys().first().cloned().unwrap_or_default(),
+        });
+    }
+    let mut results = Vec::new();
+    for micro in op.micro_ops() {
+        results.push(match micro {
+            Op::Scan { prefix } => OpResult::Entries(
+                kv.range(prefix.clone()..)
+                    .take_while(|(k, _)| k.starts_with(prefix.as_str()))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+            ),
+            other => apply_micro(other.key().and_then(|k| kv.get(k)), other)?.1,
+        });
+    }
+    let result = if matches!(op, Op::Txn { .. }) {
+        OpResult::Txn(results)
+    } else {
+        results.pop().unwrap_or(OpResult::Done)
+    };
+    Ok((Vec::new(), result))
 }
 
 /// Applies a whole operation (single or transaction) against `lookup`, which

@@ -655,6 +655,26 @@ async fn admin_membership(
     }
 }
 
+/// `move PARTITION GROUP`, `split PARTITION` or `merge PARTITION`.
+fn parse_rebalance(words: &[&str]) -> Result<crate::protocol::Rebalance, String> {
+    use crate::protocol::Rebalance;
+    let num = |w: &str| {
+        w.parse::<u32>()
+            .map_err(|_| format!("{w:?} is not a partition or group number"))
+    };
+    match words {
+        ["move", p, g] => Ok(Rebalance::Move {
+            partition: num(p)?,
+            to: num(g)?,
+        }),
+        ["split", p] => Ok(Rebalance::Split { partition: num(p)? }),
+        ["merge", p] => Ok(Rebalance::Merge { partition: num(p)? }),
+        _ => {
+            Err("usage: rebalance move PARTITION GROUP | split PARTITION | merge PARTITION".into())
+        }
+    }
+}
+
 async fn admin_command(
     line: &str,
     tx: &mpsc::UnboundedSender<Event>,
@@ -732,6 +752,12 @@ async fn admin_command(
         },
         ["member-add", name] => match cfg.index_of(name) {
             Ok(id) => admin_membership(tx, cfg, AdminOp::Add(id)).await,
+            Err(e) => format!("error {e}"),
+        },
+        ["partitions"] => admin_membership(tx, cfg, AdminOp::Partitions).await,
+        ["settle"] => admin_membership(tx, cfg, AdminOp::Settle).await,
+        ["rebalance", change @ ..] => match parse_rebalance(change) {
+            Ok(rb) => admin_membership(tx, cfg, AdminOp::Rebalance(rb)).await,
             Err(e) => format!("error {e}"),
         },
         ["unblock-all"] => {

@@ -61,6 +61,38 @@ pub enum AdminOp {
     Remove(NodeId),
     /// Bring a node (one of the cluster file's) back in, after it has caught up.
     Add(NodeId),
+    /// A sharded store's partition map, as group 0 holds it.
+    Partitions,
+    /// Move data between a sharded store's groups.
+    Rebalance(Rebalance),
+    /// Finish the rebalance a node began and did not end (it was killed),
+    /// if one holds the lock; the map after.
+    Settle,
+}
+
+/// A change to a sharded store's partitions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Rebalance {
+    /// The partition's data copied to group `to`, which serves it from then on.
+    Move { partition: u32, to: u32 },
+    /// A range (or ring arc) cut in two at its middle key; the new upper
+    /// half (a ring: lower arc) is a new partition on the same group.
+    Split { partition: u32 },
+    /// The partition folded into its neighbour (on the same group).
+    Merge { partition: u32 },
+}
+
+/// What a rebalance did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RebalanceDone {
+    /// In words: "partition 3 moved from group 1 to group 2 at epoch 7".
+    pub summary: String,
+    /// The partitions it changed (a split's new one included).
+    pub partitions: Vec<u32>,
+    pub map_epoch: u64,
+    pub keys_copied: u64,
+    /// How long the partitions were frozen (served by nobody).
+    pub frozen_ms: u64,
 }
 
 /// A configuration: the nodes that take part (Raft's voters; a chain, head
@@ -77,7 +109,12 @@ pub enum AdminReply {
     /// Done (or nothing to do): the configuration now in force.
     Members(Membership),
     /// Ask the node that decides configurations.
-    NotLeader { leader: Option<NodeId> },
+    NotLeader {
+        leader: Option<NodeId>,
+    },
+    /// A sharded store's map.
+    Partitions(crate::shard::ShardMap),
+    Rebalanced(RebalanceDone),
     /// Not done, and it will not be.
     Refused(String),
     /// It may yet take effect.

@@ -25,7 +25,7 @@
 //! that never heard of its removal cannot depose a leader (§4.2.3).
 
 use crate::config::{ClusterConfig, RaftOptions, RaftRead};
-use crate::msg::{apply_op, NodeId, Op, ReadFrom, Refusal, Reply, Request, Response, Value};
+use crate::msg::{apply_op_kv, NodeId, Op, ReadFrom, Refusal, Reply, Request, Response, Value};
 use crate::protocol::{self, AdminOp, AdminReply, ClientId, CoreStatus, Membership, Protocol};
 use crate::quorum;
 use crate::seeded::SeededRng;
@@ -488,8 +488,7 @@ impl Raft {
             let Command::Op(op) = &command else {
                 continue;
             };
-            let kv = &self.kv;
-            let outcome = apply_op(op, |k| kv.get(k).cloned());
+            let outcome = apply_op_kv(op, &self.kv);
             let answer = match outcome {
                 Ok((writes, result)) => {
                     for (k, v) in writes {
@@ -775,6 +774,12 @@ impl Raft {
             }
             AdminOp::Remove(n) => (n, false),
             AdminOp::Add(n) => (n, true),
+            AdminOp::Partitions | AdminOp::Rebalance(_) | AdminOp::Settle => {
+                fx.push(answer(AdminReply::Refused(
+                    "this cluster is not sharded".into(),
+                )));
+                return;
+            }
         };
         if node >= self.n {
             fx.push(answer(AdminReply::Refused(format!(
@@ -881,7 +886,7 @@ impl Raft {
     }
 
     fn serve_local(&self, client: ClientId, req: &Request, fx: &mut Vec<Effect>) {
-        let r = match apply_op(&req.op, |k| self.kv.get(k).cloned()) {
+        let r = match apply_op_kv(&req.op, &self.kv) {
             Ok((_, result)) => Reply::Ok(result),
             Err(refusal) => Reply::NotDone(refusal),
         };

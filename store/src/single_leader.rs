@@ -459,7 +459,7 @@ impl SingleLeader {
     }
 
     fn serve_read(&self, client: ClientId, req: &Request, fx: &mut Vec<Effect>) {
-        let r = match apply_op(&req.op, |k| self.kv.get(k).cloned()) {
+        let r = match crate::msg::apply_op_kv(&req.op, &self.kv) {
             Ok((_, result)) => Reply::Ok(result),
             Err(refusal) => Reply::NotDone(refusal),
         };

@@ -17,6 +17,7 @@ mod loss;
 mod membership;
 mod partition;
 mod pause;
+mod rebalance;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -39,6 +40,7 @@ pub static PACKAGES: &[&dyn FaultPackage] = &[
     &clock::Clock,
     &loss::Loss,
     &membership::Membership,
+    &rebalance::RebalancePackage,
 ];
 
 /// One kind of fault.

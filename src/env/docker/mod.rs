@@ -766,6 +766,7 @@ impl Target for DockerCluster {
                 Some("containers alone do not know who leads; the database does".into())
             }
             Ability::Membership => Some(crate::env::MEMBERSHIP_IS_THE_DATABASES.into()),
+            Ability::Rebalance => Some(crate::env::REBALANCING_IS_THE_DATABASES.into()),
             _ => None,
         }
     }
@@ -980,6 +981,7 @@ impl Target for DockerEnv {
                 Some("containers alone do not know who leads; the database does".into())
             }
             Ability::Membership => Some(crate::env::MEMBERSHIP_IS_THE_DATABASES.into()),
+            Ability::Rebalance => Some(crate::env::REBALANCING_IS_THE_DATABASES.into()),
             _ => None,
         }
     }

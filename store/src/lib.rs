@@ -3,7 +3,8 @@
 //! listed in `modes`: `single_leader`, `leaderless`, `multi_leader`, `raft`, `chain`), run through one
 //! mode-agnostic `core` by a tokio driver (`node`), with a write-ahead
 //! log (`wal`), a client library (`client`) and a deterministic simulator
-//! (`sim`). It knows nothing of the harness.
+//! (`sim`); `shard` partitions the keys over replica groups of any of them.
+//! It knows nothing of the harness.
 //!
 //! Run a node with `splitbrain-store-node --config CLUSTER.toml --id n1`
 //! (or [`node::run_node`]). The cluster file is described by

@@ -78,6 +78,14 @@ impl Ownership {
         }
     }
 
+    pub fn epoch(&self) -> u64 {
+        match self {
+            Ownership::Owned { epoch }
+            | Ownership::Frozen { epoch }
+            | Ownership::Gone { epoch } => *epoch,
+        }
+    }
+
     /// What `o/P` holds while a group serves P at `epoch`: nothing at the
     /// first epoch (the initial map's owners), so that a new cluster needs
     /// no setup writes.

@@ -215,6 +215,8 @@ struct TxTask {
     result: Option<OpResult>,
     refusal: Option<Refusal>,
     unknown: bool,
+    /// A write of the decision went unanswered: it may be recorded.
+    decision_unknown: bool,
 }
 
 struct ResolveTask {
@@ -752,6 +754,7 @@ impl Sharded {
                 result: None,
                 refusal: None,
                 unknown: false,
+                decision_unknown: false,
             };
             self.tx_prepare(id, &mut t);
             self.tasks.insert(id, Task::Tx(t));
@@ -860,6 +863,7 @@ impl Sharded {
                                 result: None,
                                 refusal: None,
                                 unknown: false,
+                                decision_unknown: false,
                             };
                             self.tx_prepare(id, &mut tx);
                             return Some(Task::Tx(tx));
@@ -1074,14 +1078,19 @@ impl Sharded {
                         }
                     }
                 }
-                Reply::NotDone(r) if self.now >= t.deadline_ms => {
+                // Definitely not recorded, by this attempt or any before it.
+                Reply::NotDone(r) if self.now >= t.deadline_ms && !t.decision_unknown => {
                     t.refusal = Some(r);
                     self.tx_release(id, &mut t, TxPhase::Abort { retry: false });
                     Some(Task::Tx(t))
                 }
-                Reply::NotDone(_) | Reply::Unknown(_) | Reply::Error(_) => {
+                other => {
+                    if !matches!(other, Reply::NotDone(_)) {
+                        t.decision_unknown = true;
+                    }
                     if self.now >= t.deadline_ms {
-                        // The decision may have been recorded: whoever meets the locks finishes it.
+                        // The decision may have been recorded: the locks stay, and
+                        // whoever meets them finishes the transaction from it.
                         if let Some(c) = t.client.take() {
                             self.reply(
                                 c,
@@ -1091,17 +1100,21 @@ impl Sharded {
                         }
                         return None;
                     }
-                    let (txn_id, writes) = (t.txn.clone(), t.writes.clone());
-                    self.call(
-                        id,
-                        0,
-                        t.primary,
-                        txn_decide(&txn_id, &Decision::Commit { writes }),
-                        t.deadline_ms,
-                    );
+                    self.wake_at(self.now + BACKOFF_MS, id);
                     Some(Task::Tx(t))
                 }
             },
+            (TxPhase::Decide, Event::Wake) => {
+                let (txn_id, writes) = (t.txn.clone(), t.writes.clone());
+                self.call(
+                    id,
+                    0,
+                    t.primary,
+                    txn_decide(&txn_id, &Decision::Commit { writes }),
+                    t.deadline_ms.max(self.now + 1),
+                );
+                Some(Task::Tx(t))
+            }
             (TxPhase::Commit, Event::Reply(i, reply)) => {
                 let i = i as usize;
                 t.parts[i].state = match reply {
@@ -1635,12 +1648,13 @@ impl Sharded {
             RB_FREEZE => {
                 match &reply {
                     Reply::Ok(_) => {}
-                    // Frozen by this very change before (it holds the lock): go on from there.
+                    // Frozen (or already handed over) by this very change, cut
+                    // short before: only the lock's holder writes this epoch.
                     Reply::NotDone(Refusal::Fenced { current, .. })
-                        if current.as_ref().and_then(Ownership::from_value)
-                            == Some(Ownership::Frozen {
-                                epoch: self.next_epoch(t),
-                            }) => {}
+                        if current
+                            .as_ref()
+                            .and_then(Ownership::from_value)
+                            .is_some_and(|o| o.epoch() == self.next_epoch(t)) => {}
                     Reply::NotDone(r) => {
                         self.rebalance_unlock(t);
                         return Err(AdminReply::Refused(format!(

@@ -219,6 +219,29 @@ struct TxTask {
     decision_unknown: bool,
 }
 
+impl TxTask {
+    /// A transaction over `parts`, about to prepare.
+    fn new(client: ClientId, req_id: u64, op: Op, deadline_ms: u64, parts: Vec<Part>) -> TxTask {
+        TxTask {
+            client: Some(client),
+            req_id,
+            op,
+            deadline_ms,
+            attempt: 0,
+            txn: String::new(),
+            primary: 0,
+            parts,
+            phase: TxPhase::Prepare,
+            values: HashMap::new(),
+            writes: Vec::new(),
+            result: None,
+            refusal: None,
+            unknown: false,
+            decision_unknown: false,
+        }
+    }
+}
+
 struct ResolveTask {
     owner: String,
     txn: String,
@@ -739,23 +762,7 @@ impl Sharded {
             Err(why) => return self.reply(client, req.id, Reply::Error(why)),
         };
         if parts.len() > 1 && self.opts.cross_shard == CrossShard::TwoPhase {
-            let mut t = TxTask {
-                client: Some(client),
-                req_id: req.id,
-                op: req.op,
-                deadline_ms,
-                attempt: 0,
-                txn: String::new(),
-                primary: 0,
-                parts,
-                phase: TxPhase::Prepare,
-                values: HashMap::new(),
-                writes: Vec::new(),
-                result: None,
-                refusal: None,
-                unknown: false,
-                decision_unknown: false,
-            };
+            let mut t = TxTask::new(client, req.id, req.op, deadline_ms, parts);
             self.tx_prepare(id, &mut t);
             self.tasks.insert(id, Task::Tx(t));
             return;
@@ -848,23 +855,8 @@ impl Sharded {
                     let micro: Vec<usize> = (0..t.op.micro_ops().len()).collect();
                     if let Ok(parts) = self.plan(&t.op, &micro) {
                         if parts.len() > 1 {
-                            let mut tx = TxTask {
-                                client: Some(t.client),
-                                req_id: t.req_id,
-                                op: t.op,
-                                deadline_ms: t.deadline_ms,
-                                attempt: 0,
-                                txn: String::new(),
-                                primary: 0,
-                                parts,
-                                phase: TxPhase::Prepare,
-                                values: HashMap::new(),
-                                writes: Vec::new(),
-                                result: None,
-                                refusal: None,
-                                unknown: false,
-                                decision_unknown: false,
-                            };
+                            let mut tx =
+                                TxTask::new(t.client, t.req_id, t.op, t.deadline_ms, parts);
                             self.tx_prepare(id, &mut tx);
                             return Some(Task::Tx(tx));
                         }

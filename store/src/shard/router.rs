@@ -1966,6 +1966,19 @@ impl Sharded {
 
     // ---- the clock ----
 
+    /// The same input (a tick, a flush) to every group's core on this node.
+    fn step_every_group(&mut self, now_ms: u64, input: impl Fn() -> Input) {
+        let groups: Vec<GroupId> = self.local.keys().copied().collect();
+        for g in groups {
+            let fx = self
+                .local
+                .get_mut(&g)
+                .map(|c| c.step(now_ms, input()))
+                .unwrap_or_default();
+            self.absorb(g, fx);
+        }
+    }
+
     fn tick(&mut self) {
         let now = self.now;
         let due: Vec<u64> = self
@@ -2122,29 +2135,11 @@ impl Core for Sharded {
             },
             Input::Peer { .. } => {}
             Input::Tick => {
-                let groups: Vec<GroupId> = self.local.keys().copied().collect();
-                for g in groups {
-                    let fx = self
-                        .local
-                        .get_mut(&g)
-                        .map(|c| c.step(now_ms, Input::Tick))
-                        .unwrap_or_default();
-                    self.absorb(g, fx);
-                }
+                self.step_every_group(now_ms, || Input::Tick);
                 self.drain();
                 self.tick();
             }
-            Input::Flush => {
-                let groups: Vec<GroupId> = self.local.keys().copied().collect();
-                for g in groups {
-                    let fx = self
-                        .local
-                        .get_mut(&g)
-                        .map(|c| c.step(now_ms, Input::Flush))
-                        .unwrap_or_default();
-                    self.absorb(g, fx);
-                }
-            }
+            Input::Flush => self.step_every_group(now_ms, || Input::Flush),
         }
         self.drain();
         std::mem::take(&mut self.out)
